@@ -1,0 +1,176 @@
+"""Build a live `torch.nn.Module` from a compiled spec. The only archc module importing torch."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from archc.compiler import Spec
+from archc.ir import Node
+from archc.primitives import Shape, fmt_shape
+
+
+class Residual(nn.Module):
+    """post(body(x) + shortcut(x)); body, shortcut and post are this module's own children."""
+
+    def __init__(self, modules: OrderedDict, body: list[str], shortcut: list[str], post: list[str]):
+        super().__init__()
+        for name, module in modules.items():
+            self.add_module(name, module)
+        self._body, self._shortcut, self._post = tuple(body), tuple(shortcut), tuple(post)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        modules = self._modules
+        out = x
+        for name in self._body:
+            out = modules[name](out)
+        identity = x
+        for name in self._shortcut:
+            identity = modules[name](identity)
+        out = out + identity
+        for name in self._post:
+            out = modules[name](out)
+        return out
+
+
+class Parallel(nn.Module):
+    """Branches applied to the same input, concatenated on channels."""
+
+    def __init__(self, modules: OrderedDict, branches: list[list[str]]):
+        super().__init__()
+        for name, module in modules.items():
+            self.add_module(name, module)
+        self._branches = tuple(tuple(b) for b in branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for branch in self._branches:
+            out = x
+            for name in branch:
+                out = self._modules[name](out)
+            outputs.append(out)
+        return torch.cat(outputs, 1)
+
+
+class Dense(nn.Module):
+    """Each layer sees everything before it: x = cat(x, layer(x))."""
+
+    def __init__(self, modules: OrderedDict):
+        super().__init__()
+        for name, module in modules.items():
+            self.add_module(name, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self._modules.values():
+            x = torch.cat([x, layer(x)], 1)
+        return x
+
+
+class Network(nn.Sequential):
+    """The model: its top-level layers in order, named as in the spec."""
+
+
+def _leaf_names(node: Node) -> list[str]:
+    return [n.name for n in node.registered()] if node.inline else [node.name]
+
+
+def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
+    if node.is_primitive:
+        layer = node.primitive.torch_layer(node.params, node.in_shape)
+        module = getattr(nn, layer.cls)(*layer.args, **layer.kwargs)
+        kinds[id(module)] = node.kind
+        return module
+    modules = OrderedDict((c.name, _build(c, kinds)) for c in node.registered())
+    if node.kind == "seq":
+        return nn.Sequential(modules)
+    if node.kind == "residual":
+        roles = {r: [n for c in node.role_children(r) for n in _leaf_names(c)] for r in ("body", "shortcut", "post")}
+        return Residual(modules, roles["body"], roles["shortcut"], roles["post"])
+    if node.kind == "parallel":
+        return Parallel(modules, [_leaf_names(c) for c in node.children])
+    if node.kind == "dense":
+        return Dense(modules)
+    raise AssertionError(f"no torch module for {node.kind}")  # pragma: no cover
+
+
+_INITIALISERS = {
+    "zeros": nn.init.zeros_,
+    "ones": nn.init.ones_,
+    "constant": nn.init.constant_,
+    "normal": nn.init.normal_,
+    "trunc_normal": nn.init.trunc_normal_,
+    "uniform": nn.init.uniform_,
+    "kaiming_normal": nn.init.kaiming_normal_,
+    "kaiming_uniform": nn.init.kaiming_uniform_,
+    "xavier_normal": nn.init.xavier_normal_,
+    "xavier_uniform": nn.init.xavier_uniform_,
+}
+
+
+def initialise(model: nn.Module, spec: Spec, kinds: dict[int, str]) -> None:
+    """Apply the spec's init rules, module by module in registration order (as torchvision does)."""
+    if not spec.init:
+        return
+    with torch.no_grad():
+        for module in model.modules():
+            rules = spec.init.get(kinds.get(id(module), ""), {})
+            for tensor_name, rule in rules.items():
+                tensor = getattr(module, tensor_name, None)
+                if tensor is None or rule.kind == "default":
+                    continue
+                _INITIALISERS[rule.kind](tensor, **rule.args)
+
+
+def build(spec: Spec, *, seed: int | None = None) -> Network:
+    """Construct the module tree and initialise it; with `seed`, weights are reproducible."""
+    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+    with rng:
+        if seed is not None:
+            torch.manual_seed(seed)
+        kinds: dict[int, str] = {}
+        model = Network(OrderedDict((c.name, _build(c, kinds)) for c in spec.tree.registered()))
+        initialise(model, spec, kinds)
+    return model
+
+
+def module_nodes(spec: Spec) -> Iterator[Node]:
+    """Nodes that own a module (inline groups have none)."""
+    return (n for n in spec.tree.walk() if n.path and not n.inline)
+
+
+def check_shapes(model: nn.Module, spec: Spec, batch: int = 2) -> list[str]:
+    """Run a forward pass and compare every module's output shape with the static one."""
+    expected: dict[str, Shape] = {n.path: n.out_shape for n in module_nodes(spec)}
+    seen: dict[str, Shape] = {}
+    handles = []
+
+    def record(path: str):
+        def hook(_module, _inputs, output) -> None:
+            seen.setdefault(path, tuple(output.shape[1:]))
+
+        return hook
+
+    for path, module in model.named_modules():
+        if path in expected:
+            handles.append(module.register_forward_hook(record(path)))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.randn(batch, *spec.input_shape))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    problems = [
+        f"{path}: static {fmt_shape(shape)}, runtime {fmt_shape(seen[path]) if path in seen else 'not run'}"
+        for path, shape in expected.items()
+        if seen.get(path) != shape
+    ]
+    if tuple(out.shape[1:]) != spec.output_shape:
+        problems.append(f"model output: static {fmt_shape(spec.output_shape)}, runtime {fmt_shape(tuple(out.shape[1:]))}")
+    return problems

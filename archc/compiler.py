@@ -1,0 +1,161 @@
+"""From a spec file to the compiled tree: load → validate → expand → infer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from archc.errors import SpecError, format_path
+from archc.expand import BlockDef, Scope, expand, pydantic_error
+from archc.ir import Node
+from archc.primitives import PRIMITIVES
+from archc.spec import expr
+from archc.spec.loader import Document, SourceMap, load_file, load_text
+from archc.spec.schema import INIT_ARGS, InitRule, SpecHeader, Template, check_name
+
+LIBRARY_DIR = Path(__file__).parent / "blocks"
+
+
+@dataclass
+class Spec:
+    """A compiled spec: the header fields and the inferred module tree."""
+
+    name: str
+    file: str
+    input_shape: tuple[int, ...]
+    tree: Node
+    init: dict[str, dict[str, InitRule]] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.tree.out_shape
+
+    @property
+    def param_count(self) -> int:
+        return self.tree.param_count
+
+    @property
+    def macs(self) -> int:
+        return self.tree.macs
+
+
+def _templates(doc_blocks: dict, source: SourceMap, base: tuple, builtin: bool) -> dict[str, BlockDef]:
+    scope = Scope({}, source, {})
+    out = {}
+    for name, raw in doc_blocks.items():
+        path = base + (name,)
+        problem = check_name(name)
+        if problem:
+            raise source.error(problem, path, key=True)
+        if name in PRIMITIVES or name in ("seq", "residual", "parallel", "dense", "stage"):
+            raise source.error(f"block {name!r} would hide the built-in layer type of that name", path, key=True)
+        try:
+            template = Template.model_validate(raw)
+        except ValidationError as exc:
+            raise pydantic_error(scope, exc, path, f"block {name!r}") from None
+        for i, requirement in enumerate(template.requires):
+            try:
+                expr.parse(requirement)
+            except expr.ExprError as exc:
+                raise source.error(str(exc), path + ("requires", i)) from None
+        out[name] = BlockDef(name, template, source, path, builtin)
+    return out
+
+
+@lru_cache(maxsize=1)
+def library() -> dict[str, BlockDef]:
+    """The built-in block library, written in the spec language (archc/blocks/*.yaml)."""
+    blocks: dict[str, BlockDef] = {}
+    for file in sorted(LIBRARY_DIR.glob("*.yaml")):
+        doc = load_file(file)
+        blocks.update(_templates(doc.data["blocks"], doc.source, ("blocks",), builtin=True))
+    return blocks
+
+
+def _init_rules(raw: dict, source: SourceMap) -> dict[str, dict[str, InitRule]]:
+    rules: dict[str, dict[str, InitRule]] = {}
+    for kind, tensors in raw.items():
+        path = ("init", kind)
+        prim = PRIMITIVES.get(kind)
+        if prim is None or not prim.has_weights:
+            weighted = ", ".join(k for k, p in PRIMITIVES.items() if p.has_weights)
+            raise source.error(f"init applies to layers with weights ({weighted}), not {kind!r}", path, key=True)
+        if not isinstance(tensors, dict):
+            raise source.error("init rules map weight/bias to an initialiser", path)
+        rules[kind] = {}
+        for tensor, rule in tensors.items():
+            if tensor not in ("weight", "bias"):
+                raise source.error(f"init names 'weight' or 'bias', not {tensor!r}", path + (tensor,), key=True)
+            rules[kind][tensor] = _init_rule(rule, source, path + (tensor,))
+    return rules
+
+
+def _init_rule(raw: Any, source: SourceMap, path: tuple) -> InitRule:
+    if isinstance(raw, str):
+        kind, args = raw, {}
+    elif isinstance(raw, dict) and len(raw) == 1:
+        (kind, args), = raw.items()
+        args = args if args is not None else {}
+        if not isinstance(args, dict):
+            args = {"val": args} if kind == "constant" else args
+    else:
+        raise source.error("an initialiser is a name (zeros) or {name: {args}}", path)
+    if kind not in INIT_ARGS:
+        raise source.error(f"unknown initialiser {kind!r}; known: {', '.join(INIT_ARGS)}", path)
+    if not isinstance(args, dict):
+        raise source.error(f"{kind} takes a mapping of arguments", path + (kind,))
+    for key in args:
+        if key not in INIT_ARGS[kind]:
+            allowed = ", ".join(sorted(INIT_ARGS[kind])) or "none"
+            raise source.error(f"{kind} has no argument {key!r} (arguments: {allowed})", path + (kind, key), key=True)
+    try:
+        return InitRule(kind=kind, args=args)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise source.error(f"{kind}: {err['msg']}", path + (kind,) + tuple(err["loc"][1:])) from None
+
+
+def compile_document(doc: Document) -> Spec:
+    source = doc.source
+    scope = Scope({}, source, {})
+    if not isinstance(doc.data, dict):
+        raise source.error("a spec is a mapping with archc, name, input and body", ())
+    try:
+        header = SpecHeader.model_validate(doc.data)
+    except ValidationError as exc:
+        raise pydantic_error(scope, exc, (), "spec") from None
+    blocks = dict(library())
+    for name, block in _templates(header.blocks, source, ("blocks",), builtin=False).items():
+        if name in blocks:
+            raise source.error(f"block {name!r} is already defined in the built-in library", ("blocks", name), key=True)
+        blocks[name] = block
+    init = _init_rules(header.init, source)
+    for key in header.params:
+        problem = check_name(key)
+        if problem:
+            raise source.error(problem, ("params", key), key=True)
+    shape = tuple(header.input)
+    tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks), shape)
+    return Spec(header.name, source.file, shape, tree, init, dict(header.params), header.description)
+
+
+def load(path: str | Path) -> Spec:
+    """Load, validate, expand and infer a spec file."""
+    return compile_document(load_file(path))
+
+
+def loads(text: str, file: str = "<string>") -> Spec:
+    return compile_document(load_text(text, file))
+
+
+def as_spec(spec_or_path: Spec | str | Path) -> Spec:
+    return spec_or_path if isinstance(spec_or_path, Spec) else load(spec_or_path)
+
+
+__all__ = ["Spec", "load", "loads", "as_spec", "library", "format_path", "SpecError"]

@@ -1,0 +1,420 @@
+"""Expand a validated spec into the concrete module tree, inferring shapes on the way.
+
+Block templates are instantiated, stages unrolled, `${...}` values evaluated and every
+module name fixed. Shapes are inferred as the tree is built because later choices depend
+on them (a residual's automatic projection, a template's `in_channels`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from archc import infer
+from archc.errors import Location, SpecError, format_path
+from archc.ir import Node
+from archc.primitives import PRIMITIVES, Shape, ShapeError
+from archc.spec import expr
+from archc.spec.loader import SourceMap
+from archc.spec.schema import Projection, Repeat, Residual, Template, check_name
+
+MAX_NODES = 2_000_000
+META_KEYS = ("if", "inline")
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    """A block template and where it was written."""
+
+    name: str
+    template: Template
+    source: SourceMap
+    path: tuple
+    builtin: bool
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a node being expanded can see: variables, blocks, and where errors should point."""
+
+    env: dict[str, Any]
+    source: SourceMap
+    blocks: dict[str, BlockDef]
+    anchor: tuple[Location | None, str] | None = None  # user-file spot for errors in builtins
+    trail: tuple[str, ...] = ()  # block templates being expanded, outermost first
+
+    def error(self, message: str, path: tuple, *, key: bool = False) -> SpecError:
+        if self.trail:
+            message += f" (in block '{self.trail[-1]}')"
+        if self.anchor is not None:
+            location, field = self.anchor
+            return SpecError(message, location, field)
+        return self.source.error(message, path, key=key)
+
+    def here(self, path: tuple) -> tuple[Location | None, str]:
+        if self.anchor is not None:
+            return self.anchor
+        return self.source.locate(path), format_path(path)
+
+
+def pydantic_error(scope: Scope, exc: ValidationError, path: tuple, what: str) -> SpecError:
+    """Turn the first pydantic error into a SpecError at the offending YAML node."""
+    err = exc.errors()[0]
+    loc = path + tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        return scope.error(f"unknown field {err['loc'][-1]!r} in {what}", loc, key=True)
+    if err["type"] == "missing":
+        return scope.error(f"{what} needs field {err['loc'][-1]!r}", path)
+    got = err.get("input")
+    shown = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
+    return scope.error(f"{what}: {err['msg'][0].lower()}{err['msg'][1:]}{shown}", loc)
+
+
+class Expander:
+    def __init__(self) -> None:
+        self.count = 0
+        self._params_cache: dict[tuple, BaseModel] = {}
+        self.kinds: dict[str, Callable] = {
+            "seq": self.seq,
+            "residual": self.residual,
+            "parallel": self.parallel,
+            "stage": self.stage,
+            "dense": self.dense,
+        }
+
+    # ---- values -------------------------------------------------------------------------
+
+    def resolve(self, value: Any, path: tuple, scope: Scope) -> Any:
+        """Evaluate every `${...}` in a value, reporting errors at the expression's node."""
+        if expr.is_expression(value):
+            try:
+                return expr.evaluate(value[2:-1], scope.env)
+            except expr.ExprError as exc:
+                raise scope.error(f"in {value}: {exc}", path) from None
+        if isinstance(value, dict):
+            return {k: self.resolve(v, path + (k,), scope) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v, path + (i,), scope) for i, v in enumerate(value)]
+        return value
+
+    def validate(self, model: type[BaseModel], data: Any, path: tuple, scope: Scope, what: str):
+        key = (model, repr(data))
+        cached = self._params_cache.get(key)
+        if cached is not None:
+            return cached
+        try:
+            result = model.model_validate(data)
+        except ValidationError as exc:
+            raise pydantic_error(scope, exc, path, what) from None
+        self._params_cache[key] = result
+        return result
+
+    # ---- nodes --------------------------------------------------------------------------
+
+    def node(self, raw: Any, path: tuple, name: str, scope: Scope, shape: Shape) -> Node | None:
+        """Expand one spec node; None when its `if` is false."""
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise scope.error(f"network has more than {MAX_NODES:,} layers", path)
+        kind, params, params_path, meta = self.split(raw, path, scope)
+        if "if" in meta:
+            condition = self.resolve(meta["if"], path + ("if",), scope)
+            if not isinstance(condition, bool):
+                raise scope.error(f"'if' must be true or false, got {condition!r}", path + ("if",))
+            if not condition:
+                return None
+        inline = self.resolve(meta.get("inline", False), path + ("inline",), scope)
+        if not isinstance(inline, bool):
+            raise scope.error(f"'inline' must be true or false, got {inline!r}", path + ("inline",))
+
+        if kind in PRIMITIVES:
+            node = self.primitive(kind, params, params_path, name, scope, shape)
+        elif kind in self.kinds:
+            node = self.kinds[kind](params, params_path, name, scope, shape)
+        elif kind in scope.blocks:
+            node = self.block(scope.blocks[kind], params, params_path, name, scope, shape)
+        else:
+            known = [*PRIMITIVES, *self.kinds, *scope.blocks]
+            close = difflib.get_close_matches(kind, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise scope.error(f"unknown layer or block type {kind!r}{hint}", params_path, key=True)
+        if inline:
+            if node.kind != "seq":
+                raise scope.error("only a sequence (seq, stage or a seq block) can be inline", path)
+            node.inline = True
+        node.location, node.field_path = scope.here(path)
+        return node
+
+    def split(self, raw: Any, path: tuple, scope: Scope) -> tuple[str, Any, tuple, dict]:
+        if isinstance(raw, list):
+            return "seq", raw, path, {}
+        if isinstance(raw, str) and raw and not expr.is_expression(raw):
+            return raw, None, path, {}
+        if isinstance(raw, dict):
+            meta = {k: v for k, v in raw.items() if k in META_KEYS}
+            kinds = [k for k in raw if k not in META_KEYS]
+            if len(kinds) == 1:
+                return kinds[0], raw[kinds[0]], path + (kinds[0],), meta
+            if not kinds:
+                raise scope.error("layer has no type (expected e.g. {conv: {...}})", path)
+            raise scope.error(
+                f"a layer has one type, found {len(kinds)}: {', '.join(kinds)} "
+                "(to name several layers, put them under seq)",
+                path + (kinds[1],),
+                key=True,
+            )
+        raise scope.error(
+            f"expected a layer, like `relu` or `{{conv: {{...}}}}`, got {raw!r}", path
+        )
+
+    def primitive(self, kind, raw, path, name, scope, shape) -> Node:
+        prim = PRIMITIVES[kind]
+        value = self.resolve(raw, path, scope)
+        if value is None:
+            value = {}
+        elif not isinstance(value, dict):
+            if prim.shorthand is None:
+                raise scope.error(f"{kind} takes a mapping of settings, got {value!r}", path)
+            value = {prim.shorthand: value}
+        params = self.validate(prim.Params, value, path, scope, kind)
+        try:
+            result = prim.infer(params, shape)
+        except ShapeError as exc:
+            raise scope.error(f"{name}: {exc}", path) from None
+        return Node(
+            name, kind, kind, params, in_shape=shape, out_shape=result.out_shape,
+            param_count=result.params, macs=result.macs,
+        )  # fmt: skip
+
+    def children(self, raw, path, scope, shape, *, chain: bool, role: str = "") -> list[Node]:
+        """Expand a mapping (named) or list (0, 1, ...) of nodes, in order."""
+        if isinstance(raw, dict):
+            items = list(raw.items())
+            for key, _ in items:
+                problem = check_name(key)
+                if problem:
+                    raise scope.error(problem, path + (key,), key=True)
+            entries = [(key, path + (key,), value) for key, value in items]
+        elif isinstance(raw, list):
+            entries = [(str(i), path + (i,), value) for i, value in enumerate(raw)]
+        else:
+            raise scope.error(f"expected a mapping or list of layers, got {raw!r}", path)
+        if not entries:
+            raise scope.error("needs at least one layer", path)
+        out: list[Node] = []
+        for name, child_path, value in entries:
+            child = self.node(value, child_path, name, scope, shape)
+            if child is None:
+                continue
+            child.role = role
+            out.append(child)
+            if chain:
+                shape = child.out_shape
+        if isinstance(raw, list):
+            index = 0  # list children are numbered like nn.Sequential, inline groups spliced in
+            for child in out:
+                for leaf in child.registered() if child.inline else [child]:
+                    leaf.name = str(index)
+                    index += 1
+        return out
+
+    def seq(self, raw, path, name, scope, shape) -> Node:
+        children = self.children(raw, path, scope, shape, chain=True)
+        if not children:
+            raise scope.error("every layer of this sequence is switched off by 'if'", path)
+        node = Node(name, "seq", "seq", children=children)
+        return self.finish(node, shape, children[-1].out_shape)
+
+    def finish(self, node: Node, in_shape: Shape, out_shape: Shape) -> Node:
+        node.in_shape, node.out_shape = in_shape, out_shape
+        return infer.total(node)
+
+    def residual(self, raw, path, name, scope, shape) -> Node:
+        spec = self.validate(Residual, self.resolve_options(raw, path, scope, ("post",)), path, scope, "residual")
+        body = self.children(spec.body, path + ("body",), scope, shape, chain=True, role="body")
+        if not body:
+            raise scope.error("residual body is empty", path + ("body",))
+        body_out = body[-1].out_shape
+        shortcut = self.shortcut(spec.shortcut, path + ("shortcut",), scope, shape, body_out)
+        children = list(body)
+        if spec.post is not None and spec.post != "none":
+            post = self.node(spec.post, path + ("post",), spec.post, scope, body_out)
+            if post is None or not post.is_primitive or post.param_count:
+                raise scope.error("post must be a parameter-free layer such as relu", path + ("post",))
+            post.role = "post"
+            children.append(post)
+        if shortcut is not None:
+            shortcut.role = "shortcut"
+            children.append(shortcut)
+        try:
+            infer.residual_sum(body_out, shortcut.out_shape if shortcut else shape)
+        except ShapeError as exc:
+            raise scope.error(f"{name}: {exc}", path) from None
+        node = Node(name, "residual", "residual", children=children)
+        return self.finish(node, shape, body_out)
+
+    def resolve_options(self, raw, path, scope, keys) -> Any:
+        """Resolve `${}` in a combinator's own scalar options, leaving nested layers alone."""
+        if not isinstance(raw, dict):
+            return raw
+        return {k: self.resolve(v, path + (k,), scope) if k in keys else v for k, v in raw.items()}
+
+    def shortcut(self, raw, path, scope, shape, body_out) -> Node | None:
+        raw = self.resolve(raw, path, scope) if not isinstance(raw, dict) else raw
+        if raw == "identity":
+            return None
+        if raw == "auto":
+            raw = {"projection": {}}
+        if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in ("projection", "custom"):
+            raise scope.error(
+                "shortcut is identity, auto, {projection: {...}} or {custom: {name: layer}}", path
+            )
+        (form, value), = raw.items()
+        if form == "custom":
+            if not isinstance(value, dict) or len(value) != 1:
+                raise scope.error("custom shortcut is one named layer: {custom: {name: layer}}", path + (form,))
+            (child_name, child_raw), = value.items()
+            problem = check_name(child_name)
+            if problem:
+                raise scope.error(problem, path + (form, child_name), key=True)
+            return self.node(child_raw, path + (form, child_name), child_name, scope, shape)
+        proj = self.validate(Projection, self.resolve(value or {}, path + (form,), scope), path + (form,), scope, "projection")
+        if body_out == shape and not proj.always:
+            return None
+        try:
+            stride = infer.projection_stride(shape, body_out)
+        except ShapeError as exc:
+            raise scope.error(str(exc), path) from None
+        conv = {"conv": {"out": body_out[0], "kernel": 1, "stride": stride, "bias": proj.bias}}
+        layer = [conv, "batchnorm"] if proj.batchnorm else conv
+        problem = check_name(proj.name)
+        if problem:
+            raise scope.error(problem, path + (form, "name"))
+        return self.node(layer, path + (form,), proj.name, replace(scope, env={}), shape)
+
+    def parallel(self, raw, path, name, scope, shape) -> Node:
+        branches = self.children(raw, path, scope, shape, chain=False)
+        if not branches:
+            raise scope.error("parallel needs at least one branch", path)
+        try:
+            out = infer.concat([b.out_shape for b in branches], f"{name}: parallel")
+        except ShapeError as exc:
+            raise scope.error(str(exc), path) from None
+        return self.finish(Node(name, "parallel", "parallel", children=branches), shape, out)
+
+    def repeat(self, raw, path, scope, what) -> tuple[Repeat, BlockDef, dict]:
+        if not isinstance(raw, dict):
+            raise scope.error(f"{what} takes a mapping with block and depth", path)
+        value = {k: v for k, v in raw.items()}
+        for key in ("depth", "start", "names", "block"):
+            if key in value:
+                value[key] = self.resolve(value[key], path + (key,), scope)
+        spec = self.validate(Repeat, value, path, scope, what)
+        if spec.block not in scope.blocks:
+            close = difflib.get_close_matches(spec.block, list(scope.blocks), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise scope.error(f"unknown block type {spec.block!r}{hint}", path + ("block",))
+        args = {k: self.resolve(v, path + (k,), scope) for k, v in spec.block_args().items()}
+        return spec, scope.blocks[spec.block], args
+
+    def stage(self, raw, path, name, scope, shape) -> Node:
+        spec, block, args = self.repeat(raw, path, scope, "stage")
+        children = []
+        for i in range(spec.depth):
+            block_args = args if i == 0 or "stride" not in args else {**args, "stride": 1}
+            child = self.block(block, block_args, path, spec.names.format(i=spec.start + i), scope, shape)
+            child.location, child.field_path = scope.here(path)
+            children.append(child)
+            shape = child.out_shape
+        node = Node(name, "seq", "stage", children=children, block=spec.block)
+        return self.finish(node, children[0].in_shape, shape)
+
+    def dense(self, raw, path, name, scope, shape) -> Node:
+        spec, block, args = self.repeat(raw, path, scope, "dense")
+        in_shape, children = shape, []
+        for i in range(spec.depth):
+            child = self.block(block, args, path, spec.names.format(i=spec.start + i), scope, shape)
+            child.location, child.field_path = scope.here(path)
+            try:
+                infer.dense_layer_out(shape, child.out_shape)
+                shape = infer.concat([shape, child.out_shape], f"{name}: dense")
+            except ShapeError as exc:
+                raise scope.error(str(exc), path) from None
+            children.append(child)
+        node = Node(name, "dense", "dense", children=children, block=spec.block)
+        return self.finish(node, in_shape, shape)
+
+    def block(self, block: BlockDef, raw, path, name, scope, shape) -> Node:
+        if block.name in scope.trail:
+            raise scope.error(f"block {block.name!r} uses itself", path)
+        args = self.resolve(raw, path, scope) if raw is not None else {}
+        if not isinstance(args, dict):
+            raise scope.error(f"block {block.name!r} takes a mapping of arguments, got {args!r}", path)
+        declared = block.template.params
+        for key in args:
+            if key not in declared:
+                known = ", ".join(declared) or "none"
+                raise scope.error(
+                    f"block {block.name!r} has no parameter {key!r} (parameters: {known})",
+                    path + (key,),
+                    key=True,
+                )
+        missing = [k for k, v in declared.items() if v is None and k not in args]
+        if missing:
+            raise scope.error(f"block {block.name!r} needs parameter {missing[0]!r}", path)
+        values = {**declared, **args}
+        env = {**values, "in_channels": shape[0]}
+        for key, value in block.template.let.items():
+            env[key] = self.resolve(value, block.path + ("let", key), replace(scope, env=env))
+        for requirement in block.template.requires:
+            try:
+                ok = expr.evaluate(requirement, env)
+            except expr.ExprError as exc:
+                raise scope.error(f"block {block.name!r}: {exc}", path) from None
+            if not ok:
+                used = ", ".join(f"{k}={env[k]!r}" for k in sorted(expr.names(requirement)) if k in env)
+                raise scope.error(f"block {block.name!r} requires {requirement} (got {used})", path)
+        inner = Scope(
+            env=env,
+            source=block.source,
+            blocks=scope.blocks,
+            anchor=(scope.anchor or scope.here(path)) if block.builtin else scope.anchor,
+            trail=scope.trail + (block.name,),
+        )
+        node = self.node(block.template.body, block.path + ("body",), name, inner, shape)
+        if node is None:
+            raise scope.error(f"block {block.name!r} expands to nothing", path)
+        node.spec_kind, node.block, node.block_args = block.name, block.name, values
+        return node
+
+
+def assign_paths(node: Node, prefix: str = "") -> None:
+    """Give every node its module path and check that names in one module are unique."""
+    seen: dict[str, Node] = {}
+    for child in node.children:
+        if child.inline:
+            child.path = prefix
+            assign_paths(child, prefix)
+            continue
+        child.path = f"{prefix}.{child.name}" if prefix else child.name
+        assign_paths(child, child.path)
+    for child in node.registered():
+        if child.name in seen:
+            raise SpecError(
+                f"two layers are named {child.name!r} in {prefix or 'the model'}",
+                child.location,
+                child.field_path,
+            )
+        seen[child.name] = child
+
+
+def expand(body: Any, path: tuple, scope: Scope, shape: Shape) -> Node:
+    expander = Expander()
+    root = expander.seq(body, path, "", scope, shape)
+    root.spec_kind = "model"
+    root.location, root.field_path = scope.here(path)
+    assign_paths(root)
+    return root

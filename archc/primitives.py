@@ -1,0 +1,401 @@
+"""The primitive layers a spec can use, each defined once.
+
+A primitive knows its parameters (a pydantic model), its static shape / parameter / MAC
+rule, the `torch.nn` class and arguments that implement it, and a short label for diagrams.
+Every backend reads these definitions; none re-derives them. This module never imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, Strict
+
+MAX_CHANNELS = 1 << 20
+MAX_KERNEL = 1 << 12
+
+Int = Annotated[int, Strict()]
+PosInt = Annotated[int, Strict(), Field(ge=1, le=MAX_CHANNELS)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0, le=MAX_CHANNELS)]
+Kernel = Annotated[int, Strict(), Field(ge=1, le=MAX_KERNEL)]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+PosPair = Union[Kernel, tuple[Kernel, Kernel]]
+NonNegPair = Union[
+    Annotated[int, Strict(), Field(ge=0, le=MAX_KERNEL)],
+    tuple[Annotated[int, Strict(), Field(ge=0, le=MAX_KERNEL)], Annotated[int, Strict(), Field(ge=0, le=MAX_KERNEL)]],
+]  # fmt: skip
+
+Shape = tuple[int, ...]  # (C, H, W) for feature maps, (F,) for flat features; no batch
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShapeError(ValueError):
+    """The input shape cannot go through this layer (reported at the spec node)."""
+
+
+def pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def pair_or_int(value: int | tuple[int, int]) -> int | tuple[int, int]:
+    """Torch-style argument: an int when both sides agree, else a tuple."""
+    a, b = pair(value)
+    return a if a == b else (a, b)
+
+
+@dataclass(frozen=True)
+class TorchLayer:
+    """How a backend instantiates a primitive: `nn.<cls>(*args, **kwargs)`."""
+
+    cls: str
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Inferred:
+    out_shape: Shape
+    params: int = 0
+    macs: int = 0
+
+
+def _feature_map(kind: str, shape: Shape) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ShapeError(f"{kind} needs a C×H×W feature map, got flat features {fmt_shape(shape)}")
+    return shape  # type: ignore[return-value]
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "×".join(str(d) for d in shape)
+
+
+def _window_out(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
+    span = dilation * (kernel - 1) + 1
+    if size + 2 * pad < span:
+        raise ShapeError(
+            f"kernel {kernel} (dilation {dilation}) is larger than the padded input {size + 2 * pad}"
+        )
+    numerator = size + 2 * pad - span
+    out = (math.ceil(numerator / stride) if ceil else numerator // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1  # PyTorch: the last window must start inside the input or left padding
+    return out
+
+
+class Primitive:
+    """Base for primitive layers. Subclasses are registered by `kind`."""
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[Params]]
+    shorthand: ClassVar[str | None] = None  # field a bare scalar value fills, e.g. {dropout: 0.5}
+    has_weights: ClassVar[bool] = False
+
+    def infer(self, p: Any, shape: Shape) -> Inferred:
+        return Inferred(shape)
+
+    def torch_layer(self, p: Any, shape: Shape) -> TorchLayer:
+        raise NotImplementedError
+
+    def label(self, p: Any, out_shape: Shape) -> str:
+        return self.kind
+
+
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def primitive(cls: type[Primitive]) -> type[Primitive]:
+    PRIMITIVES[cls.kind] = cls()
+    return cls
+
+
+@primitive
+class Conv(Primitive):
+    kind = "conv"
+    has_weights = True
+
+    class Params(Params):
+        out: PosInt
+        kernel: PosPair
+        stride: PosPair = 1
+        padding: NonNegPair = 0
+        dilation: PosPair = 1
+        groups: PosInt = 1
+        bias: Bool = True
+
+    def infer(self, p, shape):
+        c, h, w = _feature_map("conv", shape)
+        if c % p.groups or p.out % p.groups:
+            raise ShapeError(
+                f"groups={p.groups} must divide both input channels ({c}) and out ({p.out})"
+            )
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(pair, (p.kernel, p.stride, p.padding, p.dilation))
+        oh = _window_out(h, kh, sh, ph, dh, False)
+        ow = _window_out(w, kw, sw, pw, dw, False)
+        per_output = (c // p.groups) * kh * kw
+        params = p.out * per_output + (p.out if p.bias else 0)
+        return Inferred((p.out, oh, ow), params, p.out * oh * ow * per_output)
+
+    def torch_layer(self, p, shape):
+        kwargs = {"kernel_size": pair_or_int(p.kernel)}
+        for name, value, default in (
+            ("stride", p.stride, 1), ("padding", p.padding, 0), ("dilation", p.dilation, 1),
+        ):  # fmt: skip
+            if pair_or_int(value) != default:
+                kwargs[name] = pair_or_int(value)
+        if p.groups != 1:
+            kwargs["groups"] = p.groups
+        if not p.bias:
+            kwargs["bias"] = False
+        return TorchLayer("Conv2d", (shape[0], p.out), kwargs)
+
+    def label(self, p, out_shape):
+        kh, kw = pair(p.kernel)
+        sh, sw = pair(p.stride)
+        text = f"conv {kh}x{kw}"
+        if (sh, sw) != (1, 1):
+            text += f" /{sh}" if sh == sw else f" /{sh}x{sw}"
+        text += f", {p.out}"
+        if p.groups != 1:
+            text += f", g{p.groups}"
+        return text
+
+
+@primitive
+class BatchNorm(Primitive):
+    kind = "batchnorm"
+    has_weights = True
+
+    class Params(Params):
+        eps: Annotated[float, Strict(), Field(gt=0, lt=1)] = 1e-5
+        momentum: Annotated[float, Strict(), Field(ge=0, le=1)] = 0.1
+        affine: Bool = True
+
+    def infer(self, p, shape):
+        return Inferred(shape, 2 * shape[0] if p.affine else 0)
+
+    def torch_layer(self, p, shape):
+        kwargs = {}
+        if p.eps != 1e-5:
+            kwargs["eps"] = p.eps
+        if p.momentum != 0.1:
+            kwargs["momentum"] = p.momentum
+        if not p.affine:
+            kwargs["affine"] = False
+        return TorchLayer("BatchNorm2d" if len(shape) == 3 else "BatchNorm1d", (shape[0],), kwargs)
+
+    def label(self, p, out_shape):
+        return "batchnorm"
+
+
+class _Activation(Primitive):
+    torch_cls: ClassVar[str]
+
+    class Params(Params):
+        inplace: Bool = False
+
+    def torch_layer(self, p, shape):
+        kwargs = {k: v for k, v in p.model_dump().items() if v != type(p).model_fields[k].default}
+        return TorchLayer(self.torch_cls, (), kwargs)
+
+
+def _activation(kind: str, torch_cls: str, params: type[Params] = _Activation.Params):
+    cls = type(kind.title(), (_Activation,), {"kind": kind, "torch_cls": torch_cls, "Params": params})
+    return primitive(cls)
+
+
+class _NoParams(Params):
+    pass
+
+
+class _LeakyParams(Params):
+    negative_slope: Annotated[float, Strict(), Field(ge=0)] = 0.01
+    inplace: Bool = False
+
+
+_activation("relu", "ReLU")
+_activation("relu6", "ReLU6")
+_activation("silu", "SiLU")
+_activation("hardswish", "Hardswish")
+_activation("leaky_relu", "LeakyReLU", _LeakyParams)
+_activation("gelu", "GELU", _NoParams)
+_activation("sigmoid", "Sigmoid", _NoParams)
+_activation("tanh", "Tanh", _NoParams)
+
+
+class _Pool(Primitive):
+    torch_cls: ClassVar[str]
+    shorthand = "kernel"
+
+    class Params(Params):
+        kernel: PosPair
+        stride: PosPair | None = None  # defaults to the kernel, as in PyTorch
+        padding: NonNegPair = 0
+        ceil_mode: Bool = False
+
+    def infer(self, p, shape):
+        c, h, w = _feature_map(self.kind, shape)
+        kernel, padding = pair(p.kernel), pair(p.padding)
+        stride = pair(p.stride if p.stride is not None else p.kernel)
+        if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+            raise ShapeError(f"padding {p.padding} must be at most half the kernel {p.kernel}")
+        oh = _window_out(h, kernel[0], stride[0], padding[0], 1, p.ceil_mode)
+        ow = _window_out(w, kernel[1], stride[1], padding[1], 1, p.ceil_mode)
+        return Inferred((c, oh, ow))
+
+    def torch_layer(self, p, shape):
+        kwargs: dict[str, Any] = {"kernel_size": pair_or_int(p.kernel)}
+        if p.stride is not None and pair(p.stride) != pair(p.kernel):
+            kwargs["stride"] = pair_or_int(p.stride)
+        if pair(p.padding) != (0, 0):
+            kwargs["padding"] = pair_or_int(p.padding)
+        if p.ceil_mode:
+            kwargs["ceil_mode"] = True
+        return TorchLayer(self.torch_cls, (), kwargs)
+
+    def label(self, p, out_shape):
+        k = pair(p.kernel)
+        s = pair(p.stride if p.stride is not None else p.kernel)
+        return f"{self.kind} {k[0]}x{k[1]}" + (f" /{s[0]}" if s != (1, 1) else "")
+
+
+@primitive
+class MaxPool(_Pool):
+    kind = "maxpool"
+    torch_cls = "MaxPool2d"
+
+
+@primitive
+class AvgPool(_Pool):
+    kind = "avgpool"
+    torch_cls = "AvgPool2d"
+
+
+class _AdaptivePool(Primitive):
+    torch_cls: ClassVar[str]
+    shorthand = "size"
+
+    class Params(Params):
+        size: PosPair
+
+    def infer(self, p, shape):
+        c, _, _ = _feature_map(self.kind, shape)
+        return Inferred((c, *pair(p.size)))
+
+    def torch_layer(self, p, shape):
+        return TorchLayer(self.torch_cls, (pair_or_int(p.size),))
+
+    def label(self, p, out_shape):
+        return f"{self.kind.replace('adaptive_', 'adaptive ')} → {fmt_shape(pair(p.size))}"
+
+
+@primitive
+class AdaptiveAvgPool(_AdaptivePool):
+    kind = "adaptive_avgpool"
+    torch_cls = "AdaptiveAvgPool2d"
+
+
+@primitive
+class AdaptiveMaxPool(_AdaptivePool):
+    kind = "adaptive_maxpool"
+    torch_cls = "AdaptiveMaxPool2d"
+
+
+@primitive
+class Linear(Primitive):
+    kind = "linear"
+    shorthand = "out"
+    has_weights = True
+
+    class Params(Params):
+        out: PosInt
+        bias: Bool = True
+
+    def infer(self, p, shape):
+        if len(shape) != 1:
+            raise ShapeError(
+                f"linear needs flat features, got a {fmt_shape(shape)} feature map (add flatten)"
+            )
+        params = shape[0] * p.out + (p.out if p.bias else 0)
+        return Inferred((p.out,), params, shape[0] * p.out)
+
+    def torch_layer(self, p, shape):
+        return TorchLayer("Linear", (shape[0], p.out), {} if p.bias else {"bias": False})
+
+    def label(self, p, out_shape):
+        return f"linear, {p.out}"
+
+
+@primitive
+class Dropout(Primitive):
+    kind = "dropout"
+    shorthand = "p"
+
+    class Params(Params):
+        p: Annotated[float, Strict(), Field(ge=0, le=1)] = 0.5
+        inplace: Bool = False
+
+    def torch_layer(self, p, shape):
+        kwargs: dict[str, Any] = {"p": p.p} if p.p != 0.5 else {}
+        if p.inplace:
+            kwargs["inplace"] = True
+        return TorchLayer("Dropout", (), kwargs)
+
+    def label(self, p, out_shape):
+        return f"dropout {p.p:g}"
+
+
+@primitive
+class Flatten(Primitive):
+    kind = "flatten"
+    Params = _NoParams
+
+    def infer(self, p, shape):
+        return Inferred((math.prod(shape),))
+
+    def torch_layer(self, p, shape):
+        return TorchLayer("Flatten")
+
+
+@primitive
+class Identity(Primitive):
+    kind = "identity"
+    Params = _NoParams
+
+    def torch_layer(self, p, shape):
+        return TorchLayer("Identity")
+
+
+@primitive
+class LocalResponseNorm(Primitive):
+    kind = "lrn"
+    shorthand = "size"
+
+    class Params(Params):
+        size: PosInt
+        alpha: Float = 1e-4
+        beta: Float = 0.75
+        k: Float = 1.0
+
+    def infer(self, p, shape):
+        _feature_map("lrn", shape)
+        return Inferred(shape)
+
+    def torch_layer(self, p, shape):
+        kwargs = {
+            name: getattr(p, name)
+            for name, default in (("alpha", 1e-4), ("beta", 0.75), ("k", 1.0))
+            if getattr(p, name) != default
+        }
+        return TorchLayer("LocalResponseNorm", (p.size,), kwargs)
+
+    def label(self, p, out_shape):
+        return f"lrn {p.size}"
+
+
+ActivationName = Literal["relu", "relu6", "silu", "hardswish", "leaky_relu", "gelu", "sigmoid", "tanh"]

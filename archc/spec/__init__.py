@@ -1,0 +1,1 @@
+"""Spec front end: safe YAML loading, the schema and the expression language."""

@@ -1,0 +1,160 @@
+"""A small arithmetic language for `${...}` values in specs — parsed, never `eval`ed.
+
+Only numbers, booleans, names bound by the caller, arithmetic, comparisons, `and`/`or`/
+`not`, `a if c else b` and a few pure functions are allowed. Results are bounded so an
+expression cannot allocate or loop its way out of the sandbox.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from typing import Any, Mapping
+
+MAX_EXPR_CHARS = 500
+MAX_MAGNITUDE = 10**15  # far above any real width, depth or size
+
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+_COMPARE = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+FUNCTIONS = {
+    "int": int,
+    "float": float,
+    "round": round,
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "ceil": math.ceil,
+    "floor": math.floor,
+}
+
+
+class ExprError(ValueError):
+    """An expression that is malformed, uses something not allowed, or fails to evaluate."""
+
+
+def is_expression(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("${") and value.endswith("}")
+
+
+def parse(source: str) -> ast.Expression:
+    """Parse and check an expression (without the `${}`); raise ExprError if not allowed."""
+    if len(source) > MAX_EXPR_CHARS:
+        raise ExprError(f"expression is longer than {MAX_EXPR_CHARS} characters")
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"invalid expression: {exc.msg}") from None
+    for node in ast.walk(tree):
+        allowed = (
+            ast.Expression, ast.Constant, ast.Name, ast.Load, ast.BinOp, ast.UnaryOp,
+            ast.BoolOp, ast.And, ast.Or, ast.Compare, ast.IfExp, ast.Call, ast.Subscript,
+            *_BINARY, *_UNARY, *_COMPARE,
+        )  # fmt: skip
+        if not isinstance(node, allowed):
+            raise ExprError(f"'{type(node).__name__}' is not allowed in expressions")
+        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, bool)):
+            raise ExprError(f"only numbers and booleans are allowed, not {node.value!r}")
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+                raise ExprError(f"unknown function; allowed: {', '.join(sorted(FUNCTIONS))}")
+            if node.keywords:
+                raise ExprError("keyword arguments are not allowed in expressions")
+    return tree
+
+
+def names(source: str) -> set[str]:
+    """Variable names an expression reads (functions excluded)."""
+    tree = parse(source)
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called}
+
+
+def _check(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ExprError("expression result is not a finite number")
+        if abs(value) > MAX_MAGNITUDE:
+            raise ExprError(f"expression result {value:.3g} is out of range")
+    return value
+
+
+def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
+    if isinstance(node, ast.Expression):
+        return _eval(node.body, env)
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id not in env:
+            known = ", ".join(sorted(env)) or "none"
+            raise ExprError(f"unknown name {node.id!r} (known: {known})")
+        return env[node.id]
+    if isinstance(node, ast.BinOp):
+        left, right = _eval(node.left, env), _eval(node.right, env)
+        if isinstance(node.op, ast.Pow) and abs(right) > 64:
+            raise ExprError("exponent is too large")
+        try:
+            return _check(_BINARY[type(node.op)](left, right))
+        except (ZeroDivisionError, TypeError, OverflowError) as exc:
+            raise ExprError(str(exc)) from None
+    if isinstance(node, ast.UnaryOp):
+        return _UNARY[type(node.op)](_eval(node.operand, env))
+    if isinstance(node, ast.BoolOp):
+        values = (_eval(v, env) for v in node.values)
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.Compare):
+        left = _eval(node.left, env)
+        for op, comparator in zip(node.ops, node.comparators):
+            right = _eval(comparator, env)
+            if not _COMPARE[type(op)](left, right):
+                return False
+            left = right
+        return True
+    if isinstance(node, ast.IfExp):
+        return _eval(node.body if _eval(node.test, env) else node.orelse, env)
+    if isinstance(node, ast.Subscript):
+        seq, index = _eval(node.value, env), _eval(node.slice, env)
+        if not isinstance(seq, list) or not isinstance(index, int) or isinstance(index, bool):
+            raise ExprError("only a list can be indexed, and only by an integer")
+        if not -len(seq) <= index < len(seq):
+            raise ExprError(f"index {index} is out of range for a list of {len(seq)}")
+        return seq[index]
+    if isinstance(node, ast.Call):
+        args = [_eval(a, env) for a in node.args]
+        try:
+            return _check(FUNCTIONS[node.func.id](*args))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ExprError(f"{node.func.id}(): {exc}") from None
+    raise ExprError(f"'{type(node).__name__}' is not allowed")  # pragma: no cover
+
+
+def evaluate(source: str, env: Mapping[str, Any]) -> Any:
+    """Evaluate an expression (without the `${}`) with the given variables."""
+    return _check(_eval(parse(source), env))
+
+
+def substitute(value: Any, env: Mapping[str, Any]) -> Any:
+    """Replace every `${...}` string inside a nested value by its result."""
+    if is_expression(value):
+        return evaluate(value[2:-1], env)
+    if isinstance(value, dict):
+        return {k: substitute(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, env) for v in value]
+    return value

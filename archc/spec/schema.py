@@ -1,0 +1,145 @@
+"""Pydantic models for everything in a spec that is not a node of the network."""
+
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+
+from archc.primitives import MAX_CHANNELS, PosInt
+
+MAX_DEPTH_PER_STAGE = 10_000
+MAX_SPATIAL = 1 << 14
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# nn.Module attributes a child module name must not shadow (add_module refuses them).
+RESERVED_NAMES = frozenset(
+    """training forward parameters named_parameters buffers named_buffers children
+    named_children modules named_modules state_dict load_state_dict train eval to cuda cpu
+    type float double half bfloat16 apply zero_grad register_buffer register_parameter
+    add_module register_module get_submodule get_parameter get_buffer extra_repr
+    requires_grad_ share_memory dump_patches call_super_init""".split()
+)
+
+
+def check_name(name: str) -> str | None:
+    """Why `name` cannot name a module, or None if it can."""
+    if not NAME_RE.match(name):
+        return f"{name!r} is not a valid name (letters, digits and _, not starting with a digit)"
+    if keyword.iskeyword(name):
+        return f"{name!r} is a Python keyword and cannot name a module"
+    if name in RESERVED_NAMES or name.startswith("_"):
+        return f"{name!r} is reserved by torch.nn.Module"
+    return None
+
+
+class Strictly(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Scalar = Union[Annotated[bool, Strict()], Annotated[int, Strict()], Annotated[float, Strict()], str]
+ArgValue = Union[Scalar, list[Scalar]]
+
+
+class InitRule(Strictly):
+    """How one parameter tensor of a layer kind is initialised."""
+
+    kind: Literal[
+        "default", "zeros", "ones", "constant", "normal", "trunc_normal", "uniform",
+        "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform",
+    ]  # fmt: skip
+    args: dict[str, Union[Annotated[float, Strict()], Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]]] = {}
+
+
+INIT_ARGS = {
+    "default": set(),
+    "zeros": set(),
+    "ones": set(),
+    "constant": {"val"},
+    "normal": {"mean", "std"},
+    "trunc_normal": {"mean", "std", "a", "b"},
+    "uniform": {"a", "b"},
+    "kaiming_normal": {"a", "mode", "nonlinearity"},
+    "kaiming_uniform": {"a", "mode", "nonlinearity"},
+    "xavier_normal": {"gain"},
+    "xavier_uniform": {"gain"},
+}
+
+
+class SpecHeader(Strictly):
+    """The top level of a spec file; `blocks`, `init` and `body` are checked by their own code."""
+
+    archc: Literal[1] = Field(description="spec format version")
+    name: str
+    description: str = ""
+    input: list[Annotated[int, Strict(), Field(ge=1, le=MAX_SPATIAL)]]
+    params: dict[str, ArgValue] = {}
+    init: dict[str, dict[str, Any]] = {}
+    blocks: dict[str, Any] = {}
+    body: Union[dict[str, Any], list[Any]]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("name must be letters, digits and _, not starting with a digit")
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, value: list[int]) -> list[int]:
+        if len(value) not in (1, 3):
+            raise ValueError("input is [channels, height, width] or [features]")
+        if value[0] > MAX_CHANNELS:
+            raise ValueError(f"input channels must be at most {MAX_CHANNELS}")
+        return value
+
+
+class Template(Strictly):
+    """A block type: named parameters (null = required) and one node as its body."""
+
+    doc: str = ""
+    params: dict[str, Union[ArgValue, None]] = {}
+    let: dict[str, str] = {}  # derived values, e.g. mid: ${width * base_width // 64}
+    requires: list[str] = []
+    body: Any
+
+
+class Repeat(Strictly):
+    """Shared fields of `stage` and `dense`: a block repeated `depth` times."""
+
+    model_config = ConfigDict(extra="allow")  # the rest are the block's arguments
+
+    block: str
+    depth: Annotated[int, Strict(), Field(ge=1, le=MAX_DEPTH_PER_STAGE)]
+    names: str = "{i}"
+    start: Annotated[int, Strict(), Field(ge=0)] = 0
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        if value.count("{i}") != 1 or not NAME_RE.match(value.replace("{i}", "0").lstrip("0123456789") or "x"):
+            raise ValueError("names is a pattern with one {i}, e.g. '{i}' or 'denselayer{i}'")
+        return value
+
+    def block_args(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Projection(Strictly):
+    name: str = "downsample"
+    batchnorm: Annotated[bool, Strict()] = True
+    bias: Annotated[bool, Strict()] = False
+    always: Annotated[bool, Strict()] = False
+
+
+class Residual(Strictly):
+    body: Union[dict[str, Any], list[Any]]
+    shortcut: Any = "auto"
+    post: Union[str, None] = "relu"
+
+
+PosIntArg = PosInt

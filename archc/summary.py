@@ -1,0 +1,82 @@
+"""Per-layer tables and totals from the static inference (no torch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archc.compiler import Spec
+from archc.ir import Node
+from archc.primitives import fmt_shape
+
+
+def rows(spec: Spec, depth: int | None = None) -> list[dict[str, Any]]:
+    """One row per module down to `depth` levels (None: every level); inline groups skipped."""
+    out: list[dict[str, Any]] = []
+
+    def visit(node: Node, level: int) -> None:
+        for child in node.children:
+            if child.inline:
+                visit(child, level)
+                continue
+            out.append({
+                "name": child.path,
+                "type": child.spec_kind,
+                "depth": level,
+                "output_shape": list(child.out_shape),
+                "params": child.param_count,
+                "macs": child.macs,
+            })  # fmt: skip
+            if depth is None or level < depth:
+                visit(child, level + 1)
+
+    visit(spec.tree, 1)
+    return out
+
+
+def as_dict(spec: Spec, depth: int | None = None) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "file": spec.file,
+        "input_shape": list(spec.input_shape),
+        "output_shape": list(spec.output_shape),
+        "params": spec.param_count,
+        "macs": spec.macs,
+        "layers": rows(spec, depth),
+    }
+
+
+def _human(n: int) -> str:
+    for unit, size in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def table(spec: Spec, depth: int | None = 2) -> str:
+    """A plain-text table a person reads in a terminal."""
+    data = rows(spec, depth)
+    header = ("layer", "type", "output", "params", "MACs")
+    lines = [
+        ("  " * (r["depth"] - 1) + r["name"].rsplit(".", 1)[-1] if r["depth"] > 1 else r["name"],
+         r["type"], fmt_shape(r["output_shape"]), f"{r['params']:,}", _human(r["macs"]))
+        for r in data
+    ]  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    align = ("<", "<", ">", ">", ">")
+
+    def fmt(cells) -> str:
+        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
+
+    rule = "-" * len(fmt(header))
+    parts = [
+        f"{spec.name}  ({spec.file})",
+        f"input {fmt_shape(spec.input_shape)} → output {fmt_shape(spec.output_shape)}",
+        rule,
+        fmt(header),
+        rule,
+        *(fmt(line) for line in lines),
+        rule,
+        f"total params: {spec.param_count:,}",
+        f"total MACs:   {spec.macs:,} ({spec.macs / 1e9:.3f} G, conv + linear, batch 1)",
+    ]
+    return "\n".join(parts)

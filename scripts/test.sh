@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs (a venv with archc[test], Graphviz's `dot` where
+# we can install it) and run the whole suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+if ! command -v dot >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing graphviz (for diagram tests)..."
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
+            || echo "could not install graphviz; diagram rendering tests will be skipped"
+    else
+        echo "graphviz's dot is not installed; diagram rendering tests will be skipped"
+    fi
+fi
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,26 @@
+"""torchvision 0.29.1's published figures (weights.meta num_params and _ops, GFLOPS at 224x224).
+
+Copied from ../shared/reference/torchvision.md so the suite does not depend on files outside
+the repository. These are the reference implementation's numbers, not archc's output.
+"""
+
+TORCHVISION = {
+    "resnet18": (11_689_512, 1.814),
+    "resnet34": (21_797_672, 3.664),
+    "resnet50": (25_557_032, 4.089),
+    "resnet101": (44_549_160, 7.801),
+    "resnet152": (60_192_808, 11.514),
+    "resnext50_32x4d": (25_028_904, 4.23),
+    "resnext101_32x8d": (88_791_336, 16.414),
+    "wide_resnet50_2": (68_883_240, 11.398),
+    "alexnet": (61_100_840, 0.714),
+    "vgg11": (132_863_336, 7.609),
+    "vgg16": (138_357_544, 15.47),
+    "vgg16_bn": (138_365_992, 15.47),
+    "vgg19_bn": (143_678_248, 19.632),
+    "googlenet": (6_624_904, 1.498),
+    "densenet121": (7_978_856, 2.834),
+    "densenet161": (28_681_000, 7.728),
+    "densenet169": (14_149_480, 3.36),
+    "densenet201": (20_013_928, 4.291),
+}

@@ -1,0 +1,26 @@
+"""Invariant 1: every node's static shape is the shape the built module produces."""
+
+from __future__ import annotations
+
+import pytest
+
+import archc
+from archc.backends.torch_backend import check_shapes, module_nodes
+from conftest import ALL_SPECS, spec_id
+
+
+@pytest.mark.parametrize("path", ALL_SPECS, ids=spec_id)
+def test_static_shapes_equal_runtime_shapes(path):
+    spec = archc.load(path)
+    model = archc.build(spec)
+    assert check_shapes(model, spec, batch=1) == []
+    assert sum(p.numel() for p in model.parameters()) == spec.param_count
+    assert sum(1 for _ in module_nodes(spec)) > 0
+
+
+def test_check_shapes_reports_a_mismatch(write_spec):
+    spec = archc.load(write_spec("archc: 1\nname: t\ninput: [3, 8, 8]\nbody:\n  c: {conv: {out: 4, kernel: 3}}\n"))
+    model = archc.build(spec)
+    spec.tree.children[0].out_shape = (4, 7, 7)  # corrupt the static side
+    problems = check_shapes(model, spec, batch=1)
+    assert problems and "c: static 4×7×7, runtime 4×6×6" in problems[0]

@@ -1,0 +1,52 @@
+"""Invariant 3: specs named after torchvision models match them exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import archc
+from conftest import SPECS, run_archc
+from reference import TORCHVISION
+
+torchvision = pytest.importorskip("torchvision")
+
+PARITY = sorted(p.stem for p in SPECS.glob("*.yaml") if hasattr(torchvision.models, p.stem))
+EXTRA_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True}}
+
+
+def reference(name: str) -> torch.nn.Module:
+    return getattr(torchvision.models, name)(weights=None, **EXTRA_KWARGS.get(name, {}))
+
+
+def test_every_resnet_family_spec_is_present():
+    expected = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2"}  # fmt: skip
+    assert expected <= set(PARITY)
+
+
+@pytest.mark.parametrize("name", PARITY)
+def test_state_dict_and_outputs_match_torchvision(name):
+    torch.manual_seed(0)
+    ref = reference(name).eval()
+    ours = archc.build(SPECS / f"{name}.yaml").eval()
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        diff = (ours(x) - ref(x)).abs().max().item()
+    assert diff <= 1e-5
+
+
+@pytest.mark.parametrize("name", [n for n in PARITY if n in TORCHVISION])
+def test_summary_json_matches_published_figures(name):
+    result = run_archc("summary", f"specs/{name}.yaml", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    params, gflops = TORCHVISION[name]
+    assert data["params"] == params
+    assert abs(data["macs"] / 1e9 - gflops) / gflops < 0.01
+    assert data["output_shape"] == [1000]
