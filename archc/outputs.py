@@ -24,7 +24,7 @@ def contained(root: Path, relative: str | Path) -> Path:
     root_resolved = root.resolve()
     target = (root / relative).resolve()
     if target != root_resolved and root_resolved not in target.parents:
-        raise OutputError(f"error: refusing to write {target}: it is outside {root_resolved}")
+        raise OutputError(f"refusing to write {target}: it is outside {root_resolved}")
     return root / relative
 
 
@@ -44,7 +44,7 @@ def write_atomic(path: Path, data: str | bytes, *, force: bool = False) -> None:
     """
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"error: {path} is a directory")
+        raise OutputError(f"{path} is a directory")
     if path.exists() and not force and not written_by_archc(path):
         raise OutputError(
             f"error: {path} exists and was not written by archc; use --force to overwrite it"
