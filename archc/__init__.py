@@ -20,7 +20,7 @@ def _spec(spec_or_path: Spec | str | Path) -> Spec:
 
 def summary(spec_or_path: Spec | str | Path, depth: int | None = None) -> dict[str, Any]:
     """Static summary: params, MACs, output shape and one row per layer."""
-    from archc.summary import as_dict
+    from archc.tables import as_dict
 
     return as_dict(_spec(spec_or_path), depth)
 

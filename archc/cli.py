@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from archc.errors import ArchcError, UsageError
+from archc.errors import ArchcError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -28,6 +28,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             spec = load(path)
         except ArchcError as exc:
+            if args.debug:
+                traceback.print_exc()
             print(exc.format(), file=sys.stderr)
             failed += 1
             continue
@@ -39,7 +41,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 @command
 def cmd_summary(args: argparse.Namespace) -> int:
     from archc.compiler import load
-    from archc.summary import as_dict, table
+    from archc.tables import as_dict, table
 
     spec = load(args.spec)
     if args.json:
@@ -52,7 +54,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 @command
 def cmd_build(args: argparse.Namespace) -> int:
     from archc.compiler import load
-    from archc.summary import table
+    from archc.tables import table
 
     spec = load(args.spec)
     from archc.backends import torch_backend

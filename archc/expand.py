@@ -8,8 +8,9 @@ on them (a residual's automatic projection, a template's `in_channels`).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -19,7 +20,7 @@ from archc.ir import Node
 from archc.primitives import PRIMITIVES, Shape, ShapeError
 from archc.spec import expr
 from archc.spec.loader import SourceMap
-from archc.spec.schema import Projection, Repeat, Residual, Template, check_name
+from archc.spec.schema import NAME_RE, Projection, Repeat, Residual, Template, check_name
 
 MAX_NODES = 2_000_000
 META_KEYS = ("if", "inline")
@@ -63,14 +64,21 @@ class Scope:
 def pydantic_error(scope: Scope, exc: ValidationError, path: tuple, what: str) -> SpecError:
     """Turn the first pydantic error into a SpecError at the offending YAML node."""
     err = exc.errors()[0]
-    loc = path + tuple(err["loc"])
+    # pydantic adds union-member tags ('constrained-int', 'tuple[...]') to locations; drop them
+    loc = path + tuple(p for p in err["loc"] if isinstance(p, int) or NAME_RE.match(p))
     if err["type"] == "extra_forbidden":
         return scope.error(f"unknown field {err['loc'][-1]!r} in {what}", loc, key=True)
     if err["type"] == "missing":
         return scope.error(f"{what} needs field {err['loc'][-1]!r}", path)
     got = err.get("input")
     shown = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
-    return scope.error(f"{what}: {err['msg'][0].lower()}{err['msg'][1:]}{shown}", loc)
+    message = err["msg"]
+    field = next((p for p in reversed(loc) if isinstance(p, str)), None)
+    if message.startswith("Input ") and field and len(loc) > len(path):
+        message = f"{field} {message[6:]}"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return scope.error(f"{what}: {message}{shown}", loc)
 
 
 class Expander:
@@ -140,6 +148,8 @@ class Expander:
             known = [*PRIMITIVES, *self.kinds, *scope.blocks]
             close = difflib.get_close_matches(kind, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
+            if isinstance(raw, dict) and len(raw) > 1 or isinstance(params, (dict, str)) and not close:
+                hint += " (to name layers, put them under seq: {seq: {name: layer, ...}})"
             raise scope.error(f"unknown layer or block type {kind!r}{hint}", params_path, key=True)
         if inline:
             if node.kind != "seq":
@@ -179,7 +189,7 @@ class Expander:
             if prim.shorthand is None:
                 raise scope.error(f"{kind} takes a mapping of settings, got {value!r}", path)
             value = {prim.shorthand: value}
-        params = self.validate(prim.Params, value, path, scope, kind)
+        params = self.validate(prim.Params, value, path, scope, f"{kind} {name!r}")
         try:
             result = prim.infer(params, shape)
         except ShapeError as exc:

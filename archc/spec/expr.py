@@ -10,7 +10,8 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 MAX_EXPR_CHARS = 500
 MAX_MAGNITUDE = 10**15  # far above any real width, depth or size

@@ -51,7 +51,7 @@ class InitRule(Strictly):
         "default", "zeros", "ones", "constant", "normal", "trunc_normal", "uniform",
         "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform",
     ]  # fmt: skip
-    args: dict[str, Union[Annotated[float, Strict()], Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]]] = {}
+    args: dict[str, Annotated[float, Strict()] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]] = {}
 
 
 INIT_ARGS = {
@@ -79,7 +79,7 @@ class SpecHeader(Strictly):
     params: dict[str, ArgValue] = {}
     init: dict[str, dict[str, Any]] = {}
     blocks: dict[str, Any] = {}
-    body: Union[dict[str, Any], list[Any]]
+    body: dict[str, Any] | list[Any]
 
     @field_validator("name")
     @classmethod
@@ -102,7 +102,7 @@ class Template(Strictly):
     """A block type: named parameters (null = required) and one node as its body."""
 
     doc: str = ""
-    params: dict[str, Union[ArgValue, None]] = {}
+    params: dict[str, ArgValue | None] = {}
     let: dict[str, str] = {}  # derived values, e.g. mid: ${width * base_width // 64}
     requires: list[str] = []
     body: Any
@@ -137,9 +137,9 @@ class Projection(Strictly):
 
 
 class Residual(Strictly):
-    body: Union[dict[str, Any], list[Any]]
+    body: dict[str, Any] | list[Any]
     shortcut: Any = "auto"
-    post: Union[str, None] = "relu"
+    post: str | None = "relu"
 
 
 PosIntArg = PosInt
