@@ -73,3 +73,34 @@ def test_inline_children_join_the_parent_namespace(write_spec):
     model = archc.build(spec)
     assert [name for name, _ in model.features.named_children()] == ["0", "1", "2", "3"]
     assert isinstance(model.features[2], torch.nn.Conv2d)
+
+
+def test_user_defined_block_type_in_a_spec(write_spec):
+    spec = archc.load(write_spec("""\
+archc: 1
+name: tiny
+input: [3, 32, 32]
+blocks:
+  res_block_v1:
+    doc: conv-bn-relu-conv-bn around an identity or projection shortcut
+    params: {width: ~, stride: 1}
+    body:
+      residual:
+        body:
+          conv_a: {conv: {out: '${width}', kernel: 3, stride: '${stride}', padding: 1}}
+          bn_a: batchnorm
+          act: relu
+          conv_b: {conv: {out: '${width}', kernel: 3, padding: 1}}
+          bn_b: batchnorm
+        shortcut: {projection: {name: proj, batchnorm: false, bias: true}}
+body:
+  stem: {conv: {out: 8, kernel: 3, padding: 1}}
+  stage1: {stage: {block: res_block_v1, depth: 2, width: 16, stride: 2}}
+"""))
+    first, second = spec.tree.find("stage1.0"), spec.tree.find("stage1.1")
+    assert first.block == "res_block_v1" and first.out_shape == (16, 16, 16)
+    assert [c.name for c in first.children][-1] == "proj"
+    assert "proj" not in [c.name for c in second.children]  # same shape: identity shortcut
+    model = archc.build(spec)
+    assert model.stage1[0].proj.stride == (2, 2) and model.stage1[0].proj.bias is not None
+    assert tuple(model(torch.randn(2, 3, 32, 32)).shape) == (2, 16, 16, 16)
