@@ -9,6 +9,13 @@ from archc.ir import Node
 from archc.primitives import fmt_shape
 
 
+def kind_label(node: Node) -> str:
+    """`bottleneck ×6` for a stage, the spec's own word for anything else."""
+    if node.spec_kind in ("stage", "dense") and node.block:
+        return f"{node.spec_kind}: {node.block} ×{len(node.children)}"
+    return node.spec_kind
+
+
 def rows(spec: Spec, depth: int | None = None) -> list[dict[str, Any]]:
     """One row per module down to `depth` levels (None: every level); inline groups skipped."""
     out: list[dict[str, Any]] = []
@@ -20,7 +27,7 @@ def rows(spec: Spec, depth: int | None = None) -> list[dict[str, Any]]:
                 continue
             out.append({
                 "name": child.path,
-                "type": child.spec_kind,
+                "type": kind_label(child),
                 "depth": level,
                 "output_shape": list(child.out_shape),
                 "params": child.param_count,
