@@ -157,12 +157,15 @@ class Conv(Primitive):
     def label(self, p, out_shape):
         kh, kw = pair(p.kernel)
         sh, sw = pair(p.stride)
-        text = f"conv {kh}x{kw}"
+        text = f"conv {kh}×{kw}"
         if (sh, sw) != (1, 1):
-            text += f" /{sh}" if sh == sw else f" /{sh}x{sw}"
+            text += f" /{sh}" if sh == sw else f" /{sh}×{sw}"
+        if pair(p.dilation) != (1, 1):
+            dh, dw = pair(p.dilation)
+            text += f" dil {dh}" if dh == dw else f" dil {dh}×{dw}"
         text += f", {p.out}"
         if p.groups != 1:
-            text += f", g{p.groups}"
+            text += f", groups {p.groups}"
         return text
 
 
@@ -261,7 +264,10 @@ class _Pool(Primitive):
     def label(self, p, out_shape):
         k = pair(p.kernel)
         s = pair(p.stride if p.stride is not None else p.kernel)
-        return f"{self.kind} {k[0]}x{k[1]}" + (f" /{s[0]}" if s != (1, 1) else "")
+        text = f"{self.kind} {k[0]}×{k[1]}"
+        if s != (1, 1):
+            text += f" /{s[0]}" if s[0] == s[1] else f" /{s[0]}×{s[1]}"
+        return text + (", ceil" if p.ceil_mode else "")
 
 
 @primitive

@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/archc ]; then
     python3 -m venv .venv
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+    echo "installing archc into .venv (first run only; log: .venv/pip.log)..."
+    .venv/bin/python -m pip install --disable-pip-version-check -e . >.venv/pip.log 2>&1 \
+        || { cat .venv/pip.log; exit 1; }
 fi
 exec .venv/bin/archc "$@"

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+echo "installing archc[test] into .venv (log: .venv/pip.log)..."
+.venv/bin/python -m pip install --disable-pip-version-check -e '.[test]' >.venv/pip.log 2>&1 \
+    || { cat .venv/pip.log; exit 1; }
 if ! command -v dot >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing graphviz (for diagram tests)..."
