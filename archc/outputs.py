@@ -37,6 +37,12 @@ def written_by_archc(path: Path) -> bool:
     return MARKER.encode() in head
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: str | bytes, *, force: bool = False) -> None:
     """Write via a temporary file in the same folder and a rename: all or nothing.
 
@@ -47,12 +53,13 @@ def write_atomic(path: Path, data: str | bytes, *, force: bool = False) -> None:
         raise OutputError(f"{path} is a directory")
     if path.exists() and not force and not written_by_archc(path):
         raise OutputError(
-            f"error: {path} exists and was not written by archc; use --force to overwrite it"
+            f"{path} exists and was not written by archc; use --force to overwrite it"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()

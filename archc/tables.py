@@ -52,7 +52,7 @@ def as_dict(spec: Spec, depth: int | None = None) -> dict[str, Any]:
     }
 
 
-def _human(n: int) -> str:
+def human(n: int) -> str:
     for unit, size in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
         if n >= size:
             return f"{n / size:.2f}{unit}"
@@ -65,7 +65,7 @@ def table(spec: Spec, depth: int | None = 2) -> str:
     header = ("layer", "type", "output", "params", "MACs")
     lines = [
         ("  " * (r["depth"] - 1) + r["name"].rsplit(".", 1)[-1] if r["depth"] > 1 else r["name"],
-         r["type"], fmt_shape(r["output_shape"]), f"{r['params']:,}", _human(r["macs"]))
+         r["type"], fmt_shape(r["output_shape"]), f"{r['params']:,}", human(r["macs"]))
         for r in data
     ]  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
