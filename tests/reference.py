@@ -18,6 +18,11 @@ TORCHVISION = {
     "vgg16": (138_357_544, 15.47),
     "vgg16_bn": (138_365_992, 15.47),
     "vgg19_bn": (143_678_248, 19.632),
+    # the rest of the VGG family, from the weights' meta in torchvision/models/vgg.py
+    "vgg11_bn": (132_868_840, 7.609),
+    "vgg13": (133_047_848, 11.308),
+    "vgg13_bn": (133_053_736, 11.308),
+    "vgg19": (143_667_240, 19.632),
     "googlenet": (6_624_904, 1.498),
     "densenet121": (7_978_856, 2.834),
     "densenet161": (28_681_000, 7.728),

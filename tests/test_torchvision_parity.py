@@ -27,12 +27,22 @@ def test_every_resnet_family_spec_is_present():
     assert expected <= set(PARITY)
 
 
+def test_every_seed_family_spec_is_present():
+    expected = {"alexnet", "googlenet", "densenet121", "densenet161", "densenet169", "densenet201",
+                *(f"vgg{n}{bn}" for n in (11, 13, 16, 19) for bn in ("", "_bn"))}  # fmt: skip
+    assert expected <= set(PARITY)
+
+
 @pytest.mark.parametrize("name", PARITY)
 def test_state_dict_and_outputs_match_torchvision(name):
     torch.manual_seed(0)
     ref = reference(name).eval()
-    ours = archc.build(SPECS / f"{name}.yaml").eval()
+    ours = archc.build(SPECS / f"{name}.yaml", seed=0).eval()
     assert list(ours.state_dict()) == list(ref.state_dict())
+    # the spec's init rules are torchvision's scheme: same seed, same weights, tensor for tensor
+    initial = ours.state_dict()
+    for key, tensor in ref.state_dict().items():
+        assert torch.equal(initial[key], tensor), key
     ours.load_state_dict(ref.state_dict(), strict=True)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
     x = torch.randn(1, 3, 224, 224)
