@@ -15,7 +15,7 @@ from archc.ir import Node
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
 from archc.spec.loader import Document, SourceMap, load_file, load_text
-from archc.spec.schema import INIT_ARGS, InitRule, SpecHeader, Template, check_name
+from archc.spec.schema import FAN_BASED, INIT_ARGS, InitRule, SpecHeader, Template, check_name
 
 LIBRARY_DIR = Path(__file__).parent / "blocks"
 
@@ -93,6 +93,8 @@ def _init_rules(raw: dict, source: SourceMap) -> dict[str, dict[str, InitRule]]:
             if tensor not in ("weight", "bias"):
                 raise source.error(f"init names 'weight' or 'bias', not {tensor!r}", path + (tensor,), key=True)
             rules[kind][tensor] = _init_rule(rule, source, path + (tensor,))
+            if rules[kind][tensor].kind in FAN_BASED and (tensor == "bias" or kind == "batchnorm"):
+                raise source.error(f"{rules[kind][tensor].kind} needs a weight with fan-in and fan-out (a conv or linear weight), not a {kind} {tensor}", path + (tensor,))
     return rules
 
 

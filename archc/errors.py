@@ -30,6 +30,7 @@ class SpecError(ArchcError):
     """A problem in a spec, reported as `FILE:LINE:COL: error: message (at field.path)`."""
 
     def __init__(self, message: str, location: Location | None = None, field: str = ""):
+        message, field = shorten(message), shorten(field)  # a 1 MB name must not flood the terminal
         super().__init__(message)
         self.message = message
         self.location = location
@@ -48,6 +49,14 @@ class UsageError(ArchcError):
     """A bad command line or API call (exit status 2)."""
 
     exit_code = 2
+
+
+def shorten(text: str, limit: int = 500) -> str:
+    """`text`, or its start and end around an ellipsis when it is longer than `limit`."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 def format_path(path: tuple) -> str:

@@ -43,14 +43,22 @@ def projection_stride(in_shape: Shape, out_shape: Shape) -> int:
     """Stride of a 1x1 convolution taking in_shape's spatial size to out_shape's."""
     if len(in_shape) != 3 or len(out_shape) != 3:
         raise ShapeError("an automatic projection shortcut needs feature maps on both sides")
-    stride = -(-in_shape[1] // out_shape[1])
+    # ceil(size / stride) == target for the strides in [ceil(size / target), ceil(size /
+    # (target - 1)) - 1] (no upper end when target is 1); use the smallest one both sides allow.
+    low, high = 1, None
     for size, target in zip(in_shape[1:], out_shape[1:]):
-        if -(-size // stride) != target:
-            raise ShapeError(
-                f"no 1x1 projection maps {fmt_shape(in_shape)} to {fmt_shape(out_shape)}; "
-                "write the shortcut explicitly"
-            )
-    return stride
+        low = max(low, -(-size // target))
+        if target > 1:
+            top = -(-size // (target - 1)) - 1
+            high = top if high is None else min(high, top)
+    if (high is not None and low > high) or any(
+        -(-size // low) != target for size, target in zip(in_shape[1:], out_shape[1:])
+    ):
+        raise ShapeError(
+            f"no 1x1 projection maps {fmt_shape(in_shape)} to {fmt_shape(out_shape)}; "
+            "write the shortcut explicitly"
+        )
+    return low
 
 
 def dense_layer_out(layer_in: Shape, layer_out: Shape) -> None:

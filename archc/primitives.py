@@ -20,7 +20,7 @@ Int = Annotated[int, Strict()]
 PosInt = Annotated[int, Strict(), Field(ge=1, le=MAX_CHANNELS)]
 NonNegInt = Annotated[int, Strict(), Field(ge=0, le=MAX_CHANNELS)]
 Kernel = Annotated[int, Strict(), Field(ge=1, le=MAX_KERNEL)]
-Float = Annotated[float, Strict()]
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Bool = Annotated[bool, Strict()]
 PosPair = Union[Kernel, tuple[Kernel, Kernel]]
 NonNegPair = Union[
@@ -217,7 +217,7 @@ class _NoParams(Params):
 
 
 class _LeakyParams(Params):
-    negative_slope: Annotated[float, Strict(), Field(ge=0)] = 0.01
+    negative_slope: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)] = 0.01
     inplace: Bool = False
 
 

@@ -27,7 +27,7 @@ CASES = [
     ("bad-input-rank", "archc: 1\nname: t\ninput: [3, 8]\nbody:\n  r: relu\n", 3, "input is"),
     ("duplicate-key", HEAD + "body:\n  c: relu\n  c: relu\n", 6, "duplicate key 'c'"),
     ("duplicate-nested-key", HEAD + "body:\n  c: {conv: {out: 8, out: 9, kernel: 1}}\n", 5, "duplicate key 'out'"),
-    ("yaml-syntax", HEAD + "body:\n  c: {conv: {out: 8, kernel: 3}\n", 6, "invalid YAML"),
+    ("yaml-syntax", HEAD + "body:\n  c: {conv: {out: 8, kernel: 3}}}\n  d: relu\n", 5, "invalid YAML"),
     ("yaml-tab-indent", HEAD + "body:\n\tc: relu\n", 5, "invalid YAML"),
     ("unknown-layer", HEAD + "body:\n  c: {convv: {out: 8, kernel: 3}}\n", 5, "did you mean 'conv'"),
     ("unknown-block", HEAD + "body:\n  s: {stage: {block: bottlenek, depth: 2, width: 8}}\n", 5, "unknown block type 'bottlenek'"),
@@ -46,6 +46,8 @@ CASES = [
     ("bad-name", HEAD + "body:\n  class: relu\n", 5, "Python keyword"),
     ("reserved-name", HEAD + "body:\n  forward: relu\n", 5, "reserved"),
     ("residual-mismatch", HEAD + "body:\n  r:\n    residual:\n      body: {c: {conv: {out: 8, kernel: 3, padding: 1}}}\n      shortcut: identity\n", 7, "residual body gives"),
+    ("inplace-on-shared-input", HEAD + "body:\n  r:\n    residual:\n      body:\n        act: {relu: {inplace: true}}\n        c: {conv: {out: 3, kernel: 1}}\n      shortcut: identity\n", 8, "also fed to the shortcut"),
+    ("inplace-in-parallel-branch", HEAD + "body:\n  p:\n    parallel:\n      a: [{relu: {inplace: true}}]\n      b: identity\n", 7, "also fed to the other branches"),
     ("bad-init", HEAD + "init:\n  conv: {weight: {kaiming_normal: {mode: fan_sideways}}}\nbody:\n  r: relu\n", 5, "kaiming_normal"),
     ("init-unknown-kind", HEAD + "init:\n  relu: {weight: zeros}\nbody:\n  r: relu\n", 5, "init applies to layers with weights"),
     ("user-block-error-inside", HEAD + textwrap.dedent("""\

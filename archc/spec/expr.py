@@ -15,6 +15,7 @@ from typing import Any
 
 MAX_EXPR_CHARS = 500
 MAX_MAGNITUDE = 10**15  # far above any real width, depth or size
+MAX_EXPR_DEPTH = 50  # nesting of operations; real expressions have a handful
 
 _BINARY = {
     ast.Add: operator.add,
@@ -25,6 +26,10 @@ _BINARY = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
+_SYMBOLS = {
+    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
+    ast.Pow: "**",
+}  # fmt: skip
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
 _COMPARE = {
     ast.Eq: operator.eq,
@@ -34,10 +39,18 @@ _COMPARE = {
     ast.Gt: operator.gt,
     ast.GtE: operator.ge,
 }
+
+
+def _round(number: Any, ndigits: Any = None) -> Any:
+    if ndigits is not None and isinstance(ndigits, int) and abs(ndigits) > 64:
+        raise ValueError("ndigits must be between -64 and 64")  # 10**ndigits would hang
+    return round(number) if ndigits is None else round(number, ndigits)
+
+
 FUNCTIONS = {
     "int": int,
     "float": float,
-    "round": round,
+    "round": _round,
     "min": min,
     "max": max,
     "abs": abs,
@@ -62,6 +75,12 @@ def parse(source: str) -> ast.Expression:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExprError(f"invalid expression: {exc.msg}") from None
+    depths = [(tree, 0)]
+    while depths:  # evaluation recurses once per level, so bound the levels
+        node, depth = depths.pop()
+        if depth > MAX_EXPR_DEPTH:
+            raise ExprError(f"expression is nested more than {MAX_EXPR_DEPTH} levels deep")
+        depths.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
     for node in ast.walk(tree):
         allowed = (
             ast.Expression, ast.Constant, ast.Name, ast.Load, ast.BinOp, ast.UnaryOp,
@@ -87,7 +106,15 @@ def names(source: str) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called}
 
 
+def _number(value: Any, operation: str) -> Any:
+    if not isinstance(value, (int, float)):  # a list or a string would repeat, not multiply
+        raise ExprError(f"{operation} needs numbers, not {type(value).__name__} {value!r:.40}")
+    return value
+
+
 def _check(value: Any) -> Any:
+    if isinstance(value, complex):
+        raise ExprError("expression result is not a real number")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             raise ExprError("expression result is not a finite number")
@@ -107,7 +134,9 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
             raise ExprError(f"unknown name {node.id!r} (known: {known})")
         return env[node.id]
     if isinstance(node, ast.BinOp):
-        left, right = _eval(node.left, env), _eval(node.right, env)
+        symbol = _SYMBOLS[type(node.op)]
+        left = _number(_eval(node.left, env), symbol)
+        right = _number(_eval(node.right, env), symbol)
         if isinstance(node.op, ast.Pow) and abs(right) > 64:
             raise ExprError("exponent is too large")
         try:
@@ -115,7 +144,10 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
         except (ZeroDivisionError, TypeError, OverflowError) as exc:
             raise ExprError(str(exc)) from None
     if isinstance(node, ast.UnaryOp):
-        return _UNARY[type(node.op)](_eval(node.operand, env))
+        operand = _eval(node.operand, env)
+        if not isinstance(node.op, ast.Not):
+            _number(operand, "unary " + ("-" if isinstance(node.op, ast.USub) else "+"))
+        return _UNARY[type(node.op)](operand)
     if isinstance(node, ast.BoolOp):
         values = (_eval(v, env) for v in node.values)
         return all(values) if isinstance(node.op, ast.And) else any(values)
@@ -123,8 +155,11 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
         left = _eval(node.left, env)
         for op, comparator in zip(node.ops, node.comparators):
             right = _eval(comparator, env)
-            if not _COMPARE[type(op)](left, right):
-                return False
+            try:
+                if not _COMPARE[type(op)](left, right):
+                    return False
+            except TypeError as exc:
+                raise ExprError(str(exc)) from None
             left = right
         return True
     if isinstance(node, ast.IfExp):

@@ -1,8 +1,10 @@
 """Safe YAML loading that keeps a source position for every value.
 
-The YAML is composed into nodes by PyYAML's safe composer and converted here by hand, so
-no tag can construct a Python object, duplicate keys are caught at any depth, and alias
-expansion is bounded (a "billion laughs" file is refused instead of eating memory).
+The YAML is read as a stream of parser events (libyaml's parser when available) and built
+into plain data here, iteratively, so no tag can construct a Python object, duplicate keys
+are caught at any depth, nesting is refused past MAX_DEPTH as soon as it is seen (a file of
+a million `[` stops at the 65th), and alias expansion is charged before it is copied (a
+"billion laughs" file is refused at its first oversized alias instead of eating memory).
 """
 
 from __future__ import annotations
@@ -12,17 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml import events
 from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import ScalarNode
+from yaml.resolver import Resolver
 
 from archc.errors import Location, SpecError, format_path
 
+try:  # libyaml parses about 20x faster than the pure-Python parser, with the same events
+    from yaml import CSafeLoader as _Parser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as _Parser
+
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB: far beyond any real architecture spec
-MAX_VALUES = 200_000  # values after alias expansion
+MAX_VALUES = 50_000  # keys and values after alias expansion (real specs: a few thousand)
 MAX_DEPTH = 64  # nesting of mappings and lists
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
+_RESOLVER = Resolver()
+_CONSTRUCTOR = SafeConstructor()
 
 
 @dataclass
@@ -30,17 +41,17 @@ class SourceMap:
     """Maps a field path (tuple of keys and indices) to where it was written."""
 
     file: str
-    values: dict[tuple, Location] = field(default_factory=dict)
-    keys: dict[tuple, Location] = field(default_factory=dict)
+    values: dict[tuple, tuple[int, int]] = field(default_factory=dict)  # path -> (line, col)
+    keys: dict[tuple, tuple[int, int]] = field(default_factory=dict)
 
     def locate(self, path: tuple, *, key: bool = False) -> Location | None:
         """The location of `path`, or of its nearest ancestor that was written in the file."""
         path = tuple(path)
         if key and path in self.keys:
-            return self.keys[path]
+            return Location(self.file, *self.keys[path])
         while True:
             if path in self.values:
-                return self.values[path]
+                return Location(self.file, *self.values[path])
             if not path:
                 return None
             path = path[:-1]
@@ -57,62 +68,199 @@ class Document:
     source: SourceMap
 
 
-def _location(file: str, node: Node) -> Location:
-    mark = node.start_mark
-    return Location(file, mark.line + 1, mark.column + 1)
+@dataclass
+class _Open:
+    """A mapping or list being filled in."""
+
+    value: Any
+    path: tuple
+    anchor: str | None
+    count: int  # values counted before this one
+    log: int  # length of the position log before this one
+    height: int = 0  # levels of nesting below this one so far
+    key: str | None = None  # in a mapping: the key whose value comes next
 
 
-class _Converter:
+@dataclass
+class _Anchor:
+    value: Any
+    size: int  # values, counting nested ones
+    height: int  # levels of nesting below it
+    log: tuple[int, int, int]  # its slice of the position log, and the length of its path
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+class _Builder:
+    """Builds plain data from parser events, recording where every key and value was written."""
+
     def __init__(self, file: str):
         self.file = file
         self.source = SourceMap(file)
-        self.constructor = SafeConstructor()
         self.count = 0
+        self.stack: list[_Open] = []
+        self.anchors: dict[str, _Anchor] = {}
+        self.log: list[tuple[tuple, tuple[int, int], bool]] = []  # (path, where, is_key), in order
+        self.root: Any = None
+        self.scalars: dict[tuple, tuple[Any]] = {}  # (tag, text, implicit) -> (value,)
+        self.done = False
 
-    def fail(self, message: str, node: Node, path: tuple) -> SpecError:
-        return SpecError(message, _location(self.file, node), format_path(path))
+    def where(self, event: events.Event) -> tuple[int, int]:
+        mark = event.start_mark
+        return mark.line + 1, mark.column + 1
 
-    def convert(self, node: Node, path: tuple) -> Any:
+    def fail(self, message: str, event: events.Event, path: tuple) -> SpecError:
+        return SpecError(message, Location(self.file, *self.where(event)), format_path(path))
+
+    def feed(self, event: events.Event) -> None:
+        if isinstance(event, (events.MappingEndEvent, events.SequenceEndEvent)):
+            self.close(self.stack.pop())
+            return
+        if not isinstance(event, events.NodeEvent):
+            return  # stream and document markers
+        top = self.stack[-1] if self.stack else None
+        if top is not None and isinstance(top.value, dict) and top.key is None:
+            self.key(event, top)
+            return
+        if top is None:
+            path: tuple = ()
+        elif isinstance(top.value, list):
+            path = top.path + (len(top.value),)
+        else:
+            path = top.path + (top.key,)
+        parents = len(self.stack)
+        if isinstance(event, events.AliasEvent):
+            value, height = self.alias(event, path)
+        else:
+            value, height = self.node(event, path)
+        if top is None:
+            self.root, self.done = value, not self.stack
+        elif isinstance(top.value, list):
+            top.value.append(value)
+        else:
+            top.value[top.key] = value
+            top.key = None
+        for level in range(1, parents + 1):
+            frame = self.stack[parents - level]
+            if frame.height >= height + level:
+                break
+            frame.height = height + level
+
+    def record(self, path: tuple, where: tuple[int, int], is_key: bool = False) -> None:
+        if is_key:
+            self.source.keys[path] = where
+        else:
+            self.source.values.setdefault(path, where)
+        self.log.append((path, where, is_key))
+
+    def node(self, event: events.NodeEvent, path: tuple) -> tuple[Any, int]:
         self.count += 1
         if self.count > MAX_VALUES:
-            raise self.fail(
-                f"spec expands to more than {MAX_VALUES:,} values (alias bomb?)", node, path
-            )
+            raise self.fail(f"spec has more than {MAX_VALUES:,} keys and values", event, path)
         if len(path) > MAX_DEPTH:
-            raise self.fail(f"spec is nested more than {MAX_DEPTH} levels deep", node, path)
-        self.source.values.setdefault(path, _location(self.file, node))
-        if isinstance(node, ScalarNode):
-            if node.tag not in _SCALAR_TAGS:
-                raise self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
-            return self.constructor.construct_object(node)
-        if isinstance(node, SequenceNode):
-            if node.tag != _TAG + "seq":
-                raise self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
-            return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
-        if isinstance(node, MappingNode):
-            if node.tag != _TAG + "map":
-                raise self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, ScalarNode) or key_node.tag == _TAG + "merge":
-                    raise self.fail("mapping keys must be plain names", key_node, path)
-                if key_node.tag not in _SCALAR_TAGS:
-                    raise self.fail(f"unsupported YAML tag {key_node.tag!r}", key_node, path)
-                key = self.constructor.construct_object(key_node)
-                if isinstance(key, bool) or not isinstance(key, (str, int)):
-                    raise self.fail(f"mapping key {key!r} must be a name", key_node, path)
-                key = str(key)
-                if key in out:
-                    first = self.source.keys[path + (key,)]
-                    raise self.fail(
-                        f"duplicate key {key!r} (first defined at line {first.line})",
-                        key_node,
-                        path + (key,),
-                    )
-                self.source.keys[path + (key,)] = _location(self.file, key_node)
-                out[key] = self.convert(value_node, path + (key,))
-            return out
-        raise self.fail("unsupported YAML node", node, path)  # pragma: no cover
+            raise self.fail(f"spec is nested more than {MAX_DEPTH} levels deep", event, path)
+        if event.anchor is not None and (
+            event.anchor in self.anchors or any(f.anchor == event.anchor for f in self.stack)
+        ):
+            raise self.fail(f"anchor &{event.anchor} is defined twice", event, path)
+        start = (self.count - 1, len(self.log))
+        self.record(path, self.where(event))
+        if isinstance(event, events.ScalarEvent):
+            value = self.scalar(event, path)
+            if event.anchor is not None:
+                self.anchors[event.anchor] = _Anchor(
+                    value, 1, 0, (start[1], len(self.log), len(path))
+                )
+            return value, 0
+        kind = "seq" if isinstance(event, events.SequenceStartEvent) else "map"
+        if event.tag not in (None, "!", _TAG + kind):
+            raise self.fail(f"unsupported YAML tag {event.tag!r}", event, path)
+        value = [] if kind == "seq" else {}
+        self.stack.append(_Open(value, path, event.anchor, *start))
+        return value, 0  # its children raise its height as they arrive
+
+    def close(self, frame: _Open) -> None:
+        if frame.anchor is not None:
+            size = self.count - frame.count
+            span = (frame.log, len(self.log), len(frame.path))
+            self.anchors[frame.anchor] = _Anchor(frame.value, size, frame.height, span)
+        if not self.stack:
+            self.done = True
+
+    def scalar(self, event: events.ScalarEvent, path: tuple, *, key: bool = False) -> Any:
+        memo = (event.tag, event.value, event.implicit)
+        hit = self.scalars.get(memo)
+        if hit is not None:
+            return hit[0]
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = _RESOLVER.resolve(ScalarNode, event.value, event.implicit)
+        if key and tag == _TAG + "merge":
+            raise self.fail("mapping keys must be plain names", event, path)
+        if tag not in _SCALAR_TAGS:
+            raise self.fail(f"unsupported YAML tag {tag!r}", event, path)
+        node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            value = _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, node)
+        except ValueError:
+            raise self.fail(
+                f"{event.value[:20]!r}... is not a number archc can read", event, path
+            ) from None
+        if len(event.value) <= 64:  # values repeat a lot in specs; all of these are immutable
+            self.scalars[memo] = (value,)
+        return value
+
+    def alias(self, event: events.AliasEvent, path: tuple) -> tuple[Any, int]:
+        name = event.anchor
+        if any(f.anchor == name for f in self.stack):
+            raise self.fail(f"alias *{name} refers to a value that contains it", event, path)
+        anchor = self.anchors.get(name)
+        if anchor is None:
+            raise self.fail(f"alias *{name} has no anchor &{name} before it", event, path)
+        if self.count + anchor.size > MAX_VALUES:
+            raise self.fail(
+                f"spec expands to more than {MAX_VALUES:,} keys and values (alias bomb?)",
+                event,
+                path,
+            )
+        if len(path) + anchor.height > MAX_DEPTH:
+            raise self.fail(f"spec is nested more than {MAX_DEPTH} levels deep", event, path)
+        self.count += anchor.size
+        self.record(path, self.where(event))  # the alias itself, then the anchor's insides
+        first, last, depth = anchor.log
+        for old, where, is_key in self.log[first:last]:
+            if len(old) > depth:
+                self.record(path + old[depth:], where, is_key)
+        return _copy(anchor.value), anchor.height
+
+    def key(self, event: events.NodeEvent, top: _Open) -> None:
+        if not isinstance(event, events.ScalarEvent):
+            raise self.fail("mapping keys must be plain names", event, top.path)
+        self.count += 1  # keys count too: a file of a million tiny keys is as slow as values
+        if self.count > MAX_VALUES:
+            raise self.fail(f"spec has more than {MAX_VALUES:,} keys and values", event, top.path)
+        key = self.scalar(event, top.path, key=True)
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise self.fail(f"mapping key {key!r} must be a name", event, top.path)
+        key = str(key)
+        if key in top.value:
+            first = self.source.keys[top.path + (key,)]
+            raise self.fail(
+                f"duplicate key {key!r} (first defined at line {first[0]})",
+                event,
+                top.path + (key,),
+            )
+        path = top.path + (key,)
+        mark = event.start_mark
+        self.source.keys[path] = where = (mark.line + 1, mark.column + 1)
+        self.log.append((path, where, True))
+        top.key = key
 
 
 def _decode(raw: bytes, file: str) -> str:
@@ -132,30 +280,66 @@ def _decode(raw: bytes, file: str) -> str:
     return text
 
 
+def _offset_location(text: str, offset: int, file: str, *, chars: bool = False) -> Location:
+    """Location of an offset in characters, or in a parser's units (libyaml counts bytes)."""
+    if not chars and _Parser is not yaml.SafeLoader:
+        text = text.encode("utf-8")[:offset].decode("utf-8", "replace")
+        offset = len(text)
+    before = text[:offset]
+    return Location(file, before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1)
+
+
 def load_text(text: str, file: str = "<string>") -> Document:
     """Parse YAML text into a Document; raise SpecError with a position on any problem."""
+    if len(text) > MAX_SPEC_BYTES:  # at least one byte a character: no need to encode it all
+        raise SpecError(f"spec is over the limit of {MAX_SPEC_BYTES:,} bytes", Location(file, 1, 1))
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise SpecError(
+            "spec is not valid Unicode text", _offset_location(text, exc.start, file, chars=True)
+        ) from None
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"spec is {size:,} bytes; the limit is {MAX_SPEC_BYTES:,}", Location(file, 1, 1)
+        )
+    if "\x00" in text:
+        where = _offset_location(text, text.index("\x00"), file, chars=True)
+        raise SpecError("spec contains NUL bytes (is it a binary file?)", where)
+    builder = _Builder(file)
+    documents = 0
+    try:
+        for event in yaml.parse(text, Loader=_Parser):
+            if isinstance(event, events.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise builder.fail(
+                        "a spec file holds one YAML document; found several", event, ()
+                    )
+            builder.feed(event)
+    except yaml.reader.ReaderError as exc:
+        where = _offset_location(text, exc.position, file)
+        raise SpecError(f"invalid YAML: {exc.reason}", where) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
+        line, col = (mark.line, mark.column) if mark else (0, 0)
+        lines = text.split("\n")
+        if text.endswith("\n"):
+            lines.pop()
+        if line >= len(lines):  # the end of the file: point at the end of its last line
+            line, col = max(len(lines) - 1, 0), len(lines[-1]) if lines else 0
         problem = exc.problem or exc.context or "invalid YAML"
-        raise SpecError(f"invalid YAML: {problem}", loc) from None
+        char = lines[line][col : col + 1] if lines else ""
+        if "cannot start any token" in problem and char:
+            problem = f"found character {char!r} that cannot start any token"
+            if char == "\t":
+                problem += " (YAML indents with spaces, not tabs)"
+        raise SpecError(f"invalid YAML: {problem}", Location(file, line + 1, col + 1)) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", Location(file, 1, 1)) from None
-    except RecursionError:
-        raise SpecError(
-            f"spec is nested too deeply (limit {MAX_DEPTH})", Location(file, 1, 1)
-        ) from None
-    if len(nodes) > 1:
-        raise SpecError(
-            "a spec file holds one YAML document; found several", _location(file, nodes[1])
-        )
-    if not nodes or nodes[0] is None:
+    if not builder.done or builder.root is None:
         raise SpecError("spec is empty", Location(file, 1, 1))
-    converter = _Converter(file)
-    data = converter.convert(nodes[0], ())
-    return Document(data, converter.source)
+    return Document(builder.root, builder.source)
 
 
 def load_file(path: str | Path) -> Document:
@@ -168,7 +352,12 @@ def load_file(path: str | Path) -> Document:
             raise SpecError(
                 f"spec is {size:,} bytes; the limit is {MAX_SPEC_BYTES:,}", Location(name, 1, 1)
             )
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:  # at most one byte over: /dev/zero has no size
+            raw = handle.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(
+                f"spec is over the limit of {MAX_SPEC_BYTES:,} bytes", Location(name, 1, 1)
+            )
     except FileNotFoundError:
         raise SpecError("no such file", Location(name, 1, 1)) from None
     except IsADirectoryError:

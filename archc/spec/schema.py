@@ -6,7 +6,8 @@ import keyword
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from archc.primitives import MAX_CHANNELS, PosInt
 
@@ -51,7 +52,27 @@ class InitRule(Strictly):
         "default", "zeros", "ones", "constant", "normal", "trunc_normal", "uniform",
         "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform",
     ]  # fmt: skip
-    args: dict[str, Annotated[float, Strict()] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]] = {}
+    args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False)] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]] = {}
+
+    @model_validator(mode="after")
+    def _torch_accepts(self) -> InitRule:
+        """Refuse arguments torch.nn.init would only reject when the model is built."""
+        for key, value in self.args.items():
+            choices = INIT_CHOICES.get(key)
+            if choices is not None and value not in choices:
+                raise PydanticCustomError("init_arg", f"{key} is one of {', '.join(choices)}, not {value!r}")
+            if choices is None and isinstance(value, str):
+                raise PydanticCustomError("init_arg", f"{key} is a number, not {value!r}")
+        if self.args.get("std", 1.0) < 0 or (self.kind == "trunc_normal" and self.args.get("std") == 0):
+            raise PydanticCustomError("init_arg", "std must be positive" if self.kind == "trunc_normal" else "std must be at least 0")
+        bounds = {"uniform": (0.0, 1.0), "trunc_normal": (-2.0, 2.0)}.get(self.kind)  # defaults
+        if bounds and self.args.get("a", bounds[0]) > self.args.get("b", bounds[1]):
+            raise PydanticCustomError("init_arg", "a must be at most b")
+        return self
+
+
+INIT_CHOICES = {"mode": ("fan_in", "fan_out"), "nonlinearity": ("relu", "leaky_relu", "linear")}
+FAN_BASED = frozenset({"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform"})
 
 
 INIT_ARGS = {
