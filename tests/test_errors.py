@@ -108,3 +108,12 @@ def test_validate_reports_every_bad_file_and_passes_good_ones(write_spec, capsys
     out = capsys.readouterr()
     assert f"{good}: ok" in out.out and f"{bad}:5:" in out.err
     assert main(["validate", str(good)]) == 0
+
+
+def test_reserved_names_cover_every_public_module_attribute():
+    from torch import nn
+
+    from archc.spec.schema import RESERVED_NAMES
+
+    public = {n for n in set(dir(nn.Sequential)) | set(dir(nn.Module)) if not n.startswith("_")}
+    assert public <= RESERVED_NAMES | {"training"}

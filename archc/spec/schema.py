@@ -18,12 +18,16 @@ NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # nn.Module attributes a child module name must not shadow (add_module refuses them).
 RESERVED_NAMES = frozenset(
-    """training forward parameters named_parameters buffers named_buffers children
-    named_children modules named_modules state_dict load_state_dict train eval to cuda cpu
-    type float double half bfloat16 apply zero_grad register_buffer register_parameter
-    add_module register_module get_submodule get_parameter get_buffer extra_repr
-    requires_grad_ share_memory dump_patches call_super_init""".split()
-)
+    """T_destination add_module append apply bfloat16 buffers call_super_init children compile
+    cpu cuda double dump_patches eval extend extra_repr float forward get_buffer get_extra_state
+    get_parameter get_submodule half insert ipu load_state_dict modules mtia named_buffers
+    named_children named_modules named_parameters parameters pop register_backward_hook
+    register_buffer register_forward_hook register_forward_pre_hook register_full_backward_hook
+    register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter
+    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state
+    set_submodule share_memory state_dict to to_empty train training type xpu zero_grad""".split()
+)  # public attributes of nn.Module and nn.Sequential; tests/test_errors.py keeps it current
 
 
 def check_name(name: str) -> str | None:
