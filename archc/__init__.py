@@ -25,11 +25,49 @@ def summary(spec_or_path: Spec | str | Path, depth: int | None = None) -> dict[s
     return as_dict(_spec(spec_or_path), depth)
 
 
-def build(spec_or_path: Spec | str | Path, *, seed: int | None = None):
-    """A live, initialised `torch.nn.Module` for the spec."""
+def build(
+    spec_or_path: Spec | str | Path,
+    *,
+    seed: int | None = None,
+    max_memory: int | str | None = "auto",
+    fuse: bool = False,
+    channels_last: bool = False,
+):
+    """A live, initialised `torch.nn.Module` for the spec.
+
+    Before anything is allocated, the memory the model needs (parameters, buffers, and the
+    activations of a forward pass at batch 1) is estimated statically; over `max_memory`
+    (bytes, a size like "8GiB", "auto" for half this machine's memory, or None for no limit)
+    it raises `archc.resources.ResourceError` instead of running into the OOM killer.
+
+    `fuse=True` gives an inference model (see `archc.fuse`); `channels_last=True` puts its
+    parameters and inputs in the channels-last memory format.
+    """
+    from archc import resources
+
+    spec = _spec(spec_or_path)
+    resources.check(spec, max_memory)
     from archc.backends.torch_backend import build as build_module
 
-    return build_module(_spec(spec_or_path), seed=seed)
+    model = build_module(spec, seed=seed)
+    if fuse or channels_last:
+        from archc.backends.fuse import fuse as fuse_model
+        from archc.backends.fuse import to_channels_last
+
+        model = fuse_model(model, spec, channels_last=channels_last, inplace=True) if fuse else to_channels_last(model)
+    return model
+
+
+def fuse(model, spec_or_path: Spec | str | Path | None = None, *, channels_last: bool = False):
+    """An eval-mode inference copy of `model`: batch norms folded into the convolutions before
+    them, ReLUs fused into convolutions, weights packed once for oneDNN on CPU. `model` is left
+    untouched; outputs equal its eval-mode outputs to float rounding. With the spec, what to fuse
+    comes from the compiled tree (so it also fits generated code); without, from the modules.
+    """
+    from archc.backends.fuse import fuse as fuse_model
+
+    spec = None if spec_or_path is None else _spec(spec_or_path)
+    return fuse_model(model, spec, channels_last=channels_last)
 
 
 def codegen(spec_or_path: Spec | str | Path) -> str:
@@ -46,4 +84,4 @@ def draw(spec_or_path: Spec | str | Path, **options: Any):
     return digraph(_spec(spec_or_path), **options)
 
 
-__all__ = ["Spec", "load", "loads", "summary", "build", "codegen", "draw", "ArchcError", "SpecError"]
+__all__ = ["Spec", "load", "loads", "summary", "build", "fuse", "codegen", "draw", "ArchcError", "SpecError"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -57,12 +58,29 @@ def cmd_build(args: argparse.Namespace) -> int:
     from archc.tables import table
 
     spec = load(args.spec)
+    from archc import resources
+
+    resources.check(spec, args.max_memory, batch=2 if args.check else 1)  # before torch allocates
     from archc.backends import torch_backend
 
     model = torch_backend.build(spec, seed=args.seed)
     print(table(spec, args.depth))
     runtime = sum(p.numel() for p in model.parameters())
     print(f"built {type(model).__name__} with {runtime:,} parameters")
+    if args.fuse or args.channels_last:
+        from archc.backends import fuse
+
+        if args.fuse:
+            model = fuse.fuse(model, spec, channels_last=args.channels_last, inplace=True)
+            done = fuse.summary(model)
+            print(
+                f"fused for inference: {done['batchnorms_folded']} batch norms folded and "
+                f"{done['relus_fused']} ReLUs fused into {done['convs']} convolutions"
+                + (", channels-last" if args.channels_last else "")
+            )
+        else:
+            model = fuse.to_channels_last(model)
+            print("channels-last memory format")
     if args.check:
         problems = torch_backend.check_shapes(model, spec)
         if problems:
@@ -72,9 +90,15 @@ def cmd_build(args: argparse.Namespace) -> int:
         nodes = sum(1 for _ in torch_backend.module_nodes(spec))
         print(f"check: runtime shapes equal static shapes for all {nodes} modules")
     if args.save:
+        import io
+
         import torch
 
-        torch.save(model.state_dict(), args.save)
+        from archc.outputs import write_atomic
+
+        buffer = io.BytesIO()  # all or nothing: a failed save leaves no half-written file
+        torch.save(model.state_dict(), buffer)
+        write_atomic(Path(args.save), buffer.getvalue(), force=True)
         print(f"saved state_dict to {args.save}")
     return 0
 
@@ -91,6 +115,27 @@ def cmd_draw(args: argparse.Namespace) -> int:
     from archc.backends.graphviz_backend import render
 
     return render(args)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not -(2**63) <= value < 2**64:  # what torch.manual_seed takes
+        raise argparse.ArgumentTypeError(f"{text} is out of range: a seed fits in 64 bits")
+    return value
+
+
+def _memory_limit(text: str) -> int | str | None:
+    from archc.resources import parse_size
+
+    if text == "auto":
+        return text
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -111,8 +156,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("spec", metavar="SPEC")
     s.add_argument("--check", action="store_true", help="verify runtime shapes against static ones")
     s.add_argument("--save", metavar="PATH", help="write the state_dict here")
-    s.add_argument("--seed", type=int, default=None, help="seed for reproducible weights")
+    s.add_argument("--seed", type=_seed, default=None, help="seed for reproducible weights")
     s.add_argument("--depth", type=int, default=2, help="levels of nesting in the summary")
+    s.add_argument("--fuse", action="store_true",
+                   help="inference build: fold batch norms into convolutions, fuse ReLUs, pack weights (eval mode)")  # fmt: skip
+    s.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    s.add_argument(
+        "--max-memory", type=_memory_limit, default="auto", metavar="SIZE",
+        help="refuse models estimated to need more (e.g. 8GiB, 512MiB, none; "
+        "default: auto, half of this machine's memory)",
+    )  # fmt: skip
 
     s = sub.add_parser("codegen", help="write standalone PyTorch source")
     s.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders")
@@ -141,8 +194,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `archc summary SPEC | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # the file system said no: a missing folder, permissions, a full disk
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"archc: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        if args.debug:
+            raise
+        print("archc: error: out of memory (see --max-memory for archc build)", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug in archc, not in the spec
         if args.debug:
             raise
-        print(f"archc: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)
+        text = f": {str(exc).strip().splitlines()[0][:300]}" if str(exc).strip() else ""
+        print(f"archc: internal error: {type(exc).__name__}{text} (rerun with --debug for a traceback)", file=sys.stderr)
         return 1

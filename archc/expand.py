@@ -8,6 +8,8 @@ on them (a residual's automatic projection, a template's `in_channels`).
 from __future__ import annotations
 
 import difflib
+import gc
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,7 +24,9 @@ from archc.spec import expr
 from archc.spec.loader import SourceMap
 from archc.spec.schema import NAME_RE, Projection, Repeat, Residual, Template, check_name
 
-MAX_NODES = 2_000_000
+_WORD = re.compile(r"(?!\d)\w+")  # identifiers (and a few harmless extras such as e5 in 1e5)
+MAX_NODES = 100_000  # >100x any shipped model (DenseNet-201: ~700); refused in about a second
+MAX_NESTING = 100  # combinators and blocks inside each other (real models: under 10)
 META_KEYS = ("if", "inline")
 
 
@@ -82,9 +86,14 @@ def pydantic_error(scope: Scope, exc: ValidationError, path: tuple, what: str) -
 
 
 class Expander:
+    reuse_repeats = True  # copy identical repeated stage blocks instead of re-expanding them
+
     def __init__(self) -> None:
         self.count = 0
+        self.depth = 0  # layers being expanded, outermost first
         self._params_cache: dict[tuple, BaseModel] = {}
+        self._reads: dict[str, tuple[str, ...]] = {}  # expression -> the names it reads
+        self._values: dict[tuple, Any] = {}  # (expression, values it reads) -> result
         self.kinds: dict[str, Callable] = {
             "seq": self.seq,
             "residual": self.residual,
@@ -99,13 +108,30 @@ class Expander:
         """Evaluate every `${...}` in a value, reporting errors at the expression's node."""
         if expr.is_expression(value):
             try:
-                return expr.evaluate(value[2:-1], scope.env)
+                return self.evaluate(value[2:-1], scope.env)
             except expr.ExprError as exc:
                 raise scope.error(f"in {value}: {exc}", path) from None
         if isinstance(value, dict):
             return {k: self.resolve(v, path + (k,), scope) for k, v in value.items()}
         if isinstance(value, list):
             return [self.resolve(v, path + (i,), scope) for i, v in enumerate(value)]
+        return value
+
+    def evaluate(self, source: str, env: dict[str, Any]) -> Any:
+        """`expr.evaluate`, memoised on the expression and the values of the names it can read.
+
+        Evaluation is a pure function of those, so an expression a block uses again with the
+        same values is not parsed again (parsing is most of the cost). The names are every
+        identifier-like word of the source, a superset of the variables it reads; errors are
+        not memoised.
+        """
+        words = self._reads.get(source)
+        if words is None:
+            words = self._reads[source] = tuple(dict.fromkeys(_WORD.findall(source)))
+        key = (source, *[(w, type(env[w]), repr(env[w])) for w in words if w in env])
+        if key in self._values:
+            return self._values[key]
+        value = self._values[key] = expr.evaluate(source, env)
         return value
 
     def validate(self, model: type[BaseModel], data: Any, path: tuple, scope: Scope, what: str):
@@ -124,6 +150,15 @@ class Expander:
 
     def node(self, raw: Any, path: tuple, name: str, scope: Scope, shape: Shape) -> Node | None:
         """Expand one spec node; None when its `if` is false."""
+        if self.depth >= MAX_NESTING:  # every pass over the tree recurses this deep
+            raise scope.error(f"layers are nested more than {MAX_NESTING} levels deep", path)
+        self.depth += 1
+        try:
+            return self._node(raw, path, name, scope, shape)
+        finally:
+            self.depth -= 1
+
+    def _node(self, raw: Any, path: tuple, name: str, scope: Scope, shape: Shape) -> Node | None:
         self.count += 1
         if self.count > MAX_NODES:
             raise scope.error(f"network has more than {MAX_NODES:,} layers", path)
@@ -249,6 +284,7 @@ class Expander:
             raise scope.error("residual body is empty", path + ("body",))
         body_out = body[-1].out_shape
         shortcut = self.shortcut(spec.shortcut, path + ("shortcut",), scope, shape, body_out)
+        shares_input(scope, body[0], "the shortcut")
         children = list(body)
         if spec.post is not None and spec.post != "none":
             post = self.node(spec.post, path + ("post",), spec.post, scope, body_out)
@@ -309,10 +345,16 @@ class Expander:
         branches = self.children(raw, path, scope, shape, chain=False)
         if not branches:
             raise scope.error("parallel needs at least one branch", path)
+        for branch in branches:
+            shares_input(scope, branch, "the other branches")
         try:
             out = infer.concat([b.out_shape for b in branches], f"{name}: parallel")
         except ShapeError as exc:
-            raise scope.error(str(exc), path) from None
+            first = branches[0].out_shape  # point at the first branch that does not fit
+            bad = next(b for b in branches if b.out_shape[1:] != first[1:])
+            error = scope.error(f"{exc} (branch {bad.name!r})", path)
+            error.location, error.field = bad.location, bad.field_path
+            raise error from None
         return self.finish(Node(name, "parallel", "parallel", children=branches), shape, out)
 
     def repeat(self, raw, path, scope, what) -> tuple[Repeat, BlockDef, dict]:
@@ -333,10 +375,26 @@ class Expander:
     def stage(self, raw, path, name, scope, shape) -> Node:
         spec, block, args = self.repeat(raw, path, scope, "stage")
         children = []
+        rest = args if "stride" not in args else {**args, "stride": 1}  # blocks after the first
+        last = None  # (args, in_shape, node, nodes counted) of the last block expanded in full
         for i in range(spec.depth):
-            block_args = args if i == 0 or "stride" not in args else {**args, "stride": 1}
-            child = self.block(block, block_args, path, spec.names.format(i=spec.start + i), scope, shape)
-            child.location, child.field_path = scope.here(path)
+            block_args = args if i == 0 else rest
+            child_name = spec.names.format(i=spec.start + i)
+            if (
+                self.reuse_repeats and last is not None and last[0] is block_args
+                and last[1] == shape and self.count + last[3] <= MAX_NODES
+            ):  # fmt: skip
+                # Fast path: the same arguments on the same input shape expand to the same
+                # subtree (expansion is a pure function of block, arguments, shape and scope),
+                # so copy it instead of expanding it again; only the block's own name differs.
+                child = clone(last[2])
+                child.name = child_name
+                self.count += last[3]
+            else:
+                before = self.count
+                child = self.block(block, block_args, path, child_name, scope, shape)
+                child.location, child.field_path = scope.here(path)
+                last = (block_args, shape, child, self.count - before)
             children.append(child)
             shape = child.out_shape
         node = Node(name, "seq", "stage", children=children, block=spec.block)
@@ -348,6 +406,7 @@ class Expander:
         for i in range(spec.depth):
             child = self.block(block, args, path, spec.names.format(i=spec.start + i), scope, shape)
             child.location, child.field_path = scope.here(path)
+            shares_input(scope, child, "the concatenation")
             try:
                 infer.dense_layer_out(shape, child.out_shape)
                 shape = infer.concat([shape, child.out_shape], f"{name}: dense")
@@ -381,9 +440,9 @@ class Expander:
             env[key] = self.resolve(value, block.path + ("let", key), replace(scope, env=env))
         for requirement in block.template.requires:
             try:
-                ok = expr.evaluate(requirement, env)
+                ok = self.evaluate(requirement, env)
             except expr.ExprError as exc:
-                raise scope.error(f"block {block.name!r}: {exc}", path) from None
+                raise scope.error(f"block {block.name!r}: in requirement {requirement}: {exc}", path) from None
             if not ok:
                 used = ", ".join(f"{k}={env[k]!r}" for k in sorted(expr.names(requirement)) if k in env)
                 raise scope.error(f"block {block.name!r} requires {requirement} (got {used})", path)
@@ -399,6 +458,32 @@ class Expander:
             raise scope.error(f"block {block.name!r} expands to nothing", path)
         node.spec_kind, node.block, node.block_args = block.name, block.name, values
         return node
+
+
+def clone(node: Node) -> Node:
+    """A copy of an expanded subtree: new Node objects, shared immutable values (params, shapes)."""
+    copy = Node.__new__(Node)
+    copy.__dict__.update(node.__dict__)
+    copy.children = [clone(child) for child in node.children]
+    if node.block_args is not None:
+        copy.block_args = dict(node.block_args)
+    return copy
+
+
+def shares_input(scope: Scope, node: Node, other: str) -> None:
+    """Refuse an in-place layer first on an input that `other` reads too: it would change it."""
+    first = node
+    while not first.is_primitive and first.children and first.kind == "seq":
+        first = first.children[0]
+    if first.is_primitive and getattr(first.params, "inplace", False):
+        error = scope.error(
+            f"{first.name}: an in-place {first.kind} here would overwrite the input that is "
+            f"also fed to {other}; set inplace: false",
+            (),
+        )
+        if scope.anchor is None and first.location is not None:
+            error.location, error.field = first.location, first.field_path
+        raise error
 
 
 def assign_paths(node: Node, prefix: str = "") -> None:
@@ -422,9 +507,17 @@ def assign_paths(node: Node, prefix: str = "") -> None:
 
 
 def expand(body: Any, path: tuple, scope: Scope, shape: Shape) -> Node:
-    expander = Expander()
-    root = expander.seq(body, path, "", scope, shape)
-    root.spec_kind = "model"
-    root.location, root.field_path = scope.here(path)
-    assign_paths(root)
-    return root
+    # Expansion allocates many objects and no reference cycles, so Python's cycle collector
+    # would only rescan the growing tree (30% of the time at 10,000 blocks): pause it.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        expander = Expander()
+        root = expander.seq(body, path, "", scope, shape)
+        root.spec_kind = "model"
+        root.location, root.field_path = scope.here(path)
+        assign_paths(root)
+        return root
+    finally:
+        if collecting:
+            gc.enable()

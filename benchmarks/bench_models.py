@@ -1,0 +1,164 @@
+"""Running models: a training step (forward + backward) and eval on a tiny input.
+
+Both sides hold the same weights (torchvision's state_dict loaded into archc's model, strict),
+the same input, the same mode; only the module code differs.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import archc
+from benchmarks.config import Config
+from benchmarks.harness import Row, Section, check, log, measure, probe, rounds_for
+from benchmarks.models import spec_path, torchvision_ctor
+
+TRAIN_TARGET = 1.02
+EVAL_TARGET = 1.05
+TRAIN_MODELS = ["resnet50", "densenet121", "googlenet", "vgg16"]
+EVAL_MODELS = ["resnet18", "resnet50", "densenet121", "googlenet", "vgg16"]
+
+
+def pair(name: str):
+    """(archc model, torchvision model) with identical weights, or None when the spec is missing."""
+    path = spec_path(name)
+    if not path.exists():
+        return None
+    theirs = torchvision_ctor(name)()
+    ours = archc.build(path)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    return ours, theirs
+
+
+def train_step(model, x, y):
+    import torch.nn.functional as F
+
+    def step():
+        out = model(x)
+        F.cross_entropy(out, y).backward()
+        for p in model.parameters():
+            p.grad = None
+
+    return step
+
+
+def eval_call(model, x):
+    import torch
+
+    def call():
+        with torch.inference_mode():
+            model(x)
+
+    return call
+
+
+def train_section(
+    cfg: Config,
+    models_for=pair,
+    *,
+    key="train",
+    ours="archc",
+    baseline="torchvision",
+    title=None,
+    target=TRAIN_TARGET,
+    budget: float | None = None,
+) -> Section:
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    batch, size = (1, 64) if cfg.quick else (cfg.train_batch, cfg.train_size)
+    section = Section(
+        key,
+        title or f"Training step, CPU (batch {batch}, {size}x{size}, {cfg.threads} thread)",
+        "One forward + cross-entropy + backward, gradients cleared, model in train mode, same "
+        f"weights and input on both sides; ratio = {ours} / {baseline}.",
+        f"≤ {target}x",
+        columns=(ours, baseline),
+    )
+    for name in cfg.models(TRAIN_MODELS):
+        try:
+            models = models_for(name)
+        except Exception as exc:  # e.g. generated code that does not build: a finding, not a crash
+            section.add(Row(name, None, None, None, status=f"skipped: {type(exc).__name__}: {exc}"))
+            continue
+        if models is None:
+            section.add(Row(name, None, None, None, status="skipped: no spec"))
+            continue
+        mine, theirs = (m.train() for m in models)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 3, size, size, generator=gen)
+        y = torch.randint(0, 1000, (batch,), generator=gen)
+        cases = {"ours": train_step(mine, x, y), "baseline": train_step(theirs, x, y)}
+        per_round = probe(cases["ours"]) + probe(cases["baseline"])
+        rounds = 2 if cfg.quick else rounds_for(per_round, budget or cfg.train_budget, 7, 15)
+        log(f"{key}: {name} ({rounds} rounds of {per_round:.2f} s)")
+        timings = measure(cases, rounds=rounds, warmup=1, clock=cfg.clock)
+        ratio, q1, q3 = timings.ratio("ours", "baseline")
+        section.add(
+            Row(
+                name,
+                timings.median("ours"),
+                timings.median("baseline"),
+                ratio,
+                (q1, q3),
+                check(ratio, target),
+            )
+        )
+        del mine, theirs, models, cases
+        gc.collect()
+    return section
+
+
+def eval_section(
+    cfg: Config,
+    models_for=pair,
+    *,
+    key="eval",
+    ours="archc",
+    baseline="torchvision",
+    title=None,
+    target=EVAL_TARGET,
+) -> Section:
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    section = Section(
+        key,
+        title or f"Eval on a tiny input (1x3x32x32, {cfg.threads} thread)",
+        "Forward in eval mode under `torch.inference_mode()`, where per-module Python overhead "
+        f"weighs most; ratio = {ours} / {baseline}.",
+        f"≤ {target}x",
+        columns=(ours, baseline),
+        unit="ms",
+    )
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for name in cfg.models(EVAL_MODELS):
+        try:
+            models = models_for(name)
+        except Exception as exc:  # e.g. generated code that does not build: a finding, not a crash
+            section.add(Row(name, None, None, None, status=f"skipped: {type(exc).__name__}: {exc}"))
+            continue
+        if models is None:
+            section.add(Row(name, None, None, None, status="skipped: no spec"))
+            continue
+        mine, theirs = (m.eval() for m in models)
+        cases = {"ours": eval_call(mine, x), "baseline": eval_call(theirs, x)}
+        once = probe(cases["ours"]) + probe(cases["baseline"])
+        number = max(1, int(0.1 / max(once, 1e-4)))  # ~50 ms per sample: short, so pairs stay close
+        rounds = 3 if cfg.quick else 40
+        log(f"{key}: {name} ({rounds} rounds of {number} calls)")
+        timings = measure(cases, rounds=rounds, number=number, warmup=2, clock=cfg.clock)
+        ratio, q1, q3 = timings.ratio("ours", "baseline")
+        section.add(
+            Row(
+                name,
+                timings.median("ours"),
+                timings.median("baseline"),
+                ratio,
+                (q1, q3),
+                check(ratio, target),
+            )
+        )
+        del mine, theirs, models, cases
+        gc.collect()
+    return section

@@ -1,0 +1,67 @@
+"""The models the suites compare: archc specs, torchvision's constructors, generated code."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.harness import SPECS
+
+# torchvision's GoogLeNet defaults differ from the paper model the spec describes
+EXTRA_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True}}
+
+
+def parity_specs() -> list[str]:
+    """Stems of specs/*.yaml that name a torchvision model (read at run time: the set grows)."""
+    import torchvision
+
+    return sorted(p.stem for p in SPECS.glob("*.yaml") if hasattr(torchvision.models, p.stem))
+
+
+def spec_path(name: str) -> Path:
+    return SPECS / f"{name}.yaml"
+
+
+def torchvision_ctor(name: str) -> Callable[[], object]:
+    import torchvision
+
+    fn = getattr(torchvision.models, name)
+    kwargs = {"weights": None, **EXTRA_KWARGS.get(name, {})}
+    return lambda: fn(**kwargs)
+
+
+def codegen_available() -> str | None:
+    """None when archc's codegen backend can be used, else why not."""
+    try:
+        from archc.backends.codegen import generate  # noqa: F401
+    except ImportError as exc:
+        return f"codegen not available ({exc})"
+    return None
+
+
+_GENERATED = Path(tempfile.mkdtemp(prefix="archc-bench-gen-"))
+
+
+def generated_factory(spec) -> Callable[[], object]:
+    """Generate the spec's source, import it from a file as a user would, return its factory."""
+    from archc.backends.codegen import generate
+
+    text = generate(spec)
+    digest = hashlib.sha1(f"{spec.file}{text}".encode()).hexdigest()[:12]
+    file = _GENERATED / f"gen_{digest}.py"
+    file.write_text(text)
+    module_spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[file.stem] = module
+    module_spec.loader.exec_module(module)
+    # the factory is named after the spec (file); it is the last function the file defines
+    functions = [n.name for n in ast.parse(text).body if isinstance(n, ast.FunctionDef)]
+    for name in (Path(spec.file).stem, spec.name, *reversed(functions)):
+        if callable(getattr(module, name, None)):
+            return getattr(module, name)
+    raise LookupError(f"no factory function in the code generated for {spec.name}")
