@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,18 @@ def run_archc(*args: str, cwd: Path | None = None, timeout: float = 120) -> subp
         cwd=cwd or ROOT,
         timeout=timeout,
     )
+
+
+def assert_spec_error(path: Path, line: int, words: str, capsys) -> None:
+    """`archc validate path` fails with `path:line:col: error: ...words...` and no traceback."""
+    from archc.cli import main
+
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    first = err.strip().splitlines()[0]
+    assert re.match(rf"^{re.escape(str(path))}:{line}:\d+: error: ", first), err
+    assert words in first, err
+    assert "Traceback" not in err
 
 
 @pytest.fixture

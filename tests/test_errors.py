@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import textwrap
 
 import pytest
 
 from archc.cli import main
-from conftest import run_archc
+from conftest import assert_spec_error, run_archc
 
 HEAD = "archc: 1\nname: t\ninput: [3, 32, 32]\n"
 
@@ -69,13 +68,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_spec_points_at_line(case, write_spec, capsys):
     _, text, line, words = case
-    path = write_spec(text)
-    assert main(["validate", str(path)]) == 1
-    err = capsys.readouterr().err
-    first = err.strip().splitlines()[0]
-    assert re.match(rf"^{re.escape(str(path))}:{line}:\d+: error: ", first), err
-    assert words in first, err
-    assert "Traceback" not in err
+    assert_spec_error(write_spec(text), line, words, capsys)
 
 
 def test_field_path_is_named(write_spec, capsys):
