@@ -8,6 +8,7 @@ expression cannot allocate or loop its way out of the sandbox.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 from collections.abc import Mapping
@@ -67,6 +68,7 @@ def is_expression(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("${") and value.endswith("}")
 
 
+@functools.lru_cache(maxsize=4096)  # specs repeat the same expressions in every block
 def parse(source: str) -> ast.Expression:
     """Parse and check an expression (without the `${}`); raise ExprError if not allowed."""
     if len(source) > MAX_EXPR_CHARS:
