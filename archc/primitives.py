@@ -95,6 +95,7 @@ class Primitive:
     Params: ClassVar[type[Params]]
     shorthand: ClassVar[str | None] = None  # field a bare scalar value fills, e.g. {dropout: 0.5}
     has_weights: ClassVar[bool] = False
+    category: ClassVar[str] = "other"  # what it does, for diagrams: conv, linear, norm, activation, pool
 
     def infer(self, p: Any, shape: Shape) -> Inferred:
         return Inferred(shape)
@@ -117,6 +118,7 @@ def primitive(cls: type[Primitive]) -> type[Primitive]:
 @primitive
 class Conv(Primitive):
     kind = "conv"
+    category = "conv"
     has_weights = True
 
     class Params(Params):
@@ -172,6 +174,7 @@ class Conv(Primitive):
 @primitive
 class BatchNorm(Primitive):
     kind = "batchnorm"
+    category = "norm"
     has_weights = True
 
     class Params(Params):
@@ -197,6 +200,7 @@ class BatchNorm(Primitive):
 
 
 class _Activation(Primitive):
+    category = "activation"
     torch_cls: ClassVar[str]
 
     class Params(Params):
@@ -232,6 +236,7 @@ _activation("tanh", "Tanh", _NoParams)
 
 
 class _Pool(Primitive):
+    category = "pool"
     torch_cls: ClassVar[str]
     shorthand = "kernel"
 
@@ -283,6 +288,7 @@ class AvgPool(_Pool):
 
 
 class _AdaptivePool(Primitive):
+    category = "pool"
     torch_cls: ClassVar[str]
     shorthand = "size"
 
@@ -315,6 +321,7 @@ class AdaptiveMaxPool(_AdaptivePool):
 @primitive
 class Linear(Primitive):
     kind = "linear"
+    category = "linear"
     shorthand = "out"
     has_weights = True
 
@@ -380,6 +387,7 @@ class Identity(Primitive):
 @primitive
 class LocalResponseNorm(Primitive):
     kind = "lrn"
+    category = "norm"
     shorthand = "size"
 
     class Params(Params):

@@ -31,17 +31,6 @@ DIRECTIONS = ("TB", "LR")
 SHORT_SEQ = 4  # a collapsed plain sequence of at most this many layers lists them
 FONT = "Helvetica"
 
-# What a primitive does, for its colour; kinds not listed (new primitives) are drawn as "other".
-CATEGORY = {
-    "conv": "conv",
-    "linear": "linear",
-    "batchnorm": "norm",
-    "lrn": "norm",
-    **dict.fromkeys(("relu", "relu6", "silu", "hardswish", "leaky_relu", "gelu", "sigmoid", "tanh"), "activation"),
-    **dict.fromkeys(("maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool"), "pool"),
-    **dict.fromkeys(("dropout", "flatten", "identity"), "other"),
-}  # fmt: skip
-
 # Fill colours: primitives by category, collapsed subtrees by combinator, then the joins.
 FILL = {
     "conv": "#c6dbef", "linear": "#dadaeb", "norm": "#fff2b2", "activation": "#d4edcc",
@@ -146,7 +135,7 @@ class _Drawing:
     def draw(self, node: Node, src: Port, level: int, into: graphviz.Digraph) -> Port:
         """Draw `node` (at `level`; top-level children are 1) fed by `src`; return its output."""
         if node.is_primitive:
-            fill = FILL[CATEGORY.get(node.kind, "other")]
+            fill = FILL[node.primitive.category]
             return self.box(into, node, "layer", _layer_label(node), fill, src)
         if node.inline:  # a grouping in the spec only: no box, no cluster, no level of its own
             return self.rules[node.kind](node, src, level, into)
