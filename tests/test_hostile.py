@@ -73,7 +73,8 @@ CASES = [
     ("deep-block-lists", b"body: " + b"- " * 200_000 + b"x\n", "invalid YAML"),
     ("deep-block-maps", "".join(" " * i + f"k{i}:\n" for i in range(1000)).encode(), f"nested more than {MAX_DEPTH}"),
     ("deep-complex-keys", b"? " * 100_000 + b"x\n", "plain names"),
-    ("deep-list-keys", b"? " + b"[" * 100_000 + b"\n", "plain names"),
+    # refused as a non-name key or for its depth, whichever the YAML parser reaches first
+    ("deep-list-keys", b"? " + b"[" * 100_000 + b"\n", ("plain names", f"nested more than {MAX_DEPTH}")),
     ("deep-indented-lists", "".join(" " * i + "-\n" for i in range(1000)).encode(), f"nested more than {MAX_DEPTH}"),
     ("deep-alias-nesting", ("x: &x " + "[" * 40 + "1" + "]" * 40 + "\ny: " + "[" * 30 + "*x" + "]" * 30 + "\n").encode(), f"nested more than {MAX_DEPTH}"),
     ("many-values", ("description: [" + ", ".join(["1"] * (MAX_VALUES + 10)) + "]\n").encode(), f"more than {MAX_VALUES:,} keys and values"),
@@ -127,7 +128,8 @@ def assert_refused(path: Path, raw: bytes, words: str, limit: float = LIMIT_S) -
     assert match, err
     lines = max(1, raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1))
     assert 1 <= int(match[1]) <= lines, first
-    assert words in first, first
+    assert any(w in first for w in ((words,) if isinstance(words, str) else words)), first
+    assert "invalid YAML: exceeded" not in first, "archc's own limit, not the parser's wording"
     assert len(first) < 2000, "the message should stay readable"
     assert "Traceback" not in err and "internal error" not in err, err
     return first

@@ -329,6 +329,11 @@ def load_text(text: str, file: str = "<string>") -> Document:
         if line >= len(lines):  # the end of the file: point at the end of its last line
             line, col = max(len(lines) - 1, 0), len(lines[-1]) if lines else 0
         problem = exc.problem or exc.context or "invalid YAML"
+        if "nesting depth" in problem:  # libyaml's own limit (PyYAML >= 6.0.4) came first
+            raise SpecError(
+                f"spec is nested more than {MAX_DEPTH} levels deep",
+                Location(file, line + 1, col + 1),
+            ) from None
         char = lines[line][col : col + 1] if lines else ""
         if "cannot start any token" in problem and char:
             problem = f"found character {char!r} that cannot start any token"
