@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from archc.combinators import COMBINATORS
 from archc.errors import SpecError, format_path
 from archc.expand import BlockDef, Scope, expand, pydantic_error
 from archc.ir import Node
@@ -53,7 +54,7 @@ def _templates(doc_blocks: dict, source: SourceMap, base: tuple, builtin: bool) 
         problem = check_name(name)
         if problem:
             raise source.error(problem, path, key=True)
-        if name in PRIMITIVES or name in ("seq", "residual", "parallel", "dense", "stage"):
+        if name in PRIMITIVES or name in COMBINATORS:
             raise source.error(f"block {name!r} would hide the built-in layer type of that name", path, key=True)
         try:
             template = Template.model_validate(raw)

@@ -10,19 +10,18 @@ from __future__ import annotations
 import difflib
 import gc
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from archc import infer
 from archc.errors import Location, SpecError, format_path
-from archc.ir import Node
+from archc.combinators import COMBINATORS
+from archc.ir import Node, TemplateUse
 from archc.primitives import PRIMITIVES, Shape, ShapeError
 from archc.spec import expr
 from archc.spec.loader import SourceMap
-from archc.spec.schema import NAME_RE, Projection, Repeat, Residual, Template, check_name
+from archc.spec.schema import NAME_RE, Template, check_name
 
 _WORD = re.compile(r"(?!\d)\w+")  # identifiers (and a few harmless extras such as e5 in 1e5)
 MAX_NODES = 100_000  # >100x any shipped model (DenseNet-201: ~700); refused in about a second
@@ -94,13 +93,6 @@ class Expander:
         self._params_cache: dict[tuple, BaseModel] = {}
         self._reads: dict[str, tuple[str, ...]] = {}  # expression -> the names it reads
         self._values: dict[tuple, Any] = {}  # (expression, values it reads) -> result
-        self.kinds: dict[str, Callable] = {
-            "seq": self.seq,
-            "residual": self.residual,
-            "parallel": self.parallel,
-            "stage": self.stage,
-            "dense": self.dense,
-        }
 
     # ---- values -------------------------------------------------------------------------
 
@@ -175,19 +167,19 @@ class Expander:
 
         if kind in PRIMITIVES:
             node = self.primitive(kind, params, params_path, name, scope, shape)
-        elif kind in self.kinds:
-            node = self.kinds[kind](params, params_path, name, scope, shape)
+        elif kind in COMBINATORS:
+            node = COMBINATORS[kind].expand(self, params, params_path, name, scope, shape)
         elif kind in scope.blocks:
             node = self.block(scope.blocks[kind], params, params_path, name, scope, shape)
         else:
-            known = [*PRIMITIVES, *self.kinds, *scope.blocks]
+            known = [*PRIMITIVES, *COMBINATORS, *scope.blocks]
             close = difflib.get_close_matches(kind, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             if isinstance(raw, dict) and len(raw) > 1 or isinstance(params, (dict, str)) and not close:
                 hint += " (to name layers, put them under seq: {seq: {name: layer, ...}})"
             raise scope.error(f"unknown layer or block type {kind!r}{hint}", params_path, key=True)
         if inline:
-            if node.kind != "seq":
+            if node.is_primitive or not node.combinator.inlinable:
                 raise scope.error("only a sequence (seq, stage or a seq block) can be inline", path)
             node.inline = True
         node.location, node.field_path = scope.here(path)
@@ -230,7 +222,7 @@ class Expander:
         except ShapeError as exc:
             raise scope.error(f"{name}: {exc}", path) from None
         return Node(
-            name, kind, kind, params, in_shape=shape, out_shape=result.out_shape,
+            name, kind, params, in_shape=shape, out_shape=result.out_shape,
             param_count=result.params, macs=result.macs,
         )  # fmt: skip
 
@@ -265,156 +257,6 @@ class Expander:
                     leaf.name = str(index)
                     index += 1
         return out
-
-    def seq(self, raw, path, name, scope, shape) -> Node:
-        children = self.children(raw, path, scope, shape, chain=True)
-        if not children:
-            raise scope.error("every layer of this sequence is switched off by 'if'", path)
-        node = Node(name, "seq", "seq", children=children)
-        return self.finish(node, shape, children[-1].out_shape)
-
-    def finish(self, node: Node, in_shape: Shape, out_shape: Shape) -> Node:
-        node.in_shape, node.out_shape = in_shape, out_shape
-        return infer.total(node)
-
-    def residual(self, raw, path, name, scope, shape) -> Node:
-        spec = self.validate(Residual, self.resolve_options(raw, path, scope, ("post",)), path, scope, "residual")
-        body = self.children(spec.body, path + ("body",), scope, shape, chain=True, role="body")
-        if not body:
-            raise scope.error("residual body is empty", path + ("body",))
-        body_out = body[-1].out_shape
-        shortcut = self.shortcut(spec.shortcut, path + ("shortcut",), scope, shape, body_out)
-        shares_input(scope, body[0], "the shortcut")
-        children = list(body)
-        if spec.post is not None and spec.post != "none":
-            post = self.node(spec.post, path + ("post",), spec.post, scope, body_out)
-            if post is None or not post.is_primitive or post.param_count:
-                raise scope.error("post must be a parameter-free layer such as relu", path + ("post",))
-            post.role = "post"
-            children.append(post)
-        if shortcut is not None:
-            shortcut.role = "shortcut"
-            children.append(shortcut)
-        try:
-            infer.residual_sum(body_out, shortcut.out_shape if shortcut else shape)
-        except ShapeError as exc:
-            raise scope.error(f"{name}: {exc}", path) from None
-        node = Node(name, "residual", "residual", children=children)
-        return self.finish(node, shape, body_out)
-
-    def resolve_options(self, raw, path, scope, keys) -> Any:
-        """Resolve `${}` in a combinator's own scalar options, leaving nested layers alone."""
-        if not isinstance(raw, dict):
-            return raw
-        return {k: self.resolve(v, path + (k,), scope) if k in keys else v for k, v in raw.items()}
-
-    def shortcut(self, raw, path, scope, shape, body_out) -> Node | None:
-        raw = self.resolve(raw, path, scope) if not isinstance(raw, dict) else raw
-        if raw == "identity":
-            return None
-        if raw == "auto":
-            raw = {"projection": {}}
-        if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in ("projection", "custom"):
-            raise scope.error(
-                "shortcut is identity, auto, {projection: {...}} or {custom: {name: layer}}", path
-            )
-        (form, value), = raw.items()
-        if form == "custom":
-            if not isinstance(value, dict) or len(value) != 1:
-                raise scope.error("custom shortcut is one named layer: {custom: {name: layer}}", path + (form,))
-            (child_name, child_raw), = value.items()
-            problem = check_name(child_name)
-            if problem:
-                raise scope.error(problem, path + (form, child_name), key=True)
-            return self.node(child_raw, path + (form, child_name), child_name, scope, shape)
-        proj = self.validate(Projection, self.resolve(value or {}, path + (form,), scope), path + (form,), scope, "projection")
-        if body_out == shape and not proj.always:
-            return None
-        try:
-            stride = infer.projection_stride(shape, body_out)
-        except ShapeError as exc:
-            raise scope.error(str(exc), path) from None
-        conv = {"conv": {"out": body_out[0], "kernel": 1, "stride": stride, "bias": proj.bias}}
-        layer = [conv, "batchnorm"] if proj.batchnorm else conv
-        problem = check_name(proj.name)
-        if problem:
-            raise scope.error(problem, path + (form, "name"))
-        return self.node(layer, path + (form,), proj.name, replace(scope, env={}), shape)
-
-    def parallel(self, raw, path, name, scope, shape) -> Node:
-        branches = self.children(raw, path, scope, shape, chain=False)
-        if not branches:
-            raise scope.error("parallel needs at least one branch", path)
-        for branch in branches:
-            shares_input(scope, branch, "the other branches")
-        try:
-            out = infer.concat([b.out_shape for b in branches], f"{name}: parallel")
-        except ShapeError as exc:
-            first = branches[0].out_shape  # point at the first branch that does not fit
-            bad = next(b for b in branches if b.out_shape[1:] != first[1:])
-            error = scope.error(f"{exc} (branch {bad.name!r})", path)
-            error.location, error.field = bad.location, bad.field_path
-            raise error from None
-        return self.finish(Node(name, "parallel", "parallel", children=branches), shape, out)
-
-    def repeat(self, raw, path, scope, what) -> tuple[Repeat, BlockDef, dict]:
-        if not isinstance(raw, dict):
-            raise scope.error(f"{what} takes a mapping with block and depth", path)
-        value = {k: v for k, v in raw.items()}
-        for key in ("depth", "start", "names", "block"):
-            if key in value:
-                value[key] = self.resolve(value[key], path + (key,), scope)
-        spec = self.validate(Repeat, value, path, scope, what)
-        if spec.block not in scope.blocks:
-            close = difflib.get_close_matches(spec.block, list(scope.blocks), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise scope.error(f"unknown block type {spec.block!r}{hint}", path + ("block",))
-        args = {k: self.resolve(v, path + (k,), scope) for k, v in spec.block_args().items()}
-        return spec, scope.blocks[spec.block], args
-
-    def stage(self, raw, path, name, scope, shape) -> Node:
-        spec, block, args = self.repeat(raw, path, scope, "stage")
-        children = []
-        rest = args if "stride" not in args else {**args, "stride": 1}  # blocks after the first
-        last = None  # (args, in_shape, node, nodes counted) of the last block expanded in full
-        for i in range(spec.depth):
-            block_args = args if i == 0 else rest
-            child_name = spec.names.format(i=spec.start + i)
-            if (
-                self.reuse_repeats and last is not None and last[0] is block_args
-                and last[1] == shape and self.count + last[3] <= MAX_NODES
-            ):  # fmt: skip
-                # Fast path: the same arguments on the same input shape expand to the same
-                # subtree (expansion is a pure function of block, arguments, shape and scope),
-                # so copy it instead of expanding it again; only the block's own name differs.
-                child = clone(last[2])
-                child.name = child_name
-                self.count += last[3]
-            else:
-                before = self.count
-                child = self.block(block, block_args, path, child_name, scope, shape)
-                child.location, child.field_path = scope.here(path)
-                last = (block_args, shape, child, self.count - before)
-            children.append(child)
-            shape = child.out_shape
-        node = Node(name, "seq", "stage", children=children, block=spec.block)
-        return self.finish(node, children[0].in_shape, shape)
-
-    def dense(self, raw, path, name, scope, shape) -> Node:
-        spec, block, args = self.repeat(raw, path, scope, "dense")
-        in_shape, children = shape, []
-        for i in range(spec.depth):
-            child = self.block(block, args, path, spec.names.format(i=spec.start + i), scope, shape)
-            child.location, child.field_path = scope.here(path)
-            shares_input(scope, child, "the concatenation")
-            try:
-                infer.dense_layer_out(shape, child.out_shape)
-                shape = infer.concat([shape, child.out_shape], f"{name}: dense")
-            except ShapeError as exc:
-                raise scope.error(str(exc), path) from None
-            children.append(child)
-        node = Node(name, "dense", "dense", children=children, block=spec.block)
-        return self.finish(node, in_shape, shape)
 
     def block(self, block: BlockDef, raw, path, name, scope, shape) -> Node:
         if block.name in scope.trail:
@@ -456,34 +298,8 @@ class Expander:
         node = self.node(block.template.body, block.path + ("body",), name, inner, shape)
         if node is None:
             raise scope.error(f"block {block.name!r} expands to nothing", path)
-        node.spec_kind, node.block, node.block_args = block.name, block.name, values
+        node.template = TemplateUse(block.name, values)
         return node
-
-
-def clone(node: Node) -> Node:
-    """A copy of an expanded subtree: new Node objects, shared immutable values (params, shapes)."""
-    copy = Node.__new__(Node)
-    copy.__dict__.update(node.__dict__)
-    copy.children = [clone(child) for child in node.children]
-    if node.block_args is not None:
-        copy.block_args = dict(node.block_args)
-    return copy
-
-
-def shares_input(scope: Scope, node: Node, other: str) -> None:
-    """Refuse an in-place layer first on an input that `other` reads too: it would change it."""
-    first = node
-    while not first.is_primitive and first.children and first.kind == "seq":
-        first = first.children[0]
-    if first.is_primitive and getattr(first.params, "inplace", False):
-        error = scope.error(
-            f"{first.name}: an in-place {first.kind} here would overwrite the input that is "
-            f"also fed to {other}; set inplace: false",
-            (),
-        )
-        if scope.anchor is None and first.location is not None:
-            error.location, error.field = first.location, first.field_path
-        raise error
 
 
 def assign_paths(node: Node, prefix: str = "") -> None:
@@ -513,8 +329,7 @@ def expand(body: Any, path: tuple, scope: Scope, shape: Shape) -> Node:
     gc.disable()
     try:
         expander = Expander()
-        root = expander.seq(body, path, "", scope, shape)
-        root.spec_kind = "model"
+        root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
         root.location, root.field_path = scope.here(path)
         assign_paths(root)
         return root

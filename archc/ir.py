@@ -9,26 +9,32 @@ from typing import Any
 from archc.errors import Location
 from archc.primitives import PRIMITIVES, Shape
 
-COMBINATORS = ("seq", "residual", "parallel", "dense")
+
+@dataclass(frozen=True)
+class TemplateUse:
+    """A block template instantiated: its name and every parameter's value (defaults filled)."""
+
+    name: str
+    args: dict[str, Any]
 
 
 @dataclass
 class Node:
     """One module of the built network (or an inline group of modules).
 
-    `kind` is a primitive kind or one of COMBINATORS. `spec_kind` is what the spec wrote
-    (`stage`, `bottleneck`, `conv`, ...), kept for summaries and diagrams.
+    `kind` is a primitive kind (archc.primitives.PRIMITIVES) or a combinator kind
+    (archc.combinators.COMBINATORS). A node a block template expanded to says so in `template`;
+    a stage or dense block names the block it repeats in `repeats`.
     """
 
     name: str
     kind: str
-    spec_kind: str
     params: Any = None  # the validated pydantic Params of a primitive
     children: list[Node] = field(default_factory=list)
     role: str = ""  # inside a residual: "body", "shortcut" or "post"
     inline: bool = False  # registered in the parent's namespace, no module of its own
-    block: str | None = None  # block template this node instantiates
-    block_args: dict[str, Any] | None = None
+    template: TemplateUse | None = None  # the block template this node instantiates
+    repeats: str | None = None  # the block type a stage or dense block repeats
     location: Location | None = None
     field_path: str = ""
     path: str = ""  # dotted module path, the state_dict prefix ("" for the model)
@@ -38,12 +44,23 @@ class Node:
     macs: int = 0
 
     @property
+    def spec_kind(self) -> str:
+        """What the spec wrote: the block template's name, else the kind."""
+        return self.template.name if self.template is not None else self.kind
+
+    @property
     def is_primitive(self) -> bool:
         return self.kind in PRIMITIVES
 
     @property
     def primitive(self):
         return PRIMITIVES[self.kind]
+
+    @property
+    def combinator(self):
+        from archc.combinators import COMBINATORS
+
+        return COMBINATORS[self.kind]
 
     def walk(self) -> Iterator[Node]:
         yield self
@@ -52,10 +69,7 @@ class Node:
 
     def registered(self) -> list[Node]:
         """Children that become attributes of this node's module, inline groups flattened."""
-        out: list[Node] = []
-        for child in self.children:
-            out.extend(child.registered() if child.inline else [child])
-        return out
+        return splice(self.children)
 
     def role_children(self, role: str) -> list[Node]:
         return [c for c in self.children if c.role == role]
@@ -65,3 +79,21 @@ class Node:
             if node.path == path and not node.inline:
                 return node
         raise KeyError(path)
+
+    def clone(self) -> Node:
+        """A copy of the subtree: new Node objects, shared immutable values (params, shapes)."""
+        copy = Node.__new__(Node)
+        copy.__dict__.update(self.__dict__)
+        copy.children = [child.clone() for child in self.children]
+        return copy
+
+
+def splice(nodes: list[Node]) -> list[Node]:
+    """Nodes with inline groups opened up: their members run, and register, in the parent.
+
+    The one definition of inlining every backend uses (registration, execution order, drawing).
+    """
+    out: list[Node] = []
+    for node in nodes:
+        out.extend(splice(node.children) if node.inline else [node])
+    return out

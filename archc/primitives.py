@@ -96,6 +96,11 @@ class Primitive:
     shorthand: ClassVar[str | None] = None  # field a bare scalar value fills, e.g. {dropout: 0.5}
     has_weights: ClassVar[bool] = False
     category: ClassVar[str] = "other"  # what it does, for diagrams: conv, linear, norm, activation, pool
+    new_tensor: ClassVar[bool] = True  # its output is a new tensor, not a view of its input
+
+    def buffer_bytes(self, p: Any, shape: Shape) -> int:
+        """Bytes of the buffers (non-trainable state) its torch module keeps."""
+        return 0
 
     def infer(self, p: Any, shape: Shape) -> Inferred:
         return Inferred(shape)
@@ -184,6 +189,9 @@ class BatchNorm(Primitive):
 
     def infer(self, p, shape):
         return Inferred(shape, 2 * shape[0] if p.affine else 0)
+
+    def buffer_bytes(self, p, shape):
+        return 2 * shape[0] * 4 + 8  # running mean and variance (float32), batch counter (int64)
 
     def torch_layer(self, p, shape):
         kwargs = {}
@@ -367,6 +375,7 @@ class Dropout(Primitive):
 class Flatten(Primitive):
     kind = "flatten"
     Params = _NoParams
+    new_tensor = False
 
     def infer(self, p, shape):
         return Inferred((math.prod(shape),))
@@ -379,6 +388,7 @@ class Flatten(Primitive):
 class Identity(Primitive):
     kind = "identity"
     Params = _NoParams
+    new_tensor = False
 
     def torch_layer(self, p, shape):
         return TorchLayer("Identity")

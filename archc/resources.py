@@ -3,10 +3,12 @@
 Everything here reads the inferred tree (pure Python, no torch) and is exact where it can be:
 
 - parameters: every trainable element (the same count as `Spec.param_count`), float32;
-- buffers: batch-norm running mean and variance (float32) and its batch counter (int64);
+- buffers: what each primitive says it keeps (`Primitive.buffer_bytes`: batch norm's running
+  statistics and batch counter);
 - activations: the tensors a training forward pass keeps for backward, estimated as the input
-  plus the output of every layer that makes a new tensor (each primitive except identity and
-  flatten, each residual sum, each parallel or dense concatenation), times the batch size,
+  plus the output of every layer that makes a new tensor (each primitive whose `new_tensor`
+  is set: all but identity and flatten, which are views), plus what each combinator makes
+  (`Combinator.activations`: a residual sum, a concatenation, a gate's product), times the batch size,
   float32. In-place activations are counted as if they were not (an upper bound); a forward
   pass under `torch.no_grad()` needs less, since it frees tensors as it goes.
 
@@ -29,7 +31,6 @@ from archc.ir import Node
 BYTES_PER_VALUE = 4  # float32
 DEFAULT_FRACTION = 0.5  # of this machine's memory
 FALLBACK_MEMORY = 8 << 30  # when the machine's memory cannot be read
-_NO_NEW_TENSOR = ("identity", "flatten")  # views of their input
 
 
 @dataclass(frozen=True)
@@ -85,23 +86,14 @@ def _elements(shape: tuple[int, ...]) -> int:
 def node_cost(node: Node) -> tuple[int, int, int]:
     """(parameter elements, buffer bytes, activation elements per sample) of a node's subtree."""
     if node.is_primitive:
-        buffers = 0
-        if node.kind == "batchnorm":
-            buffers = 2 * node.out_shape[0] * BYTES_PER_VALUE + 8
-        new = node.kind not in _NO_NEW_TENSOR
-        return node.param_count, buffers, _elements(node.out_shape) if new else 0
+        prim = node.primitive
+        buffers = prim.buffer_bytes(node.params, node.in_shape)
+        return node.param_count, buffers, _elements(node.out_shape) if prim.new_tensor else 0
     params = buffers = activations = 0
     for child in node.children:
         p, b, a = node_cost(child)
         params, buffers, activations = params + p, buffers + b, activations + a
-    if node.kind in ("residual", "parallel"):
-        activations += _elements(node.out_shape)
-    elif node.kind == "dense":
-        channels = node.in_shape[0]
-        for child in node.children:
-            channels += child.out_shape[0]
-            activations += channels * _elements(node.in_shape[1:])
-    return params, buffers, activations
+    return params, buffers, activations + node.combinator.activations(node)
 
 
 def estimate(spec: Spec, batch: int = 1) -> Estimate:

@@ -10,9 +10,9 @@ from archc.primitives import fmt_shape
 
 
 def kind_label(node: Node) -> str:
-    """`bottleneck ×6` for a stage, the spec's own word for anything else."""
-    if node.spec_kind in ("stage", "dense") and node.block:
-        return f"{node.spec_kind}: {node.block} ×{len(node.children)}"
+    """`stage: bottleneck ×6` for a repeated block, the spec's own word for anything else."""
+    if node.repeats and node.template is None:
+        return f"{node.kind}: {node.repeats} ×{len(node.children)}"
     return node.spec_kind
 
 

@@ -5,8 +5,9 @@ are tracked here with PyTorch's own formulas, written independently of archc's i
 every kernel fits, every group divides and every residual adds up. It covers every primitive
 (conv with random kernel/stride/padding/dilation/groups, batch norm, the activations, max/avg
 pooling with ceil_mode, adaptive pooling, LRN, dropout, identity, flatten + linear heads), the
-combinators (seq as lists and mappings, residual with identity / auto / projection / custom
-shortcuts and post layers, parallel, dense), stages of the library's basic and bottleneck
+combinators (one strategy per combinator of archc's registry: seq as lists and mappings,
+residual with identity / auto / projection / custom shortcuts and post layers, parallel,
+dense, gate), stages of the library's basic and bottleneck
 blocks, user-defined block templates with `let`, `requires` and `${...}` expressions, `if`
 and `inline` meta keys, top-level `params` and `init` rules.
 
@@ -25,6 +26,9 @@ from typing import Any
 import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+from archc.combinators import COMBINATORS as REGISTRY
+from archc.primitives import PRIMITIVES
 
 # ---- profiles: ARCHC_HYPOTHESIS_PROFILE=ci (default: small, derandomised) or long ------------------
 
@@ -48,8 +52,8 @@ def profile() -> settings:
 def examples(*, ci: int, long: int) -> int:
     return long if PROFILE == "long" else ci
 
-ACTIVATIONS = ("relu", "relu6", "silu", "hardswish", "leaky_relu", "gelu", "sigmoid", "tanh")
-INPLACE_OK = ("relu", "relu6", "silu", "hardswish", "leaky_relu")
+ACTIVATIONS = tuple(k for k, p in PRIMITIVES.items() if p.category == "activation")
+INPLACE_OK = tuple(k for k in ACTIVATIONS if "inplace" in PRIMITIVES[k].Params.model_fields)
 PARAM_FREE_POST = ("relu", "relu6", "silu", "sigmoid", "tanh", "gelu", "identity")
 
 Shape = tuple[int, ...]
@@ -369,6 +373,21 @@ def _parallel(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
     return {"parallel": _named_or_listed(s, branches, "branch")}, (channels, *out[1:])
 
 
+def _gate(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
+    """x * body(x): a squeeze-and-excitation scale (C×1×1), a spatial one (1×H×W) or a full one."""
+    draw = s.draw
+    form = draw(st.sampled_from(["se", "spatial", "full"]))
+    if form == "se":
+        squeeze = {"conv": {"out": draw(st.integers(1, 8)), "kernel": 1}}
+        layers = [{"adaptive_avgpool": 1}, squeeze, draw(st.sampled_from(["relu", "silu"])), {"conv": {"out": shape[0], "kernel": 1}}]
+    else:
+        body, _ = _body(s, shape, 1 if form == "spatial" else shape[0], 1)
+        layers = list(body.values()) if isinstance(body, dict) else body
+    layers.append(draw(st.sampled_from(["sigmoid", "tanh", "hardswish"])))
+    s.features.add("gate-" + form)
+    return {"gate": _named_or_listed(s, layers, "g")}, shape
+
+
 def _user_dense_layer(s: _State) -> str:
     """A user-defined block keeping the spatial size, with `growth` output channels."""
     for name, block in s.blocks.items():
@@ -570,7 +589,9 @@ def _disabled(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
 
 
 FEATURE_MAP_LAYERS = [_conv, _pool, _activation, _batchnorm, _lrn, _dropout, _identity, _adaptive]
-COMBINATORS = [_residual, _parallel, _dense, _stage, _seq, _user_block_use, _disabled, _library]
+# One strategy per combinator of the registry (a new combinator without one fails here).
+BY_KIND = {"seq": _seq, "residual": _residual, "parallel": _parallel, "stage": _stage, "dense": _dense, "gate": _gate}
+COMBINATORS = [BY_KIND[kind] for kind in REGISTRY] + [_user_block_use, _disabled, _library]
 
 
 def _chain(s: _State, shape: Shape, depth: int, n: int, *, allow_flatten: bool) -> tuple[list[Any], Shape]:
@@ -688,14 +709,15 @@ def _walk_layers(node: Any, path: tuple, out: list[tuple[tuple, str, Any]]) -> N
     if "if" in node:
         return  # possibly switched off: breaking it might not matter
     kinds = [k for k in node if k not in ("if", "inline")]
-    if len(kinds) == 1 and kinds[0] in ("seq", "parallel"):
+    combinator = REGISTRY.get(kinds[0]) if len(kinds) == 1 else None
+    if combinator is not None and combinator.options is None:  # its value is its layers
         _walk_layers(node[kinds[0]], path + (kinds[0],), out)
         return
-    if len(kinds) == 1 and kinds[0] == "residual":
-        _walk_layers(node["residual"]["body"], path + ("residual", "body"), out)
-        out.append((path, "residual", node["residual"]))
+    if combinator is not None and "body" in combinator.options.model_fields:
+        _walk_layers(node[kinds[0]]["body"], path + (kinds[0], "body"), out)
+        out.append((path, kinds[0], node[kinds[0]]))
         return
-    if len(kinds) == 1 and (kinds[0] in KNOWN_KINDS or kinds[0] in ("stage", "dense")):
+    if len(kinds) == 1 and (kinds[0] in KNOWN_KINDS or combinator is not None):
         out.append((path, kinds[0], node[kinds[0]]))
         return
     if len(kinds) == 1 and isinstance(node[kinds[0]], dict) and (
@@ -707,10 +729,7 @@ def _walk_layers(node: Any, path: tuple, out: list[tuple[tuple, str, Any]]) -> N
         _walk_layers(child, path + (key,), out)
 
 
-KNOWN_KINDS = (
-    "conv", "batchnorm", *ACTIVATIONS, "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool",
-    "linear", "dropout", "flatten", "identity", "lrn",
-)  # fmt: skip
+KNOWN_KINDS = tuple(PRIMITIVES)
 
 
 def _get(data: Any, path: tuple) -> Any:
@@ -781,7 +800,11 @@ def invalid_specs(draw) -> Broken:
         data["bodyy"] = {}
         return Broken(dump(data, flow).encode(), "unknown top-level key")
     if kind == "removed-key":
-        required = {"conv": ["out", "kernel"], "stage": ["block", "depth"], "dense": ["block", "depth"], "residual": ["body"]}
+        required = {
+            kind: [name for name, f in model.model_fields.items() if f.is_required()]
+            for kind, model in [(k, p.Params) for k, p in PRIMITIVES.items()]
+            + [(k, c.options) for k, c in REGISTRY.items() if c.options is not None]
+        }
         candidates = [
             (path, k, key) for path, k, params in layers if isinstance(params, dict)
             for key in required.get(k, []) if key in params
@@ -803,7 +826,8 @@ def invalid_specs(draw) -> Broken:
         else:
             node = _get(data, path)
             node[typo] = node.pop(k)
-        if k in ("stage", "dense") and draw(st.booleans()):  # or an unknown block inside it
+        options = REGISTRY[k].options if k in REGISTRY else None
+        if options is not None and "block" in options.model_fields and draw(st.booleans()):  # or an unknown block inside it
             node = _get(data, path)
             node.clear()
             node[k] = {**(params or {}), "block": "bottlenek"}

@@ -98,7 +98,7 @@ body:
   stage1: {stage: {block: res_block_v1, depth: 2, width: 16, stride: 2}}
 """))
     first, second = spec.tree.find("stage1.0"), spec.tree.find("stage1.1")
-    assert first.block == "res_block_v1" and first.out_shape == (16, 16, 16)
+    assert first.template.name == "res_block_v1" and first.out_shape == (16, 16, 16)
     assert [c.name for c in first.children][-1] == "proj"
     assert "proj" not in [c.name for c in second.children]  # same shape: identity shortcut
     model = archc.build(spec)

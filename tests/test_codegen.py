@@ -242,7 +242,40 @@ body:
   fc: {linear: 2}
 """
 
+GATES = """
+archc: 1
+name: gates
+input: [8, 12, 12]
+blocks:
+  se_block:
+    params: {width: ~, squeeze: 4}
+    body:
+      seq:
+        conv: {conv: {out: "${width}", kernel: 3, padding: 1}}
+        act: relu
+        se:
+          gate:
+            avgpool: {adaptive_avgpool: 1}
+            fc1: {conv: {out: "${squeeze}", kernel: 1}}
+            activation: relu
+            fc2: {conv: {out: "${width}", kernel: 1}}
+            scale_activation: sigmoid
+body:
+  blocks: {stage: {block: se_block, depth: 3, width: 8}}
+  wider: {se_block: {width: 16, squeeze: 2}}
+  spatial: {gate: [{conv: {out: 1, kernel: 3, padding: 1}}, sigmoid]}
+  numbered: {gate: [sigmoid]}
+  res:
+    residual:
+      body: [{conv: {out: 16, kernel: 1}}, {gate: {pool: {adaptive_avgpool: 1}, act: hardswish}}]
+      shortcut: identity
+  pool: {adaptive_avgpool: 1}
+  flat: flatten
+  fc: {linear: 3}
+"""
+
 SYNTHETIC = {
+    "gates": GATES,
     "residuals": RESIDUALS,
     "branches": BRANCHES,
     "inline": INLINE,
@@ -490,6 +523,8 @@ def test_synthetic_code_uses_loops_flags_and_names(synthetic_dir):
     assert 'f"layer{i + 1}"' in branches and "+ i * 4" in branches  # dense: growing inputs
     assert "return torch.cat([left, mid, right], 1)" in branches
     assert "def branches(num_classes: int = 5, p: float = 0.25) -> Branches:" in branches
+    gates = source(synthetic_dir / "gates.yaml")
+    assert "return x * out" in gates and "class Gate(nn.Module):" in gates
     hostile = source(synthetic_dir / "hostile.yaml")
     assert "range_" in hostile and "self_" in hostile
     doc = ast.get_docstring(ast.parse(hostile))

@@ -25,7 +25,7 @@ from hypothesis import event, given, settings
 from torch import nn
 
 import archc
-from archc.backends.torch_backend import Dense, Parallel, Residual, check_shapes, module_nodes
+from archc.backends.torch_backend import Dense, Gate, Parallel, Residual, check_shapes, module_nodes
 from archc.cli import main
 from archc.errors import SpecError
 from archc.resources import BYTES_PER_VALUE, estimate
@@ -95,7 +95,7 @@ def measure(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, i
     for path, module in model.named_modules():
         if not list(module.children()):
             handles.append(module.register_forward_hook(leaf_hook(path, module)))
-        elif isinstance(module, (Residual, Parallel)):
+        elif isinstance(module, (Residual, Parallel, Gate)):
             handles.append(module.register_forward_hook(combinator_hook))
         elif isinstance(module, Dense):
             handles.append(module.register_forward_hook(dense_hook(module)))

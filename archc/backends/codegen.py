@@ -31,7 +31,7 @@ import jinja2
 
 from archc.compiler import Spec, compile_document, library, load
 from archc.errors import ArchcError
-from archc.ir import Node
+from archc.ir import Node, splice
 from archc.outputs import MARKER, OutputError, contained, write_atomic, written_by_archc
 from archc.primitives import pair_or_int
 from archc.spec import expr
@@ -354,7 +354,7 @@ class Instance:
     args: dict = field(default_factory=dict)
 
 
-BASES = {"seq": "nn.Sequential", "dense": "Dense", "model": "nn.Module"}
+BASES = {"seq": "nn.Sequential", "stage": "nn.Sequential", "dense": "Dense", "model": "nn.Module"}
 
 
 def field_value(node: Node, name: str) -> Any:
@@ -378,11 +378,11 @@ class Lowering:
     def term(self, node: Node) -> Any:
         if node.is_primitive:
             return self.leaf(node)
-        if node.kind in ("residual", "parallel") or node.block_args is not None:
+        if node.kind in ("residual", "parallel", "gate") or node.template is not None:
             return Make(
                 self.instance(
                     node,
-                    ("block", node.block) if node.block_args is not None else ("kind", node.kind),
+                    ("block", node.template.name) if node.template is not None else ("kind", node.kind),
                 )
             )
         positional = is_positional(node)
@@ -401,7 +401,7 @@ class Lowering:
     def instance(self, node: Node, key: tuple, kind: str | None = None) -> Instance:
         inst = Instance(node, key, kind or node.kind, order=len(self.instances))
         self.instances.append(inst)
-        if inst.kind == "residual":
+        if inst.kind in ("residual", "gate"):
             for child in node.children:
                 if inst.groups and inst.groups[-1][0] == child.role:
                     inst.groups[-1][1].extend(self.flat(child))
@@ -418,17 +418,17 @@ class Lowering:
     def entries(self, node: Node, positional: bool) -> list:
         """A container's children, stages and dense blocks as Reps, inline groups spliced in:
         an inline block in a numbered list as a call of a function returning its layers."""
-        if node.kind == "dense" or node.spec_kind == "stage":
-            return [Rep([self.flat(c) for c in node.children], head=node.kind != "dense")]
+        if node.kind in ("dense", "stage"):
+            return [Rep([self.flat(c) for c in node.children], head=node.kind == "stage")]
         out: list = []
         for child in node.children:
             if not child.inline:
                 out.append(One(child.name, self.term(child), child))
-            elif positional and child.block_args is not None and child.spec_kind != "stage":
+            elif positional and child.template is not None:
                 out.append(
                     One(
                         child.name,
-                        Make(self.instance(child, ("block", child.block), "inline")),
+                        Make(self.instance(child, ("block", child.template.name), "inline")),
                         child,
                     )
                 )
@@ -437,7 +437,7 @@ class Lowering:
         return out
 
     def flat(self, node: Node) -> list[One]:
-        leaves = node.registered() if node.inline else [node]
+        leaves = splice([node])
         return [One(leaf.name, self.term(leaf), leaf) for leaf in leaves]
 
 
@@ -983,7 +983,7 @@ def candidates(instances: list[Instance], template: Template | None) -> Iterator
         ins,
         (0,),
     )
-    args = [n.block_args or {} for n in nodes]
+    args = [n.template.args if n.template is not None else {} for n in nodes]
     declared = template.params if template is not None else {}
     names = list(dict.fromkeys(k for a in args for k in a))
     seen = {"in_features" if flat else "in_channels"}
@@ -1525,6 +1525,8 @@ def class_doc(klass: ClassDef) -> str:
         return f"The `{first.key[1]}` block of the spec."
     if klass.kind == "residual":
         return "A residual connection: the body's output plus the input (or its projection)."
+    if klass.kind == "gate":
+        return "The input scaled by its body's output (broadcast over it)."
     return "Branches applied to the same input, their outputs concatenated on channels."
 
 
@@ -1543,7 +1545,7 @@ def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
         view.init = emitter.sequence_init(klass, 4)
         view.doc = docstring(class_doc(klass), 4)
         return view
-    if klass.kind in ("seq", "dense"):
+    if klass.kind in ("seq", "stage", "dense"):
         view.base = BASES[klass.kind]
         view.template = "sequential.py.j2"
         view.init = emitter.sequence_init(klass)
@@ -1561,6 +1563,9 @@ def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
             else [],
             "post": indent_lines(emitter.chain(groups.get("post", []), "out", "out"), 8),
         }
+        return view
+    if klass.kind == "gate":
+        view.forward = {"body": indent_lines(emitter.chain(groups.get("body", []), "x", "out"), 8)}
         return view
     taken: set[str] = set()
     names, branches = [], []

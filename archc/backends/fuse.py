@@ -12,9 +12,10 @@
 
 What to fuse is derived generically, never per model: `plan(spec)` reads the compiled IR
 (a conv node followed by a batchnorm node, then optionally a relu node, in the execution order
-of one sequence, residual body/shortcut/post, or parallel branch, inline groups spliced in);
-`plan_modules(model)` reads the same from a module tree (nn.Sequential, and archc's Residual /
-Parallel / Dense, whose execution order is known). A plan is a list of module paths, so it also
+that each combinator reports as running one after another (`Combinator.chains`: a sequence,
+a residual's body/shortcut/post, a parallel branch, a gate's body), inline groups spliced in);
+`plan_modules(model)` reads the same from a module tree (nn.Sequential, and archc's own
+combinator modules, each of which says its chains). A plan is a list of module paths, so it also
 applies to any model with the same paths (the generated code, or torchvision's own model for
 the parity specs). The unfused model is never modified.
 """
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archc.backends import torch_modules
 from archc.compiler import Spec
 from archc.ir import Node
 
@@ -46,24 +48,10 @@ class Fusion:
 # ---- planning: which convolution absorbs which batch norm / ReLU ----------------------------
 
 
-def _flat(nodes: list[Node]) -> list[Node]:
-    """Nodes in execution order with inline groups spliced in (their layers run in the parent)."""
-    out: list[Node] = []
-    for node in nodes:
-        out.extend(_flat(node.children) if node.inline else [node])
-    return out
-
-
 def _ir_chains(node: Node) -> Iterator[list[Node]]:
-    """Every run of nodes that execute one after another, each feeding only the next."""
-    if node.kind == "seq" and not node.inline:
-        yield _flat(node.children)
-    elif node.kind == "residual":
-        for role in ("body", "shortcut", "post"):
-            yield _flat(node.role_children(role))
-    elif node.kind == "parallel":
-        for branch in node.children:
-            yield _flat([branch])
+    """Every run of nodes that execute one after another (each combinator says which)."""
+    if not node.is_primitive:
+        yield from node.combinator.chains(node)
     for child in node.children:
         yield from _ir_chains(child)
 
@@ -111,15 +99,11 @@ def _module_kind(module: nn.Module) -> str:
 
 def plan_modules(model: nn.Module) -> list[Fusion]:
     """The fusions readable from a module tree alone, where the execution order is known."""
-    from archc.backends.torch_backend import Dense, Parallel, Residual
-
     out: dict[str, Fusion] = {}
     for prefix, module in model.named_modules():
-        if isinstance(module, Residual):
-            chains = [module._body, module._shortcut, module._post]
-        elif isinstance(module, Parallel):
-            chains = list(module._branches)
-        elif isinstance(module, nn.Sequential) and not isinstance(module, Dense):
+        if isinstance(module, torch_modules._Children):
+            chains = module.chains()
+        elif isinstance(module, nn.Sequential):
             chains = [list(module._modules)]
         else:
             continue  # an unknown forward: its order is not ours to guess

@@ -2,7 +2,7 @@
 
 One recursive walk turns the tree into a graph. Each node is drawn from the tensor it receives
 (a Port) and returns the tensor it produces, so additions, concatenations and skip edges come
-from each combinator's own rule (_Drawing.rules), and every edge carries the inferred shape of
+from each combinator's own rule (Combinator.draw in archc.combinators), and every edge carries the inferred shape of
 the tensor it stands for. `depth` collapses subtrees into one box each; identical neighbours
 in a sequence (a stage's repeated blocks) fold into one `block ×n` box.
 
@@ -12,7 +12,6 @@ Writing files (formats, the dot program, markers for no-clobber) lives in graphv
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import graphviz
 from archc.backends import graphviz_files
 from archc.compiler import Spec, library, load
 from archc.errors import UsageError
-from archc.ir import Node
+from archc.ir import Node, splice
 from archc.outputs import MARKER, contained, write_atomic
 from archc.primitives import Shape, fmt_shape
 from archc.tables import human, kind_label
@@ -31,12 +30,11 @@ DIRECTIONS = ("TB", "LR")
 SHORT_SEQ = 4  # a collapsed plain sequence of at most this many layers lists them
 FONT = "Helvetica"
 
-# Fill colours: primitives by category, collapsed subtrees by combinator, then the joins.
+# Fill colours: primitives by category, then the joins (collapsed subtrees: Combinator.fill).
 FILL = {
     "conv": "#c6dbef", "linear": "#dadaeb", "norm": "#fff2b2", "activation": "#d4edcc",
     "pool": "#fdd8b5", "other": "#e6e6e6",
-    "seq": "#cdbfe3", "residual": "#9fc5e8", "parallel": "#eab0c4", "dense": "#9fd8cf",
-    "add": "#ffffff", "concat": "#f4cccc", "io": "#ffffff",
+    "add": "#ffffff", "mul": "#ffffff", "concat": "#f4cccc", "io": "#ffffff",
 }  # fmt: skip
 
 # How each sort of box looks: a layer, a collapsed subtree, a fold of identical ones (a stack).
@@ -46,6 +44,7 @@ LOOK = {
     "fold": {"style": "filled,bold", "shape": "box3d", "margin": "0.14,0.08"},
     "io": {"style": "rounded", "color": "#333333"},
     "add": {"shape": "circle", "label": "+", "fontsize": "14", "width": "0.3", "height": "0.3", "fixedsize": "true", "margin": "0"},
+    "mul": {"shape": "circle", "label": "×", "fontsize": "14", "width": "0.3", "height": "0.3", "fixedsize": "true", "margin": "0"},
     "concat": {"label": "concat", "fontsize": "9", "height": "0.25", "style": "filled"},
 }  # fmt: skip
 
@@ -115,14 +114,8 @@ class _Drawing:
         )
         self.edges: list[tuple[Port, str, dict[str, str]]] = []
         self.signatures: dict[int, tuple] = {}
-        self.rules: dict[str, Callable[[Node, Port, int, graphviz.Digraph], Port]] = {
-            "seq": self.seq,
-            "residual": self.residual,
-            "parallel": self.parallel,
-            "dense": self.dense,
-        }
         self.place(self.graph, "/input", "io", _html("input", fmt_shape(spec.input_shape)))
-        out = self.rules[spec.tree.kind](spec.tree, Port("/input", spec.input_shape), 1, self.graph)
+        out = self.inside(spec.tree, Port("/input", spec.input_shape), 1, self.graph)
         self.place(self.graph, "/output", "io", _html("output", fmt_shape(spec.output_shape)))
         self.edge(out, "/output")
         # Edges last and at top level, so an edge never pulls a node into the wrong cluster.
@@ -138,10 +131,10 @@ class _Drawing:
             fill = FILL[node.primitive.category]
             return self.box(into, node, "layer", _layer_label(node), fill, src)
         if node.inline:  # a grouping in the spec only: no box, no cluster, no level of its own
-            return self.rules[node.kind](node, src, level, into)
+            return self.inside(node, src, level, into)
         if self.collapsed(node, level):
             label = _collapsed_label(node, _short_name(node), 1)
-            return self.box(into, node, "subtree", label, FILL[node.kind], src)
+            return self.box(into, node, "subtree", label, node.combinator.fill, src)
         with into.subgraph(name="cluster_" + node.path) as cluster:
             cluster.attr(
                 label=_cluster_label(_short_name(node), _facts(node, layers=False), self.direction),
@@ -150,7 +143,15 @@ class _Drawing:
                 color="#999999",
                 tooltip=_tooltip(node),
             )
-            return self.rules[node.kind](node, src, level + 1, cluster)
+            return self.inside(node, src, level + 1, cluster)
+
+    def inside(self, node: Node, src: Port, level: int, into: graphviz.Digraph) -> Port:
+        """A combinator's tensors, by its own rule (Combinator.draw)."""
+        return node.combinator.draw(self, node, src, level, into)
+
+    @staticmethod
+    def port(node_id: str, shape: Shape) -> Port:
+        return Port(node_id, shape)
 
     def collapsed(self, node: Node, level: int) -> bool:
         return (
@@ -185,14 +186,11 @@ class _Drawing:
     def edge(self, src: Port, head: str, skip: bool = False) -> None:
         self.edges.append((src, head, SKIP_EDGE if skip else {}))
 
-    # ---- combinators: how tensors flow through each kind -----------------------------------
-
-    def seq(self, node: Node, src: Port, level: int, into: graphviz.Digraph) -> Port:
-        return self.chain(node.children, src, level, into)
+    # ---- what combinators draw with (each combinator's rule: archc.combinators) -------------
 
     def chain(self, nodes: list[Node], src: Port, level: int, into: graphviz.Digraph) -> Port:
         """Nodes one after another; identical collapsed neighbours fold into one `×n` box."""
-        for group in self.runs(_splice(nodes), level):
+        for group in self.runs(splice(nodes), level):
             if len(group) == 1:
                 src = self.draw(group[0], src, level, into)
                 continue
@@ -205,7 +203,7 @@ class _Drawing:
                 first.path + "/fold",
                 "fold",
                 label,
-                fillcolor=FILL[first.kind],
+                fillcolor=first.combinator.fill,
                 tooltip=tooltip,
             )
             self.edge(src, first.path + "/fold")
@@ -229,40 +227,11 @@ class _Drawing:
         key = id(node)
         if key not in self.signatures:
             self.signatures[key] = (
-                node.kind, node.spec_kind, node.block, repr(node.block_args), repr(node.params),
+                node.kind, repr(node.template), node.repeats, repr(node.params),
                 node.role, node.inline, node.in_shape, node.out_shape,
                 tuple((c.name, self.signature(c)) for c in node.children),
             )  # fmt: skip
         return self.signatures[key]
-
-    def residual(self, node: Node, src: Port, level: int, into: graphviz.Digraph) -> Port:
-        body = self.chain(node.role_children("body"), src, level, into)
-        add = self.place(into, node.path + "/add", "add")
-        self.edge(body, add)
-        shortcut = node.role_children("shortcut")
-        if shortcut:
-            self.edge(self.chain(shortcut, src, level, into), add, skip=True)
-        else:
-            self.edge(src, add, skip=True)
-        return self.chain(node.role_children("post"), Port(add, body.shape), level, into)
-
-    def parallel(self, node: Node, src: Port, level: int, into: graphviz.Digraph) -> Port:
-        outs = [self.draw(branch, src, level, into) for branch in node.children]
-        cat = self.place(into, node.path + "/concat", "concat")
-        for out in outs:
-            self.edge(out, cat)
-        return Port(cat, node.out_shape)
-
-    def dense(self, node: Node, src: Port, level: int, into: graphviz.Digraph) -> Port:
-        """Each layer reads everything so far; its output is concatenated onto its input."""
-        for i, layer in enumerate(node.children):
-            out = self.draw(layer, src, level, into)
-            cat = self.place(into, f"{node.path}/concat{i}", "concat")
-            self.edge(src, cat, skip=True)
-            self.edge(out, cat)
-            after = node.children[i + 1].in_shape if i + 1 < len(node.children) else node.out_shape
-            src = Port(cat, after)
-        return src
 
 
 # ---- labels ------------------------------------------------------------------------------
@@ -271,14 +240,6 @@ class _Drawing:
 def marker(spec: Spec) -> str:
     """The no-clobber marker every drawing carries (a comment in DOT and SVG)."""
     return f"{MARKER} from {Path(spec.file).name}; rerun `archc draw` to update"
-
-
-def _splice(nodes: list[Node]) -> list[Node]:
-    """Inline groups opened up: their members are neighbours in the chain."""
-    out: list[Node] = []
-    for node in nodes:
-        out.extend(_splice(node.children) if node.inline and node.kind == "seq" else [node])
-    return out
 
 
 def _html(title: str, *lines: str) -> str:
@@ -338,7 +299,7 @@ def _facts(node: Node, times: int = 1, *, layers: bool = True) -> list[str]:
     short plain sequence drawn as one box (`layers`), its layers instead."""
     what = f"{kind_label(node)} ×{times}" if times > 1 else kind_label(node)
     args = _arguments(node)
-    if layers and not args and not node.block and 0 < len(node.children) <= SHORT_SEQ:
+    if layers and not args and not node.template and not node.repeats and 0 < len(node.children) <= SHORT_SEQ:
         return [_one_line(c) for c in node.children]
     return [what, args]
 
@@ -352,12 +313,13 @@ def _one_line(node: Node) -> str:
 
 def _arguments(node: Node) -> str:
     """Block arguments that differ from the block's defaults: what a person would mention."""
-    args = node.block_args
-    if args is None and node.block and node.children:  # a stage: its first block carries them
-        args = node.children[0].block_args
-    if not args:
+    use = node.template
+    if use is None and node.repeats and node.children:  # a stage: its first block carries them
+        use = node.children[0].template
+    if use is None or not use.args:
         return ""
-    template = library().get(node.block or "")
+    args = use.args
+    template = library().get(use.name)
     defaults = template.template.params if template else {}
     return ", ".join(
         f"{k} {_value(v)}" for k, v in args.items() if k not in defaults or defaults[k] != v
@@ -370,7 +332,7 @@ def _value(value: Any) -> str:
 
 def _tooltip(node: Node) -> str:
     return (
-        f"{node.path or 'model'} ({node.spec_kind}): {fmt_shape(node.in_shape)} → {fmt_shape(node.out_shape)}, "
+        f"{node.path or 'model'} ({node.spec_kind if node.path else 'model'}): {fmt_shape(node.in_shape)} → {fmt_shape(node.out_shape)}, "
         f"{node.param_count:,} params, {node.macs:,} MACs"
     )
 

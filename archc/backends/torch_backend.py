@@ -9,92 +9,31 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from archc.backends import torch_modules
+from archc.backends.torch_modules import Dense, Gate, Parallel, Residual  # noqa: F401 (API)
 from archc.compiler import Spec
 from archc.ir import Node
 from archc.primitives import Shape, fmt_shape
-
-
-class Residual(nn.Module):
-    """post(body(x) + shortcut(x)); body, shortcut and post are this module's own children."""
-
-    def __init__(self, modules: OrderedDict, body: list[str], shortcut: list[str], post: list[str]):
-        super().__init__()
-        for name, module in modules.items():
-            self.add_module(name, module)
-        self._body, self._shortcut, self._post = tuple(body), tuple(shortcut), tuple(post)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        modules = self._modules
-        out = x
-        for name in self._body:
-            out = modules[name](out)
-        identity = x
-        for name in self._shortcut:
-            identity = modules[name](identity)
-        out = out + identity
-        for name in self._post:
-            out = modules[name](out)
-        return out
-
-
-class Parallel(nn.Module):
-    """Branches applied to the same input, concatenated on channels."""
-
-    def __init__(self, modules: OrderedDict, branches: list[list[str]]):
-        super().__init__()
-        for name, module in modules.items():
-            self.add_module(name, module)
-        self._branches = tuple(tuple(b) for b in branches)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for branch in self._branches:
-            out = x
-            for name in branch:
-                out = self._modules[name](out)
-            outputs.append(out)
-        return torch.cat(outputs, 1)
-
-
-class Dense(nn.Module):
-    """Each layer sees everything before it: x = cat(x, layer(x))."""
-
-    def __init__(self, modules: OrderedDict):
-        super().__init__()
-        for name, module in modules.items():
-            self.add_module(name, module)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self._modules.values():
-            x = torch.cat([x, layer(x)], 1)
-        return x
 
 
 class Network(nn.Sequential):
     """The model: its top-level layers in order, named as in the spec."""
 
 
-def _leaf_names(node: Node) -> list[str]:
-    return [n.name for n in node.registered()] if node.inline else [node.name]
-
-
 def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
     if node.is_primitive:
         layer = node.primitive.torch_layer(node.params, node.in_shape)
-        module = getattr(nn, layer.cls)(*layer.args, **layer.kwargs)
+        module = runtime_class(layer.cls)(*layer.args, **layer.kwargs)
         kinds[id(module)] = node.kind
         return module
     modules = OrderedDict((c.name, _build(c, kinds)) for c in node.registered())
-    if node.kind == "seq":
-        return nn.Sequential(modules)
-    if node.kind == "residual":
-        roles = {r: [n for c in node.role_children(r) for n in _leaf_names(c)] for r in ("body", "shortcut", "post")}
-        return Residual(modules, roles["body"], roles["shortcut"], roles["post"])
-    if node.kind == "parallel":
-        return Parallel(modules, [_leaf_names(c) for c in node.children])
-    if node.kind == "dense":
-        return Dense(modules)
-    raise AssertionError(f"no torch module for {node.kind}")  # pragma: no cover
+    return node.combinator.build(node, modules)
+
+
+def runtime_class(name: str) -> type[nn.Module]:
+    """`nn.<name>`, or archc's own module of that name for a layer torch.nn does not have."""
+    cls = getattr(nn, name, None)
+    return cls if cls is not None else getattr(torch_modules, name)
 
 
 _INITIALISERS = {

@@ -1,0 +1,91 @@
+"""The torch modules that run archc's combinators (and, later, primitives without an nn class).
+
+Each combinator definition (archc.combinators) names its class here and imports it lazily, so
+only building a live model imports torch. Every class registers the modules it is given as its
+own children, in order, and says which of them run one after another (`chains`, read by
+`archc.backends.fuse.plan_modules`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+class _Children(nn.Module):
+    def __init__(self, modules: OrderedDict):
+        super().__init__()
+        for name, module in modules.items():
+            self.add_module(name, module)
+
+    def chains(self) -> list[list[str]]:
+        """Names of children that run one after another, each feeding only the next."""
+        return []
+
+
+class Residual(_Children):
+    """post(body(x) + shortcut(x)); body, shortcut and post are this module's own children."""
+
+    def __init__(self, modules: OrderedDict, body: list[str], shortcut: list[str], post: list[str]):
+        super().__init__(modules)
+        self._body, self._shortcut, self._post = tuple(body), tuple(shortcut), tuple(post)
+
+    def chains(self) -> list[list[str]]:
+        return [list(self._body), list(self._shortcut), list(self._post)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        modules = self._modules
+        out = x
+        for name in self._body:
+            out = modules[name](out)
+        identity = x
+        for name in self._shortcut:
+            identity = modules[name](identity)
+        out = out + identity
+        for name in self._post:
+            out = modules[name](out)
+        return out
+
+
+class Parallel(_Children):
+    """Branches applied to the same input, concatenated on channels."""
+
+    def __init__(self, modules: OrderedDict, branches: list[list[str]]):
+        super().__init__(modules)
+        self._branches = tuple(tuple(b) for b in branches)
+
+    def chains(self) -> list[list[str]]:
+        return [list(b) for b in self._branches]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for branch in self._branches:
+            out = x
+            for name in branch:
+                out = self._modules[name](out)
+            outputs.append(out)
+        return torch.cat(outputs, 1)
+
+
+class Dense(_Children):
+    """Each layer sees everything before it: x = cat(x, layer(x))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self._modules.values():
+            x = torch.cat([x, layer(x)], 1)
+        return x
+
+
+class Gate(_Children):
+    """x * body(x): the body (this module's children, in order) computes a scale for x."""
+
+    def chains(self) -> list[list[str]]:
+        return [list(self._modules)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x
+        for layer in self._modules.values():
+            scale = layer(scale)
+        return x * scale

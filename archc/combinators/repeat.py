@@ -1,0 +1,120 @@
+"""`stage` and `dense`: a block template repeated `depth` times, in sequence or densely connected."""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+from archc import infer
+from archc.combinators import Combinator, combinator, shares_input
+from archc.combinators.seq import Seq
+from archc.ir import Node
+from archc.primitives import ShapeError
+from archc.spec.schema import Repeat
+
+
+def repeat(x, raw, path, scope, what):
+    """The validated options of a stage or dense block, the block it repeats, its arguments."""
+    if not isinstance(raw, dict):
+        raise scope.error(f"{what} takes a mapping with block and depth", path)
+    value = {k: v for k, v in raw.items()}
+    for key in ("depth", "start", "names", "block"):
+        if key in value:
+            value[key] = x.resolve(value[key], path + (key,), scope)
+    spec = x.validate(Repeat, value, path, scope, what)
+    if spec.block not in scope.blocks:
+        close = difflib.get_close_matches(spec.block, list(scope.blocks), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise scope.error(f"unknown block type {spec.block!r}{hint}", path + ("block",))
+    args = {k: x.resolve(v, path + (k,), scope) for k, v in spec.block_args().items()}
+    return spec, scope.blocks[spec.block], args
+
+
+@combinator
+class Stage(Seq):
+    kind = "stage"
+    options = Repeat
+    syntax = "`stage: {block, depth, names, start, ...args}`"
+    meaning = (
+        "a block repeated `depth` times; `stride` applies to the first block only; children "
+        'named by the `names` pattern (`"{i}"` from `start`)'
+    )
+
+    def expand(self, x, raw, path, name, scope, shape) -> Node:
+        from archc.expand import MAX_NODES
+
+        spec, block, args = repeat(x, raw, path, scope, "stage")
+        children = []
+        rest = args if "stride" not in args else {**args, "stride": 1}  # blocks after the first
+        last = None  # (args, in_shape, node, nodes counted) of the last block expanded in full
+        for i in range(spec.depth):
+            block_args = args if i == 0 else rest
+            child_name = spec.names.format(i=spec.start + i)
+            if (
+                x.reuse_repeats and last is not None and last[0] is block_args
+                and last[1] == shape and x.count + last[3] <= MAX_NODES
+            ):  # fmt: skip
+                # Fast path: the same arguments on the same input shape expand to the same
+                # subtree (expansion is a pure function of block, arguments, shape and scope),
+                # so copy it instead of expanding it again; only the block's own name differs.
+                child = last[2].clone()
+                child.name = child_name
+                x.count += last[3]
+            else:
+                before = x.count
+                child = x.block(block, block_args, path, child_name, scope, shape)
+                child.location, child.field_path = scope.here(path)
+                last = (block_args, shape, child, x.count - before)
+            children.append(child)
+            shape = child.out_shape
+        node = Node(name, self.kind, children=children, repeats=spec.block)
+        return self.finish(node, children[0].in_shape, shape)
+
+
+@combinator
+class Dense(Combinator):
+    kind = "dense"
+    options = Repeat
+    syntax = "`dense: {block, depth, names, start, ...args}`"
+    meaning = "DenseNet: each layer's output concatenated to its input"
+    fill = "#9fd8cf"
+    codegen_form = "dense"
+
+    def expand(self, x, raw, path, name, scope, shape) -> Node:
+        spec, block, args = repeat(x, raw, path, scope, "dense")
+        in_shape, children = shape, []
+        for i in range(spec.depth):
+            child = x.block(block, args, path, spec.names.format(i=spec.start + i), scope, shape)
+            child.location, child.field_path = scope.here(path)
+            shares_input(scope, child, "the concatenation")
+            try:
+                infer.dense_layer_out(shape, child.out_shape)
+                shape = infer.concat([shape, child.out_shape], f"{name}: dense")
+            except ShapeError as exc:
+                raise scope.error(str(exc), path) from None
+            children.append(child)
+        node = Node(name, self.kind, children=children, repeats=spec.block)
+        return self.finish(node, in_shape, shape)
+
+    def activations(self, node):
+        total, channels, spatial = 0, node.in_shape[0], math.prod(node.in_shape[1:])
+        for child in node.children:  # each layer's concatenation
+            channels += child.out_shape[0]
+            total += channels * spatial
+        return total
+
+    def build(self, node, modules):
+        from archc.backends.torch_modules import Dense
+
+        return Dense(modules)
+
+    def draw(self, d, node, src, level, into):
+        """Each layer reads everything so far; its output is concatenated onto its input."""
+        for i, layer in enumerate(node.children):
+            out = d.draw(layer, src, level, into)
+            cat = d.place(into, f"{node.path}/concat{i}", "concat")
+            d.edge(src, cat, skip=True)
+            d.edge(out, cat)
+            after = node.children[i + 1].in_shape if i + 1 < len(node.children) else node.out_shape
+            src = d.port(cat, after)
+        return src

@@ -1,0 +1,117 @@
+"""`residual`: post(body(x) + shortcut(x)), the shortcut automatic, identity, a projection or custom."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from archc import infer
+from archc.combinators import Combinator, combinator, leaf_names, shares_input
+from archc.ir import Node, splice
+from archc.primitives import ShapeError
+from archc.spec.schema import Projection, Residual as Options, check_name
+
+ROLES = ("body", "shortcut", "post")
+
+
+@combinator
+class Residual(Combinator):
+    kind = "residual"
+    syntax = "`residual: {body, shortcut, post}`"
+    meaning = (
+        "`post(body(x) + shortcut(x))`; body layers are the "
+        "block's own children. `shortcut`: `auto` (default: a 1x1 conv + batch norm named "
+        "`downsample`, only when the shape changes), `identity`, `{projection: {name, batchnorm, "
+        "bias, always}}`, or `{custom: {name: node}}`; `post`: an activation or `none`"
+    )
+    options = Options
+    fill = "#9fc5e8"
+    codegen_form = "residual"
+
+    def expand(self, x, raw, path, name, scope, shape) -> Node:
+        spec = x.validate(self.options, resolve_options(x, raw, path, scope, ("post",)), path, scope, "residual")
+        body = x.children(spec.body, path + ("body",), scope, shape, chain=True, role="body")
+        if not body:
+            raise scope.error("residual body is empty", path + ("body",))
+        body_out = body[-1].out_shape
+        shortcut = self.shortcut(x, spec.shortcut, path + ("shortcut",), scope, shape, body_out)
+        shares_input(scope, body[0], "the shortcut")
+        children = list(body)
+        if spec.post is not None and spec.post != "none":
+            post = x.node(spec.post, path + ("post",), spec.post, scope, body_out)
+            if post is None or not post.is_primitive or post.param_count:
+                raise scope.error("post must be a parameter-free layer such as relu", path + ("post",))
+            post.role = "post"
+            children.append(post)
+        if shortcut is not None:
+            shortcut.role = "shortcut"
+            children.append(shortcut)
+        try:
+            infer.residual_sum(body_out, shortcut.out_shape if shortcut else shape)
+        except ShapeError as exc:
+            raise scope.error(f"{name}: {exc}", path) from None
+        return self.finish(Node(name, self.kind, children=children), shape, body_out)
+
+    def shortcut(self, x, raw, path, scope, shape, body_out) -> Node | None:
+        raw = x.resolve(raw, path, scope) if not isinstance(raw, dict) else raw
+        if raw == "identity":
+            return None
+        if raw == "auto":
+            raw = {"projection": {}}
+        if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in ("projection", "custom"):
+            raise scope.error(
+                "shortcut is identity, auto, {projection: {...}} or {custom: {name: layer}}", path
+            )
+        (form, value), = raw.items()
+        if form == "custom":
+            if not isinstance(value, dict) or len(value) != 1:
+                raise scope.error("custom shortcut is one named layer: {custom: {name: layer}}", path + (form,))
+            (child_name, child_raw), = value.items()
+            problem = check_name(child_name)
+            if problem:
+                raise scope.error(problem, path + (form, child_name), key=True)
+            return x.node(child_raw, path + (form, child_name), child_name, scope, shape)
+        proj = x.validate(Projection, x.resolve(value or {}, path + (form,), scope), path + (form,), scope, "projection")
+        if body_out == shape and not proj.always:
+            return None
+        try:
+            stride = infer.projection_stride(shape, body_out)
+        except ShapeError as exc:
+            raise scope.error(str(exc), path) from None
+        conv = {"conv": {"out": body_out[0], "kernel": 1, "stride": stride, "bias": proj.bias}}
+        layer = [conv, "batchnorm"] if proj.batchnorm else conv
+        problem = check_name(proj.name)
+        if problem:
+            raise scope.error(problem, path + (form, "name"))
+        return x.node(layer, path + (form,), proj.name, replace(scope, env={}), shape)
+
+    def activations(self, node):
+        return math.prod(node.out_shape)  # the sum
+
+    def chains(self, node):
+        return [splice(node.role_children(role)) for role in ROLES]
+
+    def build(self, node, modules):
+        from archc.backends.torch_modules import Residual
+
+        roles = {r: [n for c in node.role_children(r) for n in leaf_names(c)] for r in ROLES}
+        return Residual(modules, roles["body"], roles["shortcut"], roles["post"])
+
+    def draw(self, d, node, src, level, into):
+        body = d.chain(node.role_children("body"), src, level, into)
+        add = d.place(into, node.path + "/add", "add")
+        d.edge(body, add)
+        shortcut = node.role_children("shortcut")
+        if shortcut:
+            d.edge(d.chain(shortcut, src, level, into), add, skip=True)
+        else:
+            d.edge(src, add, skip=True)
+        return d.chain(node.role_children("post"), d.port(add, body.shape), level, into)
+
+
+def resolve_options(x, raw, path, scope, keys):
+    """Resolve `${}` in a combinator's own scalar options, leaving nested layers alone."""
+    if not isinstance(raw, dict):
+        return raw
+    return {k: x.resolve(v, path + (k,), scope) if k in keys else v for k, v in raw.items()}
+

@@ -1,0 +1,33 @@
+"""`seq`: layers one after another (a list, or a mapping of named layers)."""
+
+from __future__ import annotations
+
+from archc.combinators import Combinator, combinator
+from archc.ir import Node, splice
+
+
+@combinator
+class Seq(Combinator):
+    kind = "seq"
+    syntax = "`seq: {name: node, ...}` or a list"
+    meaning = "layers in order"
+    fill = "#cdbfe3"
+    inlinable = True
+    first_sees_input = True
+
+    def expand(self, x, raw, path, name, scope, shape) -> Node:
+        children = x.children(raw, path, scope, shape, chain=True)
+        if not children:
+            raise scope.error("every layer of this sequence is switched off by 'if'", path)
+        return self.finish(Node(name, self.kind, children=children), shape, children[-1].out_shape)
+
+    def chains(self, node):
+        return [] if node.inline else [splice(node.children)]  # an inline one runs in its parent's
+
+    def build(self, node, modules):
+        from torch import nn
+
+        return nn.Sequential(modules)
+
+    def draw(self, d, node, src, level, into):
+        return d.chain(node.children, src, level, into)
