@@ -157,8 +157,4 @@ def loads(text: str, file: str = "<string>") -> Spec:
     return compile_document(load_text(text, file))
 
 
-def as_spec(spec_or_path: Spec | str | Path) -> Spec:
-    return spec_or_path if isinstance(spec_or_path, Spec) else load(spec_or_path)
-
-
-__all__ = ["Spec", "load", "loads", "as_spec", "library", "format_path", "SpecError"]
+__all__ = ["Spec", "load", "loads", "library", "format_path", "SpecError"]

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from archc.errors import Location, SpecError, format_path
 from archc.combinators import COMBINATORS
+from archc.errors import Location, SpecError, format_path
 from archc.ir import Node, TemplateUse
 from archc.primitives import PRIMITIVES, Shape, ShapeError
 from archc.spec import expr

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 MAX_CHANNELS = 1 << 20
 MAX_KERNEL = 1 << 12
 
-Int = Annotated[int, Strict()]
 PosInt = Annotated[int, Strict(), Field(ge=1, le=MAX_CHANNELS)]
-NonNegInt = Annotated[int, Strict(), Field(ge=0, le=MAX_CHANNELS)]
 Kernel = Annotated[int, Strict(), Field(ge=1, le=MAX_KERNEL)]
 Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Bool = Annotated[bool, Strict()]
@@ -31,8 +29,16 @@ NonNegPair = Union[
 Shape = tuple[int, ...]  # (C, H, W) for feature maps, (F,) for flat features; no batch
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StrictModel(BaseModel):
+    """Every pydantic model of the spec language: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Params(StrictModel):
+    """A primitive's settings (immutable: validated settings are cached and shared)."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 class ShapeError(ValueError):
@@ -421,5 +427,3 @@ class LocalResponseNorm(Primitive):
     def label(self, p, out_shape):
         return f"lrn {p.size}"
 
-
-ActivationName = Literal["relu", "relu6", "silu", "hardswish", "leaky_relu", "gelu", "sigmoid", "tanh"]

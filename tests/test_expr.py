@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from archc.spec.expr import ExprError, evaluate, names, substitute
+from archc.spec.expr import ExprError, evaluate, names
 
 
 @pytest.mark.parametrize(
@@ -48,11 +48,6 @@ def test_evaluates_arithmetic(source, expected):
 def test_refuses_anything_else(source):
     with pytest.raises(ExprError):
         evaluate(source, {"width": 64, "c2": [1, 2], "a": 1})
-
-
-def test_substitute_walks_nested_values():
-    value = {"out": "${w * 2}", "kernel": ["${k}", 3], "name": "plain"}
-    assert substitute(value, {"w": 8, "k": 1}) == {"out": 16, "kernel": [1, 3], "name": "plain"}
 
 
 def test_names_lists_variables_not_functions():

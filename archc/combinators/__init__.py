@@ -95,7 +95,9 @@ def leaf_names(node: Node) -> list[str]:
     return [n.name for n in splice([node])]
 
 
-# The definitions register themselves on import; their order is the README table's.
+# The definitions register themselves on import, in this order (the README table's).
+# isort: off
 from archc.combinators import seq, residual, parallel, repeat, gate  # noqa: E402,F401
+# isort: on
 
 __all__ = ["COMBINATORS", "Combinator", "combinator", "shares_input", "leaf_names"]

@@ -9,7 +9,8 @@ from archc import infer
 from archc.combinators import Combinator, combinator, leaf_names, shares_input
 from archc.ir import Node, splice
 from archc.primitives import ShapeError
-from archc.spec.schema import Projection, Residual as Options, check_name
+from archc.spec.schema import Projection, check_name
+from archc.spec.schema import Residual as Options
 
 ROLES = ("body", "shortcut", "post")
 

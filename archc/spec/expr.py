@@ -185,14 +185,3 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
 def evaluate(source: str, env: Mapping[str, Any]) -> Any:
     """Evaluate an expression (without the `${}`) with the given variables."""
     return _check(_eval(parse(source), env))
-
-
-def substitute(value: Any, env: Mapping[str, Any]) -> Any:
-    """Replace every `${...}` string inside a nested value by its result."""
-    if is_expression(value):
-        return evaluate(value[2:-1], env)
-    if isinstance(value, dict):
-        return {k: substitute(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute(v, env) for v in value]
-    return value

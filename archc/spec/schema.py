@@ -6,10 +6,10 @@ import keyword
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import ConfigDict, Field, Strict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from archc.primitives import MAX_CHANNELS, PosInt
+from archc.primitives import MAX_CHANNELS, StrictModel
 
 MAX_DEPTH_PER_STAGE = 10_000
 MAX_SPATIAL = 1 << 14
@@ -41,15 +41,11 @@ def check_name(name: str) -> str | None:
     return None
 
 
-class Strictly(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 Scalar = Union[Annotated[bool, Strict()], Annotated[int, Strict()], Annotated[float, Strict()], str]
 ArgValue = Union[Scalar, list[Scalar]]
 
 
-class InitRule(Strictly):
+class InitRule(StrictModel):
     """How one parameter tensor of a layer kind is initialised."""
 
     kind: Literal[
@@ -94,7 +90,7 @@ INIT_ARGS = {
 }
 
 
-class SpecHeader(Strictly):
+class SpecHeader(StrictModel):
     """The top level of a spec file; `blocks`, `init` and `body` are checked by their own code."""
 
     archc: Literal[1] = Field(description="spec format version")
@@ -123,7 +119,7 @@ class SpecHeader(Strictly):
         return value
 
 
-class Template(Strictly):
+class Template(StrictModel):
     """A block type: named parameters (null = required) and one node as its body."""
 
     doc: str = ""
@@ -133,7 +129,7 @@ class Template(Strictly):
     body: Any
 
 
-class Repeat(Strictly):
+class Repeat(StrictModel):
     """Shared fields of `stage` and `dense`: a block repeated `depth` times."""
 
     model_config = ConfigDict(extra="allow")  # the rest are the block's arguments
@@ -154,17 +150,15 @@ class Repeat(Strictly):
         return dict(self.model_extra or {})
 
 
-class Projection(Strictly):
+class Projection(StrictModel):
     name: str = "downsample"
     batchnorm: Annotated[bool, Strict()] = True
     bias: Annotated[bool, Strict()] = False
     always: Annotated[bool, Strict()] = False
 
 
-class Residual(Strictly):
+class Residual(StrictModel):
     body: dict[str, Any] | list[Any]
     shortcut: Any = "auto"
     post: str | None = "relu"
 
-
-PosIntArg = PosInt
