@@ -7,8 +7,10 @@ Every backend reads these definitions; none re-derives them. This module never i
 
 from __future__ import annotations
 
+import ast
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
@@ -57,11 +59,29 @@ def pair_or_int(value: int | tuple[int, int]) -> int | tuple[int, int]:
 
 @dataclass(frozen=True)
 class TorchLayer:
-    """How a backend instantiates a primitive: `nn.<cls>(*args, **kwargs)`."""
+    """How a backend instantiates a primitive: `nn.<cls>(*args, **kwargs)`.
+
+    A layer torch.nn does not have (a channels-first LayerNorm, stochastic depth) sets `own`:
+    `cls` is then archc's own class in archc/backends/torch_modules.py, which the live build
+    imports and generated code carries as source (`own_source`), so neither depends on archc.
+    """
 
     cls: str
     args: tuple = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    own: bool = False
+
+
+TORCH_MODULES = Path(__file__).parent / "backends" / "torch_modules.py"
+
+
+def own_source(cls: str) -> str:
+    """Source of archc's own module class `cls`, read without importing torch (for codegen)."""
+    text = TORCH_MODULES.read_text(encoding="utf-8")
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            return ast.get_source_segment(text, node)
+    raise KeyError(f"no class {cls!r} in {TORCH_MODULES.name}")
 
 
 @dataclass(frozen=True)

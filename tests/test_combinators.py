@@ -85,3 +85,30 @@ def test_a_block_cannot_take_a_combinator_name():
         text = f"archc: 1\nname: g\ninput: [3]\nblocks:\n  {kind}: {{body: relu}}\nbody: [relu]\n"
         with pytest.raises(archc.SpecError, match="would hide the built-in layer type"):
             archc.loads(text)
+
+
+# ---- primitives without a torch.nn class ------------------------------------------------------
+
+
+def test_a_primitive_can_run_archc_own_module(monkeypatch):
+    """TorchLayer(own=True) names a class of archc/backends/torch_modules.py: the live build
+    uses it and its source is readable without torch (what codegen will emit once)."""
+    import ast
+    from collections import OrderedDict
+
+    from archc.primitives import PRIMITIVES, Identity, TorchLayer, own_source
+
+    class Square(Identity):  # x * x: a gate with an empty body
+        kind = "square"
+
+        def torch_layer(self, p, shape):
+            return TorchLayer("Gate", (OrderedDict(),), own=True)
+
+    monkeypatch.setitem(PRIMITIVES, "square", Square())
+    spec = archc.loads("archc: 1\nname: sq\ninput: [2, 3, 3]\nbody: [square]\n")
+    x = torch.randn(1, 2, 3, 3)
+    torch.testing.assert_close(archc.build(spec)(x), x * x)
+    tree = ast.parse(own_source("Gate"))
+    assert [n.name for n in tree.body] == ["Gate"]
+    with pytest.raises(KeyError):
+        own_source("Conv2d")

@@ -1,4 +1,4 @@
-"""Build a live `torch.nn.Module` from a compiled spec. The only archc module importing torch."""
+"""Build a live `torch.nn.Module` from a compiled spec (torch is imported only under archc.backends)."""
 
 from __future__ import annotations
 
@@ -23,17 +23,12 @@ class Network(nn.Sequential):
 def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
     if node.is_primitive:
         layer = node.primitive.torch_layer(node.params, node.in_shape)
-        module = runtime_class(layer.cls)(*layer.args, **layer.kwargs)
+        cls = getattr(torch_modules, layer.cls) if layer.own else getattr(nn, layer.cls)
+        module = cls(*layer.args, **layer.kwargs)
         kinds[id(module)] = node.kind
         return module
     modules = OrderedDict((c.name, _build(c, kinds)) for c in node.registered())
     return node.combinator.build(node, modules)
-
-
-def runtime_class(name: str) -> type[nn.Module]:
-    """`nn.<name>`, or archc's own module of that name for a layer torch.nn does not have."""
-    cls = getattr(nn, name, None)
-    return cls if cls is not None else getattr(torch_modules, name)
 
 
 _INITIALISERS = {
