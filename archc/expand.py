@@ -2,7 +2,9 @@
 
 Block templates are instantiated, stages unrolled, `${...}` values evaluated and every
 module name fixed. Shapes are inferred as the tree is built because later choices depend
-on them (a residual's automatic projection, a template's `in_channels`).
+on them (a residual's automatic projection, a template's `in_channels`). This module holds
+the generic machinery (scopes, values, primitives, children, block templates); each
+combinator's own expansion lives with its definition in archc.combinators.
 """
 
 from __future__ import annotations

@@ -55,7 +55,9 @@ def test_se_gate_matches_torchvision_squeeze_excitation():
 def test_gate_in_every_backend():
     spec = archc.loads(SE)
     assert [r["type"] for r in rows(spec, 1)] == ["gate"]
-    assert estimate(spec).activations == 16 * 49 + (16 + 4 + 4 + 16 + 16) + 16 * 49  # in, body, product
+    assert (
+        estimate(spec).activations == 16 * 49 + (16 + 4 + 4 + 16 + 16) + 16 * 49
+    )  # in, body, product
     assert [f.conv for f in fuse.plan(spec)] == ["se.fc1", "se.fc2"]
     assert fuse.plan(spec)[0].activation == "se.activation"
     model = archc.build(spec, seed=0).eval()
@@ -70,7 +72,10 @@ def test_gate_in_every_backend():
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("[{conv: {out: 8, kernel: 1}}]", "gate body gives 8×7×7, which does not broadcast over its input 16×7×7"),
+        (
+            "[{conv: {out: 8, kernel: 1}}]",
+            "gate body gives 8×7×7, which does not broadcast over its input 16×7×7",
+        ),
         ("[flatten]", "does not broadcast"),
         ("[{relu: {inplace: true}}]", "in-place relu"),
     ],

@@ -27,8 +27,9 @@ class Combinator:
 
     kind: ClassVar[str]
     syntax: ClassVar[str]  # the spec form and what it builds, as the README's language table
-    meaning: ClassVar[str]  # shows them (tests/test_docs.py checks the table)
-    options: ClassVar[type | None] = None  # pydantic model of its settings; None: its value is its layers
+    meaning: ClassVar[str]  # shows them (tests/test_combinators.py checks the table)
+    # The pydantic model of its settings (residual, stage, dense); None: its value is its layers.
+    options: ClassVar[type | None] = None
     fill: ClassVar[str] = "#cdbfe3"  # diagram colour of a collapsed box
     inlinable: ClassVar[bool] = False  # may be `inline: true` (a sequence of the parent's layers)
     first_sees_input: ClassVar[bool] = False  # its first child receives its input unchanged
@@ -38,7 +39,9 @@ class Combinator:
 
     # ---- the spec: expansion and the static rule ------------------------------------------
 
-    def expand(self, x: Expander, raw: Any, path: tuple, name: str, scope: Scope, shape: Shape) -> Node:
+    def expand(
+        self, x: Expander, raw: Any, path: tuple, name: str, scope: Scope, shape: Shape
+    ) -> Node:
         """The node the spec value `raw` stands for, fed `shape`; shapes and totals set."""
         raise NotImplementedError
 

@@ -30,7 +30,9 @@ class Residual(Combinator):
     codegen_form = "residual"
 
     def expand(self, x, raw, path, name, scope, shape) -> Node:
-        spec = x.validate(self.options, resolve_options(x, raw, path, scope, ("post",)), path, scope, "residual")
+        spec = x.validate(
+            self.options, resolve_options(x, raw, path, scope, ("post",)), path, scope, "residual"
+        )
         body = x.children(spec.body, path + ("body",), scope, shape, chain=True, role="body")
         if not body:
             raise scope.error("residual body is empty", path + ("body",))
@@ -41,7 +43,9 @@ class Residual(Combinator):
         if spec.post is not None and spec.post != "none":
             post = x.node(spec.post, path + ("post",), spec.post, scope, body_out)
             if post is None or not post.is_primitive or post.param_count:
-                raise scope.error("post must be a parameter-free layer such as relu", path + ("post",))
+                raise scope.error(
+                    "post must be a parameter-free layer such as relu", path + ("post",)
+                )
             post.role = "post"
             children.append(post)
         if shortcut is not None:
@@ -59,20 +63,32 @@ class Residual(Combinator):
             return None
         if raw == "auto":
             raw = {"projection": {}}
-        if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in ("projection", "custom"):
+        if (
+            not isinstance(raw, dict)
+            or len(raw) != 1
+            or next(iter(raw)) not in ("projection", "custom")
+        ):
             raise scope.error(
                 "shortcut is identity, auto, {projection: {...}} or {custom: {name: layer}}", path
             )
-        (form, value), = raw.items()
+        ((form, value),) = raw.items()
         if form == "custom":
             if not isinstance(value, dict) or len(value) != 1:
-                raise scope.error("custom shortcut is one named layer: {custom: {name: layer}}", path + (form,))
-            (child_name, child_raw), = value.items()
+                raise scope.error(
+                    "custom shortcut is one named layer: {custom: {name: layer}}", path + (form,)
+                )
+            ((child_name, child_raw),) = value.items()
             problem = check_name(child_name)
             if problem:
                 raise scope.error(problem, path + (form, child_name), key=True)
             return x.node(child_raw, path + (form, child_name), child_name, scope, shape)
-        proj = x.validate(Projection, x.resolve(value or {}, path + (form,), scope), path + (form,), scope, "projection")
+        proj = x.validate(
+            Projection,
+            x.resolve(value or {}, path + (form,), scope),
+            path + (form,),
+            scope,
+            "projection",
+        )
         if body_out == shape and not proj.always:
             return None
         try:
@@ -115,4 +131,3 @@ def resolve_options(x, raw, path, scope, keys):
     if not isinstance(raw, dict):
         return raw
     return {k: x.resolve(v, path + (k,), scope) if k in keys else v for k, v in raw.items()}
-
