@@ -117,3 +117,17 @@ def test_a_primitive_can_run_archc_own_module(monkeypatch):
     assert [n.name for n in tree.body] == ["Gate"]
     with pytest.raises(KeyError):
         own_source("Conv2d")
+
+
+def test_plan_modules_leaves_a_sequential_with_its_own_forward_alone():
+    from torch import nn
+
+    class Dense(nn.Sequential):  # as generated code writes it: conv and bn do not chain
+        def forward(self, x):
+            for layer in self:
+                x = torch.cat([x, layer(x)], 1)
+            return x
+
+    plain = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2))
+    assert [f.batchnorm for f in fuse.plan_modules(plain)] == ["1"]
+    assert fuse.plan_modules(Dense(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(4))) == []

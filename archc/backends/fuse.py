@@ -103,8 +103,9 @@ def plan_modules(model: nn.Module) -> list[Fusion]:
     for prefix, module in model.named_modules():
         if isinstance(module, torch_modules._Children):
             chains = module.chains()
-        elif isinstance(module, nn.Sequential):
-            chains = [list(module._modules)]
+        elif isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
+            chains = [list(module._modules)]  # (a subclass with its own forward, e.g. a
+            # generated Dense, runs its children in an order that is not ours to guess)
         else:
             continue  # an unknown forward: its order is not ours to guess
         for names in chains:
