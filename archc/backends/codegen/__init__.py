@@ -1,0 +1,18 @@
+"""Readable, standalone PyTorch source from a compiled spec (`archc codegen`).
+
+The inferred tree is lowered to construction terms that hold concrete values: `nn.<Layer>`
+calls (from each primitive's own `torch_layer`), containers, and instances of classes-to-be
+(block-template instances, residual and parallel nodes). The instances of one block type are
+anti-unified into one class: what all instances share is written into the class, what differs
+becomes a constructor argument, named after the template parameter (or `in_channels`, ...)
+whose values it matches. Stages and dense blocks become loops over runs of equal (or
+arithmetically growing) blocks, so a file grows with block types and stages, not depth.
+Model-level parameters that feed layers directly (found by recompiling the spec with other
+values) become keyword arguments of the model. jinja2 templates lay the file out and a small
+line breaker formats it as `ruff format` would. Nothing here imports torch.
+"""
+
+from archc.backends.codegen.files import write_all
+from archc.backends.codegen.render import generate
+
+__all__ = ["generate", "write_all"]

@@ -1,0 +1,211 @@
+"""Arguments."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from archc.backends.codegen.names import MISSING, Var, annotation, literal, plain, python_name, same
+from archc.spec import expr
+from archc.spec.schema import Template
+
+if TYPE_CHECKING:
+    from archc.backends.codegen.generalize import Hole
+    from archc.backends.codegen.lower import Instance
+
+# ---- resolving holes into constructor arguments ----------------------------------------------
+
+NO_DEFAULT: Any = MISSING
+
+
+@dataclass(eq=False)
+class Param:
+    """A constructor argument of a generated class: its values per instance and default."""
+
+    name: str
+    column: list
+    rank: tuple
+    default: Any = NO_DEFAULT
+
+    decided: list = field(default_factory=list)  # per instance: the model parameter or ""
+
+    def __post_init__(self) -> None:
+        self.column = list(self.column)
+        self.decided = [None] * len(self.column)
+
+    @property
+    def annotation(self) -> str:
+        return annotation(self.column)
+
+    def accepts(self, column: list) -> bool:
+        """Whether a hole ties to model parameters exactly where this argument does."""
+        return all(
+            v is MISSING or d is None or d == (v.name if isinstance(v, Var) else "")
+            for v, d in zip(column, self.decided)
+        )
+
+    def tie(self, column: list) -> None:
+        for i, v in enumerate(column):
+            if v is not MISSING and self.decided[i] is None:
+                self.decided[i] = v.name if isinstance(v, Var) else ""
+                if isinstance(v, Var):
+                    self.column[i] = Var(v.name, self.column[i])
+
+
+@dataclass
+class Candidate:
+    """A named quantity a hole's values may match: the argument and the expression using it."""
+
+    name: str
+    expr: str
+    column: list
+    param_column: list
+    rank: tuple
+    default: Any = NO_DEFAULT
+    roles: tuple = ("value", "step")
+
+
+class Resolver:
+    """Turns each hole into a literal (all instances agree) or an argument of the class."""
+
+    def __init__(
+        self, instances: list[Instance], template: Template | None, model_params: dict | None = None
+    ):
+        self.params: dict[str, Param] = {}
+        self.model_params = model_params
+        self.candidates: list[Candidate] = []
+        self.fallbacks: dict[tuple, str] = {}
+        if model_params is None:
+            self.candidates = list(candidates(instances, template))
+
+    def resolve(self, hole: Hole) -> None:
+        present = [v for v in hole.column if v is not MISSING]
+        if not present:
+            hole.expr, hole.const = ("0", 0) if hole.role == "step" else ("None", None)
+            return
+        first = present[0]
+        if not isinstance(first, Var) and all(same(v, first) for v in present):
+            # one value everywhere; in a layer several but not all instances have (a projection,
+            # an `if`), an argument that varies and matches reads truer than the one value seen
+            partial = 1 < len(present) < len(hole.column)
+            if not partial or not self.match(hole, varying=True):
+                hole.expr, hole.const = literal(first), first
+            return
+        if self.match(hole):
+            return
+        if all(isinstance(v, Var) and v.name == first.name for v in present):
+            hole.expr = self.model_param(first.name, hole.column).name
+            return
+        common = Counter(repr(v) for v in present).most_common(1)[0][0]
+        filler = next(v for v in present if repr(v) == common)
+        column = [filler if v is MISSING else v for v in hole.column]
+        key = tuple((type(v).__name__, repr(v)) for v in column)
+        if key not in self.fallbacks:
+            default = False if hole.role == "flag" else NO_DEFAULT
+            rank = (6 if hole.role == "flag" else 5, len(self.fallbacks))
+            name = python_name(hole.origin, set(self.params) | {c.name for c in self.candidates})
+            self.fallbacks[key] = self.param(name, column, rank, default).name
+        hole.expr = self.fallbacks[key]
+
+    def match(self, hole: Hole, varying: bool = False) -> bool:
+        """Name the hole after the first candidate whose values it has (where a model-level
+        parameter stands for the value, the argument passes that parameter down)."""
+        tied = any(isinstance(v, Var) for v in hole.column)
+        for cand in self.candidates:
+            if hole.role not in cand.roles or (
+                varying and all(same(c, cand.column[0]) for c in cand.column)
+            ):
+                continue
+            if not all(v is MISSING or same(plain(v), c) for v, c in zip(hole.column, cand.column)):
+                continue
+            if tied and cand.expr != cand.name:
+                continue  # a model parameter cannot stand for one element of a list argument
+            param = self.params.get(cand.name)
+            if param is not None and not param.accepts(hole.column):
+                continue
+            hole.expr = cand.expr
+            self.param(cand.name, cand.param_column, cand.rank, cand.default).tie(hole.column)
+            return True
+        return False
+
+    def model_param(self, name: str, column: list) -> Param:
+        """The argument passing a model-level parameter down (in the model: the parameter)."""
+        if self.model_params is not None:
+            order = list(self.model_params).index(name)
+            return self.param(name, column, (4, order), self.model_params[name])
+        existing = self.params.get(name)
+        if existing is None or not all(map(same, existing.column, column)):
+            taken = {c.name for c in self.candidates} | set(self.params)
+            name = python_name(name, taken) if name in taken else name
+        return self.param(name, column, (4, 0), NO_DEFAULT)
+
+    def param(self, name: str, column: list, rank: tuple, default: Any) -> Param:
+        if name not in self.params:
+            self.params[name] = Param(name, column, rank, default)
+        return self.params[name]
+
+    def ordered(self) -> list[Param]:
+        params = sorted(self.params.values(), key=lambda p: p.rank)
+        return [p for p in params if p.default is NO_DEFAULT] + [
+            p for p in params if p.default is not NO_DEFAULT
+        ]
+
+
+def candidates(instances: list[Instance], template: Template | None) -> Iterator[Candidate]:
+    """What a class's varying values are matched against, best names first."""
+    nodes = [inst.node for inst in instances]
+    flat = len(nodes[0].in_shape) == 1
+    ins = [n.in_shape[0] for n in nodes]
+    yield Candidate(
+        "in_features" if flat else "in_channels",
+        "in_features" if flat else "in_channels",
+        ins,
+        ins,
+        (0,),
+    )
+    args = [n.block_args or {} for n in nodes]
+    declared = template.params if template is not None else {}
+    names = list(dict.fromkeys(k for a in args for k in a))
+    seen = {"in_features" if flat else "in_channels"}
+    for rank, name in enumerate(names):
+        py = python_name(name)
+        if not all(name in a for a in args) or py in seen:
+            continue
+        seen.add(py)
+        column = [a[name] for a in args]
+        default = declared.get(name)
+        default = NO_DEFAULT if default is None or default is MISSING else default
+        if all(isinstance(v, list) for v in column) and len({len(v) for v in column}) == 1:
+            for k in range(len(column[0])):
+                yield Candidate(py, f"{py}[{k}]", [v[k] for v in column], column, (1, rank))
+            continue
+        yield Candidate(
+            py, py, column, column, (1, rank), default, ("value", "step", "flag", "count")
+        )
+        if all(type(v) is int for v in column):
+            yield Candidate(
+                py, f"{py} - 1", [v - 1 for v in column], column, (1, rank), default, ("count",)
+            )
+    lets = template.let if template is not None else {}
+    for rank, name in enumerate(lets):
+        column = []
+        for inst, a in zip(instances, args):
+            env = {**a, "in_channels": inst.node.in_shape[0]}
+            try:
+                for key, source in lets.items():
+                    env[key] = (
+                        expr.evaluate(source[2:-1], env) if expr.is_expression(source) else source
+                    )
+            except expr.ExprError:
+                break
+            column.append(env[name])
+        py = python_name(name)
+        if len(column) == len(instances) and py not in seen:
+            seen.add(py)
+            yield Candidate(py, py, column, column, (2, rank))
+    outs = [n.out_shape[0] for n in nodes]
+    out_name = "out_features" if len(nodes[0].out_shape) == 1 else "out_channels"
+    if out_name not in seen:
+        yield Candidate(out_name, out_name, outs, outs, (3,))

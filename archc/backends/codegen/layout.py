@@ -1,0 +1,144 @@
+"""Line breaking."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+LINE_LENGTH = 100
+
+
+# ---- layout: breaking long expressions as ruff format does -----------------------------------
+
+
+class Expr:
+    """An expression the line breaker can lay out; `comment` trails its last line."""
+
+    comment: str = ""
+
+    def flat(self) -> str:
+        raise NotImplementedError
+
+    def parts(self) -> list[Expr]:
+        return []
+
+    def has_comment(self) -> bool:
+        return bool(self.comment) or self.inner_comment()
+
+    def inner_comment(self) -> bool:
+        return any(part.has_comment() for part in self.parts())
+
+
+@dataclass
+class Atom(Expr):
+    """Text that is never broken."""
+
+    text: str
+    comment: str = ""
+
+    def flat(self) -> str:
+        return self.text
+
+
+@dataclass
+class Lead(Expr):
+    """`prefix` + an expression: keyword arguments, `*` and `**` unpacking, dict items."""
+
+    prefix: str
+    value: Expr
+    comment: str = ""
+
+    def flat(self) -> str:
+        return self.prefix + self.value.flat()
+
+    def parts(self) -> list[Expr]:
+        return [self.value]
+
+
+@dataclass
+class Call(Expr):
+    """`head(items)`; with open/close also a list, tuple or dict; `collection` for displays."""
+
+    head: str
+    items: list[Expr]
+    open: str = "("
+    close: str = ")"
+    collection: bool = False
+    comment: str = ""
+
+    def flat(self) -> str:
+        return f"{self.head}{self.open}{', '.join(i.flat() for i in self.items)}{self.close}"
+
+    def parts(self) -> list[Expr]:
+        return self.items
+
+
+@dataclass
+class Comp(Expr):
+    """A comprehension's element and its `for` clauses (inside a Call's brackets)."""
+
+    element: Expr
+    clauses: list[Expr]
+    comment: str = ""
+
+    def flat(self) -> str:
+        return " ".join([self.element.flat(), *(c.flat() for c in self.clauses)])
+
+    def parts(self) -> list[Expr]:
+        return [self.element, *self.clauses]
+
+
+def layout(e: Expr, indent: int, lead: str = "", trail: str = "") -> list[str]:
+    """Lines for `lead + e + trail`, as ruff format breaks them: flat if that fits (and no
+    comment inside forces a break), else split at the last bracket, recursively."""
+    pad = " " * indent
+    comment = f"  # {e.comment}" if e.comment else ""
+    text = lead + e.flat() + trail
+    if not e.inner_comment() and indent + len(text + comment) <= LINE_LENGTH:
+        return [pad + text + comment]
+    prefix = ""
+    while isinstance(e, Lead):
+        prefix, e = prefix + e.prefix, e.value
+    if not isinstance(e, Call):
+        return [pad + text + comment]
+    return [
+        pad + lead + prefix + e.head + e.open,
+        *_body(e, indent + 4),
+        pad + e.close + trail + comment,
+    ]
+
+
+def _body(call: Call, indent: int) -> list[str]:
+    """A split bracket's contents: on one line if they fit, a displayed collection of several
+    items one per line (ruff's magic trailing comma), a comprehension clause by clause."""
+    items = call.items
+    if len(items) == 1 and isinstance(items[0], Comp):
+        comp = items[0]
+        if not comp.has_comment() and indent + len(comp.flat()) <= LINE_LENGTH:
+            return [" " * indent + comp.flat()]
+        return [line for part in (comp.element, *comp.clauses) for line in layout(part, indent)]
+    joined = ", ".join(i.flat() for i in items)
+    explode = call.collection and len(items) > 1
+    if not explode and not call.inner_comment() and indent + len(joined) <= LINE_LENGTH:
+        return [" " * indent + joined]
+    if len(items) == 1 and not explode:
+        return layout(items[0], indent)
+    return [line for item in items for line in layout(item, indent, trail=",")]
+
+
+def docstring(text: str, indent: int) -> list[str]:
+    """A docstring for any text: wrapped to the line length, quotes and backslashes escaped."""
+    text = "".join(c for c in text if c.isprintable() or c == "\n").strip()
+    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    if text.endswith('"'):
+        text = text[:-1] + '\\"'
+    pad = " " * indent
+    width = LINE_LENGTH - indent
+    if "\n" not in text and len(text) + 6 <= width:
+        return [f'{pad}"""{text}"""']
+    lines: list[str] = []
+    for line in text.splitlines():  # the author's line breaks stay; long lines are wrapped
+        first = '"""' if not lines else ""
+        wrapped = textwrap.wrap(first + line, width, break_long_words=False, break_on_hyphens=False)
+        lines += wrapped or [first]
+    return [pad + line if line else "" for line in lines] + [pad + '"""']
