@@ -1,10 +1,19 @@
-"""Arguments."""
+"""Argument naming: each Hole of a class pattern becomes a literal or a constructor argument.
+
+A hole whose values all instances share is written in as a literal. Otherwise its column of
+values is matched against *candidates*, named quantities known per instance, best names first:
+the block's input width, the template's parameters (and `p - 1`, `p[k]`), its `let` values, the
+output width. The first candidate whose values equal the hole's names it (`width`, `stride`);
+a model-level parameter passes down under its own name; what matches nothing is named after
+where it sits (`conv2_stride`). `Source`/`Order` say in which order a signature lists them.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 from archc.backends.codegen.names import MISSING, Var, annotation, literal, plain, python_name, same
@@ -12,12 +21,30 @@ from archc.spec import expr
 from archc.spec.schema import Template
 
 if TYPE_CHECKING:
-    from archc.backends.codegen.generalize import Hole
-    from archc.backends.codegen.lower import Instance
-
-# ---- resolving holes into constructor arguments ----------------------------------------------
+    from archc.backends.codegen.terms import Hole, Instance
 
 NO_DEFAULT: Any = MISSING
+
+
+class Source(IntEnum):
+    """Where a constructor argument's name comes from, in the order a signature lists them."""
+
+    INPUT = 0  # in_channels / in_features
+    BLOCK_PARAM = 1  # a parameter of the block template (template order)
+    BLOCK_LET = 2  # a `let` value of the template (template order)
+    OUTPUT = 3  # out_channels / out_features
+    MODEL_PARAM = 4  # a model-level parameter passed down (the model's own order)
+    UNNAMED = 5  # a value that matches nothing: named after where it sits
+    FLAG = 6  # switches an optional layer on (`downsample=False`)
+
+
+@dataclass(frozen=True, order=True)
+class Order:
+    """An argument's place in its signature: by source, then by index within the source.
+    (Arguments with a default then move behind those without: see `Resolver.ordered`.)"""
+
+    source: Source
+    index: int = 0
 
 
 @dataclass(eq=False)
@@ -26,7 +53,7 @@ class Param:
 
     name: str
     column: list
-    rank: tuple
+    order: Order
     default: Any = NO_DEFAULT
 
     decided: list = field(default_factory=list)  # per instance: the model parameter or ""
@@ -62,7 +89,7 @@ class Candidate:
     expr: str
     column: list
     param_column: list
-    rank: tuple
+    order: Order
     default: Any = NO_DEFAULT
     roles: tuple = ("value", "step")
 
@@ -104,9 +131,11 @@ class Resolver:
         key = tuple((type(v).__name__, repr(v)) for v in column)
         if key not in self.fallbacks:
             default = False if hole.role == "flag" else NO_DEFAULT
-            rank = (6 if hole.role == "flag" else 5, len(self.fallbacks))
+            order = Order(
+                Source.FLAG if hole.role == "flag" else Source.UNNAMED, len(self.fallbacks)
+            )
             name = python_name(hole.origin, set(self.params) | {c.name for c in self.candidates})
-            self.fallbacks[key] = self.param(name, column, rank, default).name
+            self.fallbacks[key] = self.param(name, column, order, default).name
         hole.expr = self.fallbacks[key]
 
     def match(self, hole: Hole, varying: bool = False) -> bool:
@@ -126,28 +155,29 @@ class Resolver:
             if param is not None and not param.accepts(hole.column):
                 continue
             hole.expr = cand.expr
-            self.param(cand.name, cand.param_column, cand.rank, cand.default).tie(hole.column)
+            self.param(cand.name, cand.param_column, cand.order, cand.default).tie(hole.column)
             return True
         return False
 
     def model_param(self, name: str, column: list) -> Param:
         """The argument passing a model-level parameter down (in the model: the parameter)."""
         if self.model_params is not None:
-            order = list(self.model_params).index(name)
-            return self.param(name, column, (4, order), self.model_params[name])
+            index = list(self.model_params).index(name)
+            order = Order(Source.MODEL_PARAM, index)
+            return self.param(name, column, order, self.model_params[name])
         existing = self.params.get(name)
         if existing is None or not all(map(same, existing.column, column)):
             taken = {c.name for c in self.candidates} | set(self.params)
             name = python_name(name, taken) if name in taken else name
-        return self.param(name, column, (4, 0), NO_DEFAULT)
+        return self.param(name, column, Order(Source.MODEL_PARAM), NO_DEFAULT)
 
-    def param(self, name: str, column: list, rank: tuple, default: Any) -> Param:
+    def param(self, name: str, column: list, order: Order, default: Any) -> Param:
         if name not in self.params:
-            self.params[name] = Param(name, column, rank, default)
+            self.params[name] = Param(name, column, order, default)
         return self.params[name]
 
     def ordered(self) -> list[Param]:
-        params = sorted(self.params.values(), key=lambda p: p.rank)
+        params = sorted(self.params.values(), key=lambda p: p.order)
         return [p for p in params if p.default is NO_DEFAULT] + [
             p for p in params if p.default is not NO_DEFAULT
         ]
@@ -155,44 +185,42 @@ class Resolver:
 
 def candidates(instances: list[Instance], template: Template | None) -> Iterator[Candidate]:
     """What a class's varying values are matched against, best names first."""
-    nodes = [inst.node for inst in instances]
-    flat = len(nodes[0].in_shape) == 1
-    ins = [n.in_shape[0] for n in nodes]
+    flat = len(instances[0].in_shape) == 1
+    ins = [inst.in_shape[0] for inst in instances]
     yield Candidate(
         "in_features" if flat else "in_channels",
         "in_features" if flat else "in_channels",
         ins,
         ins,
-        (0,),
+        Order(Source.INPUT),
     )
-    args = [n.block_args or {} for n in nodes]
+    args = [inst.block_args or {} for inst in instances]
     declared = template.params if template is not None else {}
     names = list(dict.fromkeys(k for a in args for k in a))
     seen = {"in_features" if flat else "in_channels"}
-    for rank, name in enumerate(names):
+    for index, name in enumerate(names):
         py = python_name(name)
         if not all(name in a for a in args) or py in seen:
             continue
         seen.add(py)
+        order = Order(Source.BLOCK_PARAM, index)
         column = [a[name] for a in args]
         default = declared.get(name)
         default = NO_DEFAULT if default is None or default is MISSING else default
         if all(isinstance(v, list) for v in column) and len({len(v) for v in column}) == 1:
             for k in range(len(column[0])):
-                yield Candidate(py, f"{py}[{k}]", [v[k] for v in column], column, (1, rank))
+                yield Candidate(py, f"{py}[{k}]", [v[k] for v in column], column, order)
             continue
-        yield Candidate(
-            py, py, column, column, (1, rank), default, ("value", "step", "flag", "count")
-        )
+        yield Candidate(py, py, column, column, order, default, ("value", "step", "flag", "count"))
         if all(type(v) is int for v in column):
             yield Candidate(
-                py, f"{py} - 1", [v - 1 for v in column], column, (1, rank), default, ("count",)
+                py, f"{py} - 1", [v - 1 for v in column], column, order, default, ("count",)
             )
     lets = template.let if template is not None else {}
-    for rank, name in enumerate(lets):
+    for index, name in enumerate(lets):
         column = []
         for inst, a in zip(instances, args):
-            env = {**a, "in_channels": inst.node.in_shape[0]}
+            env = {**a, "in_channels": inst.in_shape[0]}
             try:
                 for key, source in lets.items():
                     env[key] = (
@@ -204,8 +232,8 @@ def candidates(instances: list[Instance], template: Template | None) -> Iterator
         py = python_name(name)
         if len(column) == len(instances) and py not in seen:
             seen.add(py)
-            yield Candidate(py, py, column, column, (2, rank))
-    outs = [n.out_shape[0] for n in nodes]
-    out_name = "out_features" if len(nodes[0].out_shape) == 1 else "out_channels"
+            yield Candidate(py, py, column, column, Order(Source.BLOCK_LET, index))
+    outs = [inst.out_shape[0] for inst in instances]
+    out_name = "out_features" if len(instances[0].out_shape) == 1 else "out_channels"
     if out_name not in seen:
-        yield Candidate(out_name, out_name, outs, outs, (3,))
+        yield Candidate(out_name, out_name, outs, outs, Order(Source.OUTPUT))

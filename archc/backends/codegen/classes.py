@@ -1,4 +1,10 @@
-"""Classes."""
+"""Class grouping: which instances share a generated class, and the classes' names.
+
+Instances are grouped innermost first (a class's arguments feed the classes around it), by
+block type or combinator, then split where anti-unification fails (`partition`). Each group is
+generalised into one `ClassDef` whose holes `arguments.Resolver` turns into constructor
+arguments.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,16 @@ from collections import Counter
 from dataclasses import dataclass
 
 from archc.backends.codegen.arguments import Param, Resolver
-from archc.backends.codegen.generalize import Unifier, Unmergeable, merge_orders
-from archc.backends.codegen.lower import Instance, Rep
-from archc.backends.codegen.names import TAKEN, camel, python_name
+from archc.backends.codegen.generalize import AntiUnifier, Unmergeable, merge_orders
+from archc.backends.codegen.lower import Instance, RepeatedBlocks
+from archc.backends.codegen.names import Namespace, camel
 from archc.backends.codegen.runs import skeleton
 from archc.spec.schema import Template
-
-# ---- classes ----------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
 class ClassDef:
-    """One generated class: its name, pattern (code with holes) and constructor arguments."""
+    """Child generated class: its name, pattern (code with holes) and constructor arguments."""
 
     name: str
     kind: str
@@ -49,7 +53,7 @@ def instance_skeleton(inst: Instance) -> tuple:
     parts = []
     for role, items in inst.groups:
         parts.append((role, tuple(
-            ("rep", e.head) if isinstance(e, Rep) else (e.name if not inst.positional else "", skeleton(e.term))
+            ("rep", e.head) if isinstance(e, RepeatedBlocks) else (e.name if not inst.positional else "", skeleton(e.term))
             for e in items
         )))  # fmt: skip
     return (inst.kind, inst.positional, tuple(parts))
@@ -77,13 +81,13 @@ def partition(group: list[Instance]) -> list[list[Instance]]:
 
 def mergeable(instances: list[Instance]) -> bool:
     try:
-        unify_groups(Unifier(), instances)
+        unify_groups(AntiUnifier(), instances)
     except Unmergeable:
         return False
     return True
 
 
-def unify_groups(unifier: Unifier, instances: list[Instance]) -> list[tuple[str, list]]:
+def unify_groups(unifier: AntiUnifier, instances: list[Instance]) -> list[tuple[str, list]]:
     first = instances[0]
     if any(i.kind != first.kind or i.positional != first.positional for i in instances):
         raise Unmergeable
@@ -104,7 +108,7 @@ def define(
     instances: list[Instance], template: Template | None, model_params: dict | None = None
 ) -> ClassDef:
     resolver = Resolver(instances, template, model_params)
-    groups = unify_groups(Unifier(resolver), instances)
+    groups = unify_groups(AntiUnifier(resolver), instances)
     params = resolver.ordered()
     for index, inst in enumerate(instances):
         inst.args = {p.name: p.column[index] for p in params}
@@ -117,15 +121,12 @@ def define(
     return klass
 
 
-def name_classes(classes: list[ClassDef], taken: set[str]) -> None:
+def name_classes(classes: list[ClassDef], module: Namespace) -> None:
     """Classes after their block type (`dense_layer` → DenseLayer, then DenseLayer2, ...) or
     combinator (Residual, Parallel); inline blocks' functions after the block type itself."""
-    taken = taken | TAKEN
     counts: Counter = Counter()
     for klass in sorted(classes, key=lambda k: k.instances[0].order):
         word = klass.instances[0].key[1]
         base = word if klass.kind == "inline" else camel(word)
         counts[base] += 1
-        name = python_name(base if counts[base] == 1 else f"{base}{counts[base]}", taken)
-        klass.name = name
-        taken.add(name)
+        klass.name = module.create_name(base if counts[base] == 1 else f"{base}{counts[base]}")

@@ -1,4 +1,9 @@
-"""Emitter."""
+"""The emitter: patterns → layout documents and lines of `__init__` and `forward`.
+
+Holes become their resolved source (`value_text`: `base + i * step` inside a loop), runs become
+comprehensions or `for` loops (short ones are written out), named containers `OrderedDict(...)`,
+optional layers `if flag:` blocks.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,22 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from archc.backends.codegen.arguments import NO_DEFAULT
-from archc.backends.codegen.generalize import Hole, PBox, PLeaf, PMake, POne, PRep, PRun
-from archc.backends.codegen.layout import Atom, Call, Comp, Expr, Lead, layout
+from archc.backends.codegen.layout import Atom, Call, Comprehension, Expr, Prefixed, layout
 from archc.backends.codegen.names import MISSING, literal, same, shape_text
-from archc.ir import Node
+from archc.backends.codegen.terms import (
+    Child,
+    ClassCall,
+    Container,
+    Hole,
+    LayerCall,
+    Run,
+    Runs,
+    unknown,
+)
 from archc.spec.schema import NAME_RE
 
 if TYPE_CHECKING:
     from archc.backends.codegen.classes import ClassDef
-
-# ---- emitting code ----------------------------------------------------------------------------
 
 
 def value_text(hole: Hole, loop: str | None) -> str:
@@ -40,17 +51,19 @@ def constant(hole: Hole) -> Any:
     return hole.base.const if hole.step.expr == "0" else MISSING
 
 
-def uses_loop(entries: list[POne]) -> bool:
+def uses_loop(entries: list[Child]) -> bool:
     def holes(p: Any) -> Iterator[Hole]:
-        if isinstance(p, PLeaf):
+        if isinstance(p, LayerCall):
             yield from p.args
             yield from p.kwargs.values()
-        elif isinstance(p, PMake):
-            yield from p.args
-        elif isinstance(p, PBox):
+        elif isinstance(p, ClassCall):
+            yield from p.args.values()
+        elif isinstance(p, Container):
             for e in p.entries:
-                if isinstance(e, POne):
+                if isinstance(e, Child):
                     yield from holes(e.term)
+        else:
+            unknown(p)
 
     return any(h.step is not None and h.step.expr != "0" for e in entries for h in holes(e.term))
 
@@ -73,28 +86,26 @@ def access(name: str) -> str:
 class Emitter:
     """Source code for patterns: expressions, __init__ statements, forward methods."""
 
-    def __init__(self) -> None:
-        self.ordered_dict = False
-        self.dense = False
-
     # expressions
 
     def expr(self, p: Any, loop: str | None = None) -> Expr:
-        if isinstance(p, PLeaf):
+        if isinstance(p, LayerCall):
             items: list[Expr] = [Atom(value_text(h, loop)) for h in p.args]
-            items += [Lead(f"{k}=", Atom(value_text(h, loop))) for k, h in p.kwargs.items()]
+            items += [Prefixed(f"{k}=", Atom(value_text(h, loop))) for k, h in p.kwargs.items()]
             return Call(f"nn.{p.cls}", items)
-        if isinstance(p, PMake):
+        if isinstance(p, ClassCall):
             items = []
-            for param, hole in zip(p.klass.params, p.args):
+            for param in p.klass.params:
+                hole = p.args[param.name]
                 text = value_text(hole, loop)
                 if param.default is NO_DEFAULT:
                     items.append(Atom(text))
                 elif not same(constant(hole), param.default):
-                    items.append(Lead(f"{param.name}=", Atom(text)))
+                    items.append(Prefixed(f"{param.name}=", Atom(text)))
             call = Call(p.klass.name, items)
-            return Lead("*", call) if p.klass.kind == "inline" else call
-        self.dense |= p.base == "Dense"
+            return Prefixed("*", call) if p.klass.kind == "inline" else call
+        if not isinstance(p, Container):
+            unknown(p)
         if p.positional:
             return Call(p.base, self.positional_items(p.entries, loop))
         return Call(p.base, [self.named_dict(p.entries, loop)])
@@ -102,44 +113,43 @@ class Emitter:
     def positional_items(self, entries: list, loop: str | None = None) -> list[Expr]:
         return [item for item, _ in self.numbered(entries, loop)]
 
-    def numbered(self, entries: list, loop: str | None = None) -> list[tuple[Expr, Node]]:
-        """The items of a numbered sequence, each with the node whose output it ends in."""
-        items: list[tuple[Expr, Node]] = []
+    def numbered(self, entries: list, loop: str | None = None) -> list[tuple[Expr, tuple]]:
+        """The items of a numbered sequence, each with the shape of its output."""
+        items: list[tuple[Expr, tuple]] = []
         for entry in entries:
-            if isinstance(entry, POne):
-                items.append((self.expr(entry.term, loop), entry.node))
+            if isinstance(entry, Child):
+                items.append((self.expr(entry.term, loop), entry.out_shape))
                 continue
             head, runs = absorb_head(entry)
-            items += [(self.expr(one.term, loop), one.node) for one in head]
+            items += [(self.expr(one.term, loop), one.out_shape) for one in head]
             for run in runs:
                 items += self.run_items(run)
         return items
 
-    def run_items(self, run: PRun) -> list[tuple[Expr, Node]]:
+    def run_items(self, run: Run) -> list[tuple[Expr, tuple]]:
         """A run as items: written out if short, else a comprehension spliced in with `*`."""
         count = run.count.const
-        last = run.nodes[-1][-1]
+        last = run.shapes[-1][-1]
         if not written_out(run):
             var = "i" if uses_loop(run.unit) else "_"
             clause = Atom(f"for {var} in range({run.count.expr})")
             if len(run.unit) == 1:
-                comp = Comp(self.expr(run.unit[0].term, var), [clause])
+                comp = Comprehension(self.expr(run.unit[0].term, var), [clause])
             else:  # several layers per block: a nested comprehension flattens them
                 layers = Call("", [self.expr(one.term, var) for one in run.unit], collection=True)
-                comp = Comp(Atom("layer"), [clause, Lead("for layer in ", layers)])
-            return [(Lead("*", Call("", [comp], "[", "]")), last)]
+                comp = Comprehension(Atom("layer"), [clause, Prefixed("for layer in ", layers)])
+            return [(Prefixed("*", Call("", [comp], "[", "]")), last)]
         return [
-            (self.expr(one.term, str(k) if count > 1 else None), run.nodes[k][j])
+            (self.expr(one.term, str(k) if count > 1 else None), run.shapes[k][j])
             for k in range(count)
             for j, one in enumerate(run.unit)
         ]
 
     def named_dict(self, entries: list, loop: str | None) -> Expr:
         """`OrderedDict(name=module, ...)` for a container with named children."""
-        self.ordered_dict = True
-        items: list[tuple[str, Expr] | tuple[str, Expr, PRun]] = []
+        items: list[tuple[str, Expr] | tuple[str, Expr, Run]] = []
         for entry in entries:
-            if isinstance(entry, POne):
+            if isinstance(entry, Child):
                 items.append((entry.name, self.expr(entry.term, loop)))
                 continue
             items += [(one.name, self.expr(one.term, loop)) for one in entry.head or []]
@@ -150,19 +160,21 @@ class Emitter:
                     items.append((self.run_name(run, "i"), self.expr(run.unit[0].term, "i"), run))
         if len(items) == 1 and len(items[0]) == 3:  # only a run: OrderedDict({...})
             name, e, run = items[0]
-            comp = Comp(Lead(f"{name}: ", e), [Atom(f"for i in range({run.count.expr})")])
+            comp = Comprehension(
+                Prefixed(f"{name}: ", e), [Atom(f"for i in range({run.count.expr})")]
+            )
             return Call("OrderedDict", [Call("", [comp], "{", "}")])
         if all(len(item) == 3 or is_keyword_name(item[0]) for item in items):
             args: list[Expr] = []
             for item in items:
                 if len(item) == 3:
-                    comp = Comp(
-                        Lead(f"{item[0]}: ", item[1]),
+                    comp = Comprehension(
+                        Prefixed(f"{item[0]}: ", item[1]),
                         [Atom(f"for i in range({item[2].count.expr})")],
                     )
-                    args.append(Lead("**", Call("", [comp], "{", "}")))
+                    args.append(Prefixed("**", Call("", [comp], "{", "}")))
                 else:
-                    args.append(Lead(f"{item[0]}=", item[1]))
+                    args.append(Prefixed(f"{item[0]}=", item[1]))
             return Call("OrderedDict", args)
         pairs: list[Expr] = []
         for item in items:
@@ -172,18 +184,18 @@ class Emitter:
                 collection=True,
             )
             if len(item) == 3:
-                comp = Comp(pair, [Atom(f"for i in range({item[2].count.expr})")])
-                pairs.append(Lead("*", Call("", [comp], "[", "]")))
+                comp = Comprehension(pair, [Atom(f"for i in range({item[2].count.expr})")])
+                pairs.append(Prefixed("*", Call("", [comp], "[", "]")))
             else:
                 pairs.append(pair)
         return Call("OrderedDict", [Call("", pairs, "[", "]", collection=True)])
 
     @staticmethod
-    def number(run: PRun, var: str) -> str:
+    def number(run: Run, var: str) -> str:
         start = run.start.expr if run.start is not None else "0"
         return var if start == "0" else f"{var} + {start}"
 
-    def run_name(self, run: PRun, var: str | None) -> str:
+    def run_name(self, run: Run, var: str | None) -> str:
         if var is None and run.start is not None and type(run.start.const) is int:
             return f"{run.prefix}{run.start.const}{run.suffix}"
         if var is None and (run.start is None or run.start.const is None):
@@ -192,7 +204,7 @@ class Emitter:
 
     # statements
 
-    def assign(self, one: POne, e: Expr, indent: int, *, none_first: bool) -> list[str]:
+    def assign(self, one: Child, e: Expr, indent: int, *, none_first: bool) -> list[str]:
         """`self.name = ...`; for an optional layer under `if flag:` (after `self.name = None`
         where forward tests it)."""
         inner = indent + 4 if one.flag is not None else indent
@@ -211,10 +223,10 @@ class Emitter:
     ) -> list[str]:
         lines: list[str] = []
         for entry in entries:
-            if isinstance(entry, POne):
+            if isinstance(entry, Child):
                 e = self.expr(entry.term)
                 if comments and not entry.flag:
-                    e.comment = shape_text(entry.node.out_shape)
+                    e.comment = shape_text(entry.out_shape)
                 lines += self.assign(entry, e, indent, none_first=none_first)
                 continue
             for one in entry.head or []:
@@ -223,7 +235,7 @@ class Emitter:
                 if run.count.const == 0:
                     continue
                 if run.count.const == 1:
-                    one = POne(self.run_name(run, None), run.unit[0].term, run.unit[0].node)
+                    one = Child(self.run_name(run, None), run.unit[0].term, run.unit[0].out_shape)
                     lines += self.assign(one, self.expr(one.term), indent, none_first=none_first)
                     continue
                 var = "i"
@@ -253,8 +265,8 @@ class Emitter:
             ]
         numbered = self.numbered(entries)
         items = [item for item, _ in numbered]
-        for item, node in numbered if comments else ():
-            item.comment = shape_text(node.out_shape)
+        for item, shape in numbered if comments else ():
+            item.comment = shape_text(shape)
         if function:
             return layout(Call("", items, "[", "]", collection=True), indent, lead="return ")
         return layout(Call("super().__init__", items), indent)
@@ -265,7 +277,7 @@ class Emitter:
         if all(
             written_out(r) or len(r.unit) == 1
             for e in entries
-            if isinstance(e, PRep)
+            if isinstance(e, Runs)
             for r in e.runs
         ):
             return [], None
@@ -292,7 +304,7 @@ class Emitter:
             batch.clear()
 
         for entry in entries:
-            if isinstance(entry, POne):
+            if isinstance(entry, Child):
                 batch.append(self.expr(entry.term))
                 continue
             head, runs = absorb_head(entry)
@@ -313,7 +325,7 @@ class Emitter:
         flush()
         return lines, var
 
-    def chain(self, entries: list[POne], source: str, var: str) -> list[str]:
+    def chain(self, entries: list[Child], source: str, var: str) -> list[str]:
         """Lines applying a chain of child modules to `source`, leaving the result in `var`."""
         lines: list[str] = []
         current = source
@@ -331,13 +343,13 @@ class Emitter:
         return lines
 
 
-def written_out(run: PRun) -> bool:
+def written_out(run: Run) -> bool:
     """Short runs of a known length are written block by block; longer ones become loops."""
     count = run.count.const
     return type(count) is int and (count <= 1 or (len(run.unit) > 1 and count <= 3))
 
 
-def absorb_head(rep: PRep) -> tuple[list[POne], list[PRun]]:
+def absorb_head(rep: Runs) -> tuple[list[Child], list[Run]]:
     """A stage whose first block is like the others is one run (numbered containers only)."""
     head, runs = rep.head or [], rep.runs
     if not head or not runs or type(runs[0].count.const) is not int or uses_loop(runs[0].unit):
@@ -347,5 +359,5 @@ def absorb_head(rep: PRep) -> tuple[list[POne], list[PRun]]:
         return head, runs
     count = runs[0].count.const + 1
     hole = Hole([count], "depth", "count", literal(count), count)
-    nodes = [[one.node for one in head], *runs[0].nodes]
-    return [], [PRun(runs[0].unit, hole, nodes), *runs[1:]]
+    shapes = [[one.out_shape for one in head], *runs[0].shapes]
+    return [], [Run(runs[0].unit, hole, shapes), *runs[1:]]

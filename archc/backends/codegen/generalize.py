@@ -1,85 +1,43 @@
-"""Anti-unification."""
+"""Anti-unification: the terms of several instances → one pattern with Holes where they differ.
+
+This is first-order anti-unification (Plotkin 1970, "A note on inductive generalization";
+Reynolds 1970, "Transformational systems and the algebraic structure of atomic formulas"): the
+least general generalisation of the instances' terms keeps every constructor they share and
+puts a variable (a `Hole`, holding the column of values per instance) where they differ. Two
+extensions fit it to modules: entries some instances lack become optional (a `flag` hole), and
+repeated blocks are generalised run by run (`runs.py`). Where structures disagree beyond that,
+`Unmergeable` says the instances need separate classes.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from archc.backends.codegen.lower import Leaf, Make, Rep, field_value
-from archc.backends.codegen.names import ARG_NAMES, MISSING, Aff, plain, same
-from archc.backends.codegen.runs import affine_unit, label, segment
-from archc.ir import Node
+from archc.backends.codegen.lower import field_value
+from archc.backends.codegen.names import ARG_NAMES, MISSING, Progression, plain, same
+from archc.backends.codegen.runs import progression_unit, segment, split_number
+from archc.backends.codegen.terms import (
+    Child,
+    ClassCall,
+    Container,
+    Hole,
+    LayerCall,
+    RepeatedBlocks,
+    Run,
+    Runs,
+    unknown,
+)
 from archc.spec.schema import NAME_RE
 
 if TYPE_CHECKING:
     from archc.backends.codegen.arguments import Resolver
-    from archc.backends.codegen.classes import ClassDef
-
-# ---- patterns: the code of a class, with holes where instances differ ----------------------
-
-
-@dataclass(eq=False)
-class Hole:
-    """A value that may differ between instances; `expr` is its Python source once resolved."""
-
-    column: list
-    origin: str
-    role: str = "value"  # value, count, step or flag
-    expr: str = ""
-    const: Any = MISSING  # the value when all instances agree
-    base: Hole | None = None  # for runs: the first unit's value and the step
-    step: Hole | None = None
-
-
-@dataclass(eq=False)
-class PLeaf:
-    cls: str
-    args: list[Hole]
-    kwargs: dict[str, Hole]
-
-
-@dataclass(eq=False)
-class PMake:
-    klass: ClassDef
-    args: list[Hole]
-
-
-@dataclass(eq=False)
-class PBox:
-    base: str
-    positional: bool
-    entries: list
-
-
-@dataclass(eq=False)
-class POne:
-    name: str
-    term: Any
-    node: Node
-    flag: Hole | None = None  # optional: built only when the flag is true
-
-
-@dataclass(eq=False)
-class PRun:
-    unit: list[POne]
-    count: Hole
-    nodes: list[list[Node]] = field(default_factory=list)  # the first instance's, per unit
-    prefix: str = ""
-    suffix: str = ""
-    start: Hole | None = None
-
-
-@dataclass(eq=False)
-class PRep:
-    head: list[POne] | None
-    runs: list[PRun]
 
 
 class Unmergeable(Exception):
     """Two instances cannot share one class."""
 
 
-class Unifier:
+class AntiUnifier:
     """Anti-unification of the terms of several instances into one pattern."""
 
     def __init__(self, resolver: Resolver | None = None):
@@ -87,12 +45,12 @@ class Unifier:
 
     def hole(self, column: list, origin: str, role: str = "value") -> Hole:
         hole = Hole(column, origin, role)
-        if any(isinstance(v, Aff) for v in column):
+        if any(isinstance(v, Progression) for v in column):
             hole.base = self.hole(
-                [v.base if isinstance(v, Aff) else MISSING for v in column], origin
+                [v.base if isinstance(v, Progression) else MISSING for v in column], origin
             )
             hole.step = self.hole(
-                [v.step if isinstance(v, Aff) else MISSING for v in column],
+                [v.step if isinstance(v, Progression) else MISSING for v in column],
                 origin + "_step",
                 "step",
             )
@@ -105,25 +63,29 @@ class Unifier:
         first = present[0]
         if any(type(t) is not type(first) for t in present):
             raise Unmergeable
-        if isinstance(first, Leaf):
+        if isinstance(first, LayerCall):
             return self.leaf(terms, present, origin)
-        if isinstance(first, Make):
+        if isinstance(first, ClassCall):
             if any(t.inst.klass is not first.inst.klass for t in present):
                 raise Unmergeable
-            return PMake(first.inst.klass, [
-                self.hole([t.values[p.name] if t else MISSING for t in terms], f"{origin}_{p.name}")
+            return ClassCall(first.inst, {
+                p.name: self.hole(
+                    [t.values[p.name] if t else MISSING for t in terms], f"{origin}_{p.name}"
+                )
                 for p in first.inst.klass.params
-            ])  # fmt: skip
+            })  # fmt: skip
+        if not isinstance(first, Container):
+            unknown(first)
         if any(t.base != first.base or t.positional != first.positional for t in present):
             raise Unmergeable
         lists = [t.entries if t else None for t in terms]
-        return PBox(
+        return Container(
             first.base,
             first.positional,
             self.entries(lists, first.positional, origin, optional=False),
         )
 
-    def leaf(self, terms: list, present: list, origin: str) -> PLeaf:
+    def leaf(self, terms: list, present: list, origin: str) -> LayerCall:
         first = present[0]
         if any(t.cls != first.cls or len(t.args) != len(first.args) for t in present):
             raise Unmergeable
@@ -136,22 +98,23 @@ class Unifier:
             for i in range(len(first.args))
         ]
         kwargs = {}
-        fields = list(type(first.node.params).model_fields)
+        fields = list(type(first.params).model_fields)
         keys = merge_orders([list(t.kwargs) for t in present])
         for key in sorted(keys, key=lambda k: fields.index(k) if k in fields else -1):
             if any(key not in t.kwargs for t in present):  # fill it from the primitive's parameter
                 for t in present:
                     value = t.kwargs.get(key, MISSING)
-                    filled = field_value(t.node, key)
+                    filled = field_value(t.params, key)
                     if filled is MISSING or (
                         value is not MISSING and not same(plain(value), filled)
                     ):
                         raise Unmergeable
             column = [
-                MISSING if t is None else t.kwargs.get(key, field_value(t.node, key)) for t in terms
+                MISSING if t is None else t.kwargs.get(key, field_value(t.params, key))
+                for t in terms
             ]
             kwargs[key] = self.hole(column, f"{origin}_{key}")
-        return PLeaf(first.cls, args, kwargs)
+        return LayerCall(first.cls, args, kwargs)
 
     def entries(self, lists: list, positional: bool, origin: str, *, optional: bool) -> list:
         """Align entries by name (or position), Reps by position; an entry some lack is optional."""
@@ -175,22 +138,24 @@ class Unifier:
                 column = [MISSING if k is None else f is not None for k, f in zip(keyed, found)]
                 flag = self.hole(column, one.name, "flag")
             term = self.term([f.term if f else None for f in found], prefix)
-            out.append(POne(one.name, term, one.node, flag))
+            out.append(Child(one.name, term, one.out_shape, flag))
         return out
 
     @staticmethod
     def keyed(items: list, positional: bool) -> dict:
         out, ones, reps = {}, 0, 0
         for entry in items:
-            if isinstance(entry, Rep):
+            if isinstance(entry, RepeatedBlocks):
                 out[("rep", reps)] = entry
                 reps += 1
-            else:
+            elif isinstance(entry, Child):
                 out[("one", ones) if positional else ("name", entry.name)] = entry
                 ones += 1
+            else:
+                unknown(entry)
         return out
 
-    def rep(self, reps: list, positional: bool, origin: str) -> PRep:
+    def rep(self, reps: list, positional: bool, origin: str) -> Runs:
         present = [r for r in reps if r is not None]
         if any(r.head != present[0].head for r in present):
             raise Unmergeable
@@ -218,21 +183,21 @@ class Unifier:
                 f"{origin}_depth" if origin else "depth",
                 "count",
             )
-            unit = self.unit([affine_unit(run) if run else None for run in per], origin, named)
+            unit = self.unit([progression_unit(run) if run else None for run in per], origin, named)
             first = next(run for run in per if run)
-            prun = PRun(unit, count, [[one.node for one in u] for u in first])
+            prun = Run(unit, count, [[one.out_shape for one in u] for u in first])
             if named:
-                labels = {label(run[0][0].name)[::2] for run in per if run}
+                labels = {split_number(run[0][0].name)[::2] for run in per if run}
                 if len(labels) > 1 or len(per[0] and per[0][0] or []) > 1:
                     raise Unmergeable
                 prun.prefix, prun.suffix = labels.pop() if labels else ("", "")
                 prun.start = self.hole(
-                    [label(run[0][0].name)[1] if run else MISSING for run in per], "start"
+                    [split_number(run[0][0].name)[1] if run else MISSING for run in per], "start"
                 )
             runs.append(prun)
-        return PRep(head, runs)
+        return Runs(head, runs)
 
-    def unit(self, units: list, origin: str, named: bool) -> list[POne]:
+    def unit(self, units: list, origin: str, named: bool) -> list[Child]:
         present = [u for u in units if u is not None]
         if any(len(u) != len(present[0]) for u in present):
             raise Unmergeable
@@ -242,10 +207,10 @@ class Unifier:
         for i, one in enumerate(present[0]):
             terms = [u[i].term if u is not None else None for u in units]
             out.append(
-                POne(
+                Child(
                     one.name,
                     self.term(terms, f"{origin}_{one.name}" if origin else one.name),
-                    one.node,
+                    one.out_shape,
                 )
             )
         return out

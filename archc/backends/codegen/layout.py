@@ -1,4 +1,13 @@
-"""Line breaking."""
+"""Breaking long expressions into lines as `ruff format` does: a small pretty printer.
+
+Code is built as documents (`Atom`: text never broken; `Prefixed`: `prefix` + a document, for
+keyword arguments, `*`/`**` unpacking and dict items; `Call`: `head(items)`, also a list, tuple
+or dict display; `Comprehension`: an element and its `for` clauses). `layout` renders one:
+flat if it fits the line, else broken at its outermost bracket with the items indented, one per
+line when it is a display of several (ruff's magic trailing comma), recursively. It is the
+group/nest idea of Wadler's "A prettier printer" (and jax's `_src/pretty_printer.py`) cut down to
+the one breaking rule ruff applies to calls and displays.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +15,6 @@ import textwrap
 from dataclasses import dataclass
 
 LINE_LENGTH = 100
-
-
-# ---- layout: breaking long expressions as ruff format does -----------------------------------
 
 
 class Expr:
@@ -41,7 +47,7 @@ class Atom(Expr):
 
 
 @dataclass
-class Lead(Expr):
+class Prefixed(Expr):
     """`prefix` + an expression: keyword arguments, `*` and `**` unpacking, dict items."""
 
     prefix: str
@@ -74,7 +80,7 @@ class Call(Expr):
 
 
 @dataclass
-class Comp(Expr):
+class Comprehension(Expr):
     """A comprehension's element and its `for` clauses (inside a Call's brackets)."""
 
     element: Expr
@@ -97,7 +103,7 @@ def layout(e: Expr, indent: int, lead: str = "", trail: str = "") -> list[str]:
     if not e.inner_comment() and indent + len(text + comment) <= LINE_LENGTH:
         return [pad + text + comment]
     prefix = ""
-    while isinstance(e, Lead):
+    while isinstance(e, Prefixed):
         prefix, e = prefix + e.prefix, e.value
     if not isinstance(e, Call):
         return [pad + text + comment]
@@ -112,7 +118,7 @@ def _body(call: Call, indent: int) -> list[str]:
     """A split bracket's contents: on one line if they fit, a displayed collection of several
     items one per line (ruff's magic trailing comma), a comprehension clause by clause."""
     items = call.items
-    if len(items) == 1 and isinstance(items[0], Comp):
+    if len(items) == 1 and isinstance(items[0], Comprehension):
         comp = items[0]
         if not comp.has_comment() and indent + len(comp.flat()) <= LINE_LENGTH:
             return [" " * indent + comp.flat()]
@@ -129,9 +135,11 @@ def _body(call: Call, indent: int) -> list[str]:
 def docstring(text: str, indent: int) -> list[str]:
     """A docstring for any text: wrapped to the line length, quotes and backslashes escaped."""
     text = "".join(c for c in text if c.isprintable() or c == "\n").strip()
-    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    if text.endswith('"'):
-        text = text[:-1] + '\\"'
+    text = text.replace("\\", "\\\\")
+    tail = ""
+    if text.endswith('"'):  # kept apart: escaped, it cannot join the closing quotes
+        text, tail = text[:-1], '\\"'
+    text = text.replace('"""', '\\"\\"\\"') + tail
     pad = " " * indent
     width = LINE_LENGTH - indent
     if "\n" not in text and len(text) + 6 <= width:

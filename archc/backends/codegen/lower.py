@@ -1,91 +1,35 @@
-"""IR -> terms."""
+"""Lowering: the inferred IR tree → terms (`terms.py`) with concrete values.
+
+This is the one module of the codegen backend that reads the IR (`archc.ir.Node`): its kind,
+spec_kind, block and block_args, children, registered(), inline, role, params, primitive and
+shapes. Everything after it works on terms, so a change to the IR touches this file alone.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from archc.backends.codegen.names import MISSING, Var
+from archc.backends.codegen.terms import (
+    Child,
+    ClassCall,
+    Container,
+    Instance,
+    LayerCall,
+    RepeatedBlocks,
+    unknown,
+)
 from archc.ir import Node
 from archc.primitives import pair_or_int
-
-if TYPE_CHECKING:
-    from archc.backends.codegen.classes import ClassDef
-
-# ---- terms: how each module is constructed, with concrete values ------------------------------
-
-
-@dataclass(eq=False)
-class Leaf:
-    """`nn.<cls>(*args, **kwargs)` for one primitive."""
-
-    node: Node
-    cls: str
-    args: list
-    kwargs: dict
-
-
-@dataclass(eq=False)
-class Make:
-    """An instance of a generated class; `args` overrides the instance's own (runs)."""
-
-    inst: Instance
-    args: dict | None = None
-
-    @property
-    def values(self) -> dict:
-        return self.args if self.args is not None else self.inst.args
-
-
-@dataclass(eq=False)
-class Box:
-    """A container: nn.Sequential, or Dense for the dense combinator."""
-
-    node: Node
-    base: str
-    entries: list
-    positional: bool
-
-
-@dataclass(eq=False)
-class One:
-    """One registered child module."""
-
-    name: str
-    term: Any
-    node: Node
-
-
-@dataclass(eq=False)
-class Rep:
-    """A stage's or dense block's units (each the modules one block instance registers)."""
-
-    units: list[list[One]]
-    head: bool  # a stage: the first block differs (stride, width, projection)
-
-
-@dataclass(eq=False)
-class Instance:
-    """A node that becomes an instance of a generated class."""
-
-    node: Node
-    key: tuple
-    kind: str  # seq, dense, residual, parallel or model
-    groups: list[tuple[str, list]] = field(default_factory=list)
-    positional: bool = False
-    height: int = 0
-    order: int = 0
-    klass: ClassDef | None = None
-    args: dict = field(default_factory=dict)
-
 
 BASES = {"seq": "nn.Sequential", "dense": "Dense", "model": "nn.Module"}
 
 
-def field_value(node: Node, name: str) -> Any:
+def field_value(params: Any, name: str) -> Any:
     """The primitive parameter behind a torch keyword argument `torch_layer` left out."""
-    value = getattr(node.params, name, MISSING)
+    value = getattr(params, name, MISSING)
     return pair_or_int(value) if isinstance(value, tuple) else value
 
 
@@ -105,27 +49,34 @@ class Lowering:
         if node.is_primitive:
             return self.leaf(node)
         if node.kind in ("residual", "parallel") or node.block_args is not None:
-            return Make(
+            return ClassCall(
                 self.instance(
                     node,
                     ("block", node.block) if node.block_args is not None else ("kind", node.kind),
                 )
             )
         positional = is_positional(node)
-        return Box(node, BASES[node.kind], self.entries(node, positional), positional)
+        return Container(BASES[node.kind], positional, self.entries(node, positional))
 
-    def leaf(self, node: Node) -> Leaf:
+    def leaf(self, node: Node) -> LayerCall:
         layer = node.primitive.torch_layer(node.params, node.in_shape)
         tags = self.tags.get(node.path, {})
         args = [Var(tags[i], v) if i in tags else v for i, v in enumerate(layer.args)]
         kwargs = {k: Var(tags[k], v) if k in tags else v for k, v in layer.kwargs.items()}
         for k in tags:  # a model parameter at its default value: torch_layer left it out
             if isinstance(k, str) and k not in kwargs:
-                kwargs[k] = Var(tags[k], field_value(node, k))
-        return Leaf(node, layer.cls, args, kwargs)
+                kwargs[k] = Var(tags[k], field_value(node.params, k))
+        return LayerCall(layer.cls, args, kwargs, node.params)
 
     def instance(self, node: Node, key: tuple, kind: str | None = None) -> Instance:
-        inst = Instance(node, key, kind or node.kind, order=len(self.instances))
+        inst = Instance(
+            key,
+            kind or node.kind,
+            node.in_shape,
+            node.out_shape,
+            node.block_args,
+            order=len(self.instances),
+        )
         self.instances.append(inst)
         if inst.kind == "residual":
             for child in node.children:
@@ -142,47 +93,53 @@ class Lowering:
         return inst
 
     def entries(self, node: Node, positional: bool) -> list:
-        """A container's children, stages and dense blocks as Reps, inline groups spliced in:
+        """A container's children, stages and dense blocks as RepeatedBlocks, inline groups spliced in:
         an inline block in a numbered list as a call of a function returning its layers."""
         if node.kind == "dense" or node.spec_kind == "stage":
-            return [Rep([self.flat(c) for c in node.children], head=node.kind != "dense")]
+            return [
+                RepeatedBlocks([self.flat(c) for c in node.children], head=node.kind != "dense")
+            ]
         out: list = []
         for child in node.children:
             if not child.inline:
-                out.append(One(child.name, self.term(child), child))
+                out.append(Child(child.name, self.term(child), child.out_shape))
             elif positional and child.block_args is not None and child.spec_kind != "stage":
                 out.append(
-                    One(
+                    Child(
                         child.name,
-                        Make(self.instance(child, ("block", child.block), "inline")),
-                        child,
+                        ClassCall(self.instance(child, ("block", child.block), "inline")),
+                        child.out_shape,
                     )
                 )
             else:
                 out.extend(self.entries(child, positional))
         return out
 
-    def flat(self, node: Node) -> list[One]:
+    def flat(self, node: Node) -> list[Child]:
         leaves = node.registered() if node.inline else [node]
-        return [One(leaf.name, self.term(leaf), leaf) for leaf in leaves]
+        return [Child(leaf.name, self.term(leaf), leaf.out_shape) for leaf in leaves]
 
 
-def makes(groups: list[tuple[str, list]]) -> Iterator[Make]:
+def makes(groups: list[tuple[str, list]]) -> Iterator[ClassCall]:
     """The class instances directly inside some entries (not inside nested instances)."""
 
-    def walk(term: Any) -> Iterator[Make]:
-        if isinstance(term, Make):
+    def walk(term: Any) -> Iterator[ClassCall]:
+        if isinstance(term, ClassCall):
             yield term
-        elif isinstance(term, Box):
+        elif isinstance(term, Container):
             yield from entries(term.entries)
+        elif not isinstance(term, LayerCall):
+            unknown(term)
 
-    def entries(items: list) -> Iterator[Make]:
+    def entries(items: list) -> Iterator[ClassCall]:
         for entry in items:
-            if isinstance(entry, One):
+            if isinstance(entry, Child):
                 yield from walk(entry.term)
-            else:
+            elif isinstance(entry, RepeatedBlocks):
                 for unit in entry.units:
                     yield from entries(unit)
+            else:
+                unknown(entry)
 
     for _, items in groups:
         yield from entries(items)
@@ -195,5 +152,26 @@ def slots(tree: Node) -> dict:
         if node.is_primitive and node.path:
             layer = node.primitive.torch_layer(node.params, node.in_shape)
             arguments = {**dict(enumerate(layer.args)), **layer.kwargs}
-            out[node.path] = (layer.cls, len(layer.args), arguments, node)
+            out[node.path] = (layer.cls, len(layer.args), arguments, node.params)
+    return out
+
+
+@dataclass(frozen=True)
+class WeightedLayer:
+    """A layer an init rule may apply to: its torch class and which tensors it has."""
+
+    cls: str
+    has_weight: bool
+    has_bias: bool
+
+
+def weighted_layers(tree: Node, kinds: set[str]) -> dict[str, list[WeightedLayer]]:
+    """The layers of the given primitive kinds, by kind, in tree order."""
+    out: dict[str, list[WeightedLayer]] = {}
+    for node in tree.walk():
+        if node.is_primitive and node.kind in kinds:
+            cls = node.primitive.torch_layer(node.params, node.in_shape).cls
+            has = node.param_count > 0
+            bias = has and getattr(node.params, "bias", True) is not False
+            out.setdefault(node.kind, []).append(WeightedLayer(cls, has, bias))
     return out

@@ -1,4 +1,11 @@
-"""Values in generated code and the identifiers it uses."""
+"""Values in generated code, their Python literals, and the identifiers generated code uses.
+
+`Var` marks a value that is a model-level parameter, `Progression` a value along a run of
+repeated blocks (base + i * step), `MISSING` a value an instance does not have. `Namespace`
+hands out identifiers (after torch.fx's `_Namespace.create_name`): one per scope (the module,
+a forward method), so no generated name collides with a keyword, a builtin, a name the
+generated code uses itself, or another generated name.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +37,6 @@ FAMILY_NAMES = {  # how architecture names are capitalised, for the model's clas
 }  # fmt: skip
 
 
-# ---- values ----------------------------------------------------------------------------------
-
-
 class _Missing:
     def __repr__(self) -> str:
         return "MISSING"
@@ -50,7 +54,7 @@ class Var:
 
 
 @dataclass(frozen=True)
-class Aff:
+class Progression:
     """A value along a run of repeated blocks: base + i * step (step MISSING in a run of one)."""
 
     base: Any
@@ -63,7 +67,7 @@ def same(a: Any, b: Any) -> bool:
         return False
     if isinstance(a, (tuple, list)):
         return len(a) == len(b) and all(map(same, a, b))
-    if isinstance(a, (Var, Aff)):
+    if isinstance(a, (Var, Progression)):
         return all(same(x, y) for x, y in zip(a.__dict__.values(), b.__dict__.values()))
     return a == b
 
@@ -117,6 +121,19 @@ def python_name(name: str, taken: set[str] | frozenset[str] = frozenset()) -> st
     ):
         candidate += "_"
     return candidate
+
+
+class Namespace:
+    """One scope of generated identifiers: `create_name` hands out each one, taking it."""
+
+    def __init__(self, taken: set[str] | frozenset[str] = frozenset()):
+        self.taken = set(taken)
+
+    def create_name(self, candidate: str) -> str:
+        """`candidate`, or a close variant no one in this scope has, now taken."""
+        name = python_name(candidate, self.taken)
+        self.taken.add(name)
+        return name
 
 
 def camel(name: str) -> str:

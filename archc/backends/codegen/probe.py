@@ -1,53 +1,52 @@
-"""Probe."""
+"""Which model-level parameters feed layer arguments unchanged (found by recompiling).
+
+The spec's own Document (carried in the compiled `Spec`) is compiled again with other values of
+each model parameter; a parameter whose new value appears exactly where the old one did, and
+changes nothing else, can be a keyword argument of the generated model (`num_classes`,
+`dropout`); one that sizes layers through arithmetic (`growth_rate`) is fixed in the file.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from archc.backends.codegen.lower import field_value, slots
 from archc.backends.codegen.names import MISSING, python_name, same
 from archc.compiler import Spec, compile_document
 from archc.errors import ArchcError
-from archc.spec.loader import Document, load_file
+from archc.spec.loader import Document
 
 
 @dataclass
 class Probe:
     """Which model-level parameters feed layer arguments directly, and where."""
 
-    tags: dict[str, dict]
-    exposed: list[str]
-    fixed: list[str]
-    comments: list[str]
+    tags: dict[str, dict]  # layer path → {argument index or keyword: model parameter}
+    exposed: list[str]  # keyword arguments of the generated model
+    fixed: list[str]  # written into the file as the spec's values
 
 
 def probe(spec: Spec) -> Probe:
-    """Recompile the spec with other values of each model parameter and see what changes.
-
-    A parameter that only ever appears as itself in layer arguments (num_classes, dropout) can
-    be a keyword argument of the generated model; one that sizes layers through arithmetic
-    (growth_rate, groups) is fixed in the file.
+    """Recompile the spec's Document with other values of each model parameter and see what
+    changes. A parameter that only ever appears as itself in layer arguments (num_classes,
+    dropout) can be a keyword argument of the generated model; one that sizes layers through
+    arithmetic (growth_rate, groups) is fixed in the file. A Spec without its Document (built
+    by hand) keeps every parameter fixed.
     """
-    result = Probe({}, [], [n for n in spec.params], [])
-    try:
-        doc = load_file(spec.file)
-        base = slots(compile_document(doc).tree)
-    except (ArchcError, OSError, ValueError):
+    result = Probe({}, [], list(spec.params))
+    doc = spec.document
+    if doc is None or not isinstance(doc.data, dict):
         return result
-    result.comments = leading_comments(spec.file)
-    if not same_slots(base, slots(spec.tree)):
-        return result  # the file changed since it was loaded
+    base = slots(spec.tree)
     for name, value in spec.params.items():
         if python_name(name) != name:
             continue
         changed: set | None = None
         for new in probe_values(value):
-            data = dict(doc.data)
-            data["params"] = {**doc.data.get("params", {}), name: new}
+            data = {**doc.data, "params": {**doc.data.get("params", {}), name: new}}
             try:
-                other = slots(compile_document(Document(data, doc.source)).tree)
+                other = slots(compile_document(Document(data, doc.source, doc.text)).tree)
             except ArchcError:
                 changed = None
                 break
@@ -74,13 +73,6 @@ def probe_values(value: Any) -> list:
     return []
 
 
-def same_slots(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(
-        x[:2] == y[:2] and x[2].keys() == y[2].keys() and all(same(x[2][k], y[2][k]) for k in x[2])
-        for x, y in ((a[p], b[p]) for p in a)
-    )
-
-
 def direct_slots(base: dict, other: dict, old: Any, new: Any) -> set | None:
     """The arguments that changed from `old` to `new` exactly; None if anything else changed."""
     if base.keys() != other.keys():
@@ -101,17 +93,3 @@ def direct_slots(base: dict, other: dict, old: Any, new: Any) -> set | None:
                 return None
             changed.add((path, key))
     return changed
-
-
-def leading_comments(file: str) -> list[str]:
-    """The comment block a spec file starts with: its human description."""
-    lines = []
-    try:
-        text = Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line[1:].strip())
-    return lines

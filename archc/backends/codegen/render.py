@@ -1,7 +1,9 @@
-"""Render."""
+"""File assembly: class and model views, the header and factory, imports, jinja2 templates."""
 
 from __future__ import annotations
 
+import io
+import tokenize
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -11,22 +13,16 @@ import jinja2
 from archc.backends.codegen.arguments import NO_DEFAULT, Param
 from archc.backends.codegen.classes import ClassDef, build_classes, define, name_classes
 from archc.backends.codegen.emit import Emitter, is_attribute
-from archc.backends.codegen.generalize import POne
-from archc.backends.codegen.layout import Atom, Call, Expr, Lead, docstring, layout
-from archc.backends.codegen.lower import BASES, Lowering
-from archc.backends.codegen.names import LOCALS, camel, literal, python_name, shape_text
+from archc.backends.codegen.generalize import Child
+from archc.backends.codegen.layout import Atom, Call, Expr, Prefixed, docstring, layout
+from archc.backends.codegen.lower import BASES, Lowering, weighted_layers
+from archc.backends.codegen.names import LOCALS, Namespace, camel, literal, python_name, shape_text
 from archc.backends.codegen.probe import Probe, probe
-from archc.compiler import Spec, library
-from archc.errors import ArchcError
-from archc.ir import Node
+from archc.compiler import Spec
 from archc.outputs import MARKER
-from archc.spec.loader import load_file
-from archc.spec.schema import NAME_RE, Template
+from archc.spec.schema import NAME_RE
 
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-# ---- the file ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -87,7 +83,6 @@ def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
         view.base = BASES[klass.kind]
         view.template = "sequential.py.j2"
         view.init = emitter.sequence_init(klass)
-        emitter.dense |= klass.kind == "dense"
         return view
     view.init = ["        super().__init__()"]
     for _, entries in klass.groups:
@@ -102,11 +97,10 @@ def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
             "post": indent_lines(emitter.chain(groups.get("post", []), "out", "out"), 8),
         }
         return view
-    taken: set[str] = set()
+    forward = Namespace(LOCALS)
     names, branches = [], []
     for role, entries in klass.groups:
-        var = python_name(role if NAME_RE.match(role) else f"branch{role}", taken | LOCALS)
-        taken.add(var)
+        var = forward.create_name(role if NAME_RE.match(role) else f"branch{role}")
         names.append(var)
         branches.append(indent_lines(emitter.chain(entries, "x", var), 8))
     cat = Call(
@@ -122,10 +116,7 @@ def indent_lines(lines: list[str], indent: int) -> list[str]:
 
 def init_lines(spec: Spec, indent: int) -> list[str]:
     """The spec's init rules as torchvision writes them: one pass over self.modules()."""
-    kinds: dict[str, list[Node]] = {}
-    for node in spec.tree.walk():
-        if node.is_primitive and node.kind in spec.init:
-            kinds.setdefault(node.kind, []).append(node)
+    kinds = weighted_layers(spec.tree, set(spec.init))
     lines: list[str] = []
     pad = " " * indent
     for kind, rules in spec.init.items():
@@ -133,9 +124,7 @@ def init_lines(spec: Spec, indent: int) -> list[str]:
         active = {t: r for t, r in rules.items() if r.kind != "default"}
         if not nodes or not active:
             continue
-        classes = list(
-            dict.fromkeys(n.primitive.torch_layer(n.params, n.in_shape).cls for n in nodes)
-        )
+        classes = list(dict.fromkeys(n.cls for n in nodes))
         test = (
             f"nn.{classes[0]}"
             if len(classes) == 1
@@ -143,11 +132,7 @@ def init_lines(spec: Spec, indent: int) -> list[str]:
         )
         body = []
         for tensor, rule in active.items():
-            has = [
-                n.param_count > 0
-                and (tensor != "bias" or getattr(n.params, "bias", True) is not False)
-                for n in nodes
-            ]
+            has = [n.has_bias if tensor == "bias" else n.has_weight for n in nodes]
             if not any(has):
                 continue
             args = "".join(f", {k}={literal(v)}" for k, v in rule.args.items())
@@ -157,21 +142,6 @@ def init_lines(spec: Spec, indent: int) -> list[str]:
             lines.append(pad + f"    {'elif' if lines else 'if'} isinstance(m, {test}):")
             lines += [pad + "        " + line for line in body]
     return [pad + "for m in self.modules():", *lines] if lines else []
-
-
-def user_templates(spec: Spec) -> dict[str, Template]:
-    """Block templates by name: the built-in library's and the spec file's own."""
-    templates = {name: block.template for name, block in library().items()}
-    try:
-        raw = load_file(spec.file).data.get("blocks", {})
-    except (ArchcError, OSError, AttributeError):
-        return templates
-    for name, value in (raw or {}).items():
-        try:
-            templates.setdefault(name, Template.model_validate(value))
-        except ValueError:
-            continue
-    return templates
 
 
 @lru_cache(maxsize=1)
@@ -200,37 +170,57 @@ def generate(spec: Spec, source: str | None = None) -> str:
     lowering = Lowering(found.tags)
     root = lowering.instance(spec.tree, ("model",), "model")
     blocks = [i for i in lowering.instances if i is not root]
-    classes = build_classes(blocks, user_templates(spec))
+    classes = build_classes(blocks, spec.templates)
     model = define([root], None, {n: spec.params[n] for n in found.exposed})
-    model.name = python_name(camel(spec.name))
+    module = Namespace()
+    model.name = module.create_name(camel(spec.name))
     stem = Path(spec.file).stem  # the function is named after the file, as torchvision's are
-    factory = stem if NAME_RE.match(stem) and python_name(stem) == stem else python_name(spec.name)
-    factory = python_name(factory, {model.name})
-    name_classes(classes, {model.name, factory})
+    factory = module.create_name(
+        stem if NAME_RE.match(stem) and python_name(stem) == stem else spec.name
+    )
+    name_classes(classes, module)
 
     emitter = Emitter()
-    views = [class_view(k, emitter) for k in classes]
-    model_view = model_class(spec, model, emitter, found)
-    uses_torch = emitter.dense or any(v.forward for v in views) or "lines" in model_view.forward
+    body = (
+        environment()
+        .get_template("body.py.j2")
+        .render(
+            classes=[class_view(k, emitter) for k in classes],
+            model=model_class(spec, model, emitter, found),
+            factory=factory_lines(factory, model, found, spec),
+        )
+    )
+    helpers = [environment().get_template("dense.py.j2").render()] if "Dense" in names(body) else []
     return (
         environment()
         .get_template("module.py.j2")
         .render(
             header=header(spec, source, found),
-            ordered_dict=emitter.ordered_dict,
-            dense=emitter.dense,
-            uses_torch=uses_torch,
-            classes=views,
-            model=model_view,
-            factory=factory_lines(factory, model, found, spec),
+            imports=imports(names("".join([*helpers, body]))),
+            helpers=helpers,
+            body=body,
         )
     )
+
+
+def names(code: str) -> set[str]:
+    """The identifiers Python code uses (not the words inside its strings and comments)."""
+    tokens = tokenize.generate_tokens(io.StringIO(code).readline)
+    return {token.string for token in tokens if token.type == tokenize.NAME}
+
+
+def imports(used: set[str]) -> list[list[str]]:
+    """The import groups, as isort orders them, for the names a generated file uses: the
+    one place that decides what a file imports."""
+    stdlib = ["from collections import OrderedDict"] if "OrderedDict" in used else []
+    torch = ["import torch"] if "torch" in used else []
+    return [group for group in (stdlib, [*torch, "from torch import nn"]) if group]
 
 
 def header(spec: Spec, source: str | None, found: Probe) -> list[str]:
     where = source or display_path(spec.file)
     parts = [f"{MARKER} from {where}: edit the spec, not this file."]
-    description = spec.description or "\n".join(found.comments)
+    description = spec.description or "\n".join(spec.comments)
     if description:
         parts.append(description)
     macs = (
@@ -248,7 +238,7 @@ def header(spec: Spec, source: str | None, found: Probe) -> list[str]:
 def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe) -> ClassView:
     entries = model.groups[0][1]
     explicit = (
-        all(isinstance(e, POne) and is_attribute(e.name) for e in entries) and not model.positional
+        all(isinstance(e, Child) and is_attribute(e.name) for e in entries) and not model.positional
     )
     doc = f"The {spec.name} network: {shape_text(spec.input_shape)} in, {shape_text(spec.output_shape)} out."
     view = ClassView(
@@ -264,7 +254,7 @@ def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe) -> 
                 line
                 for e in entries
                 for line in layout(
-                    Call(f"self.{e.name}", [Atom("x")], comment=shape_text(e.node.out_shape)),
+                    Call(f"self.{e.name}", [Atom("x")], comment=shape_text(e.out_shape)),
                     8,
                     lead="x = ",
                 )
@@ -283,5 +273,5 @@ def factory_lines(name: str, model: ClassDef, found: Probe, spec: Spec) -> list[
         settings = ", ".join(f"{n}={literal(spec.params[n])}" for n in found.fixed)
         doc += f"\n\nFixed in this file: {settings} (change the spec and regenerate)."
     lines += docstring(doc, 4)
-    call = Call(model.name, [Lead(f"{p.name}=", Atom(p.name)) for p in model.params])
+    call = Call(model.name, [Prefixed(f"{p.name}=", Atom(p.name)) for p in model.params])
     return lines + layout(call, 4, lead="return ")

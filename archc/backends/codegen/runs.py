@@ -1,4 +1,11 @@
-"""Runs."""
+"""Runs of repeated blocks: a stage's or dense block's units split into arithmetic progressions.
+
+Units whose terms have the same structure (`skeleton`) and whose values are equal or grow by a
+constant step from one unit to the next (`segment`) form one run; `progression_unit` folds a
+run into one unit whose values are `Progression(first, step)`, so a run becomes a loop
+(`for i in range(n)`) with `base + i * step` for what grows. Named units must be numbered
+consecutively (`denselayer1`, `denselayer2`, ...: `split_number`).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +13,30 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from archc.backends.codegen.lower import Box, Leaf, Make, One
-from archc.backends.codegen.names import MISSING, Aff, same
-
-# ---- structure and values of terms (for runs and grouping) ----------------------------------
+from archc.backends.codegen.names import MISSING, Progression, same
+from archc.backends.codegen.terms import (
+    Child,
+    ClassCall,
+    Container,
+    LayerCall,
+    RepeatedBlocks,
+    unknown,
+)
 
 
 def skeleton(term: Any) -> tuple:
     """What must agree for two terms to be the same code with different values."""
-    if isinstance(term, Leaf):
+    if isinstance(term, LayerCall):
         return ("leaf", term.cls, len(term.args), tuple(term.kwargs))
-    if isinstance(term, Make):
+    if isinstance(term, ClassCall):
         return ("make", id(term.inst.klass))
+    if not isinstance(term, Container):
+        unknown(term)
     items = []
     for entry in term.entries:
-        if isinstance(entry, One):
+        if isinstance(entry, Child):
             items.append((entry.name if not term.positional else "", skeleton(entry.term)))
-        else:  # runs inside a nested container are compared whole
+        elif isinstance(entry, RepeatedBlocks):  # runs inside a nested container: compared whole
             items.append(
                 (
                     "rep",
@@ -31,6 +45,8 @@ def skeleton(term: Any) -> tuple:
                     ),
                 )
             )
+        else:
+            unknown(entry)
     return ("box", term.base, term.positional, tuple(items))
 
 
@@ -42,29 +58,33 @@ def freeze(value: Any) -> Any:
 
 
 def values(term: Any) -> list:
-    if isinstance(term, Leaf):
+    """A term's values in a fixed order (a nested container's repeated blocks left out)."""
+    if isinstance(term, LayerCall):
         return [*term.args, *term.kwargs.values()]
-    if isinstance(term, Make):
+    if isinstance(term, ClassCall):
         return list(term.values.values())
-    return [v for entry in term.entries if isinstance(entry, One) for v in values(entry.term)]
+    if isinstance(term, Container):
+        return [v for e in term.entries if isinstance(e, Child) for v in values(e.term)]
+    unknown(term)
 
 
 def with_values(term: Any, new: Iterator) -> Any:
     """`term` with its values (in `values` order) replaced from `new`."""
-    if isinstance(term, Leaf):
-        return Leaf(
-            term.node, term.cls, [next(new) for _ in term.args], {k: next(new) for k in term.kwargs}
-        )
-    if isinstance(term, Make):
-        return Make(term.inst, {k: next(new) for k in term.values})
-    entries = [
-        One(e.name, with_values(e.term, new), e.node) if isinstance(e, One) else e
-        for e in term.entries
-    ]
-    return Box(term.node, term.base, entries, term.positional)
+    if isinstance(term, LayerCall):
+        args = [next(new) for _ in term.args]
+        return LayerCall(term.cls, args, {k: next(new) for k in term.kwargs}, term.params)
+    if isinstance(term, ClassCall):
+        return ClassCall(term.inst, {k: next(new) for k in term.values})
+    if isinstance(term, Container):
+        entries = [
+            Child(e.name, with_values(e.term, new), e.out_shape) if isinstance(e, Child) else e
+            for e in term.entries
+        ]
+        return Container(term.base, term.positional, entries)
+    unknown(term)
 
 
-def label(name: str) -> tuple[str, int | None, str]:
+def split_number(name: str) -> tuple[str, int | None, str]:
     """`denselayer12` → ("denselayer", 12, ""): a run's names are prefix{number}suffix."""
     match = re.match(r"^(.*?)(\d+)(\D*)$", name)
     if not match or str(int(match.group(2))) != match.group(2):
@@ -72,12 +92,12 @@ def label(name: str) -> tuple[str, int | None, str]:
     return match.group(1), int(match.group(2)), match.group(3)
 
 
-def unit_values(unit: list[One]) -> list:
+def unit_values(unit: list[Child]) -> list:
     return [v for one in unit for v in values(one.term)]
 
 
-def unit_skeleton(unit: list[One], named: bool) -> tuple:
-    names = tuple(label(o.name)[::2] for o in unit) if named else ()
+def unit_skeleton(unit: list[Child], named: bool) -> tuple:
+    names = tuple(split_number(o.name)[::2] for o in unit) if named else ()
     return (names, tuple(skeleton(o.term) for o in unit))
 
 
@@ -88,13 +108,13 @@ def step_of(a: Any, b: Any) -> Any:
     return 0 if same(a, b) else None
 
 
-def segment(units: list[list[One]], named: bool, grow: bool) -> list[list[list[One]]]:
+def segment(units: list[list[Child]], named: bool, grow: bool) -> list[list[list[Child]]]:
     """Split repeated units into runs of equal or arithmetically growing ones (in a stage,
     three at least to grow; a dense block's layers grow by design)."""
     runs, j = [], 0
     cache = [unit_values(u) for u in units]
     shapes = [unit_skeleton(u, named) for u in units]
-    numbers = [label(u[0].name)[1] if named else 0 for u in units]
+    numbers = [split_number(u[0].name)[1] if named else 0 for u in units]
     while j < len(units):
         k = j + 1
         steps = None
@@ -118,13 +138,13 @@ def segment(units: list[list[One]], named: bool, grow: bool) -> list[list[list[O
     return runs
 
 
-def affine_unit(run: list[list[One]]) -> list[One]:
-    """One unit standing for a whole run: each value as Aff(first, step)."""
+def progression_unit(run: list[list[Child]]) -> list[Child]:
+    """One unit standing for a whole run: each value as Progression(first, step)."""
     first = unit_values(run[0])
     steps = (
         [step_of(a, b) for a, b in zip(first, unit_values(run[1]))]
         if len(run) > 1
         else [MISSING] * len(first)
     )
-    new = iter([Aff(a, s) for a, s in zip(first, steps)])
-    return [One(o.name, with_values(o.term, new), o.node) for o in run[0]]
+    new = iter([Progression(a, s) for a, s in zip(first, steps)])
+    return [Child(o.name, with_values(o.term, new), o.out_shape) for o in run[0]]
