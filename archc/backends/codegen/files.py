@@ -1,16 +1,14 @@
-"""Files."""
+"""Spec files in, generated files out: which specs a path names and writing their code."""
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from archc.backends.codegen.render import display_path, generate
 from archc.compiler import load
 from archc.errors import ArchcError
 from archc.outputs import OutputError, contained, write_atomic, written_by_archc
-
-# ---- files ------------------------------------------------------------------------------------
 
 
 def spec_files(arg: str) -> list[tuple[Path, Path]]:
@@ -30,32 +28,44 @@ def spec_files(arg: str) -> list[tuple[Path, Path]]:
     raise OutputError(f"{arg}: no such file or folder")
 
 
-def write_all(args: list[str], out: Path, *, force: bool = False) -> int:
-    """`archc codegen SPEC... -o DIR`: one .py per spec, folders mirrored; the exit status."""
-    status = 0
-    written: dict[Path, Path] = {}
+@dataclass
+class WriteResult:
+    """What `write_all` did: the files it wrote, those already current, and what failed."""
+
+    written: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+    errors: list[ArchcError] = field(default_factory=list)  # a spec, argument or target each
+
+
+def write_all(args: list[str], out: Path, *, force: bool = False) -> WriteResult:
+    """`archc codegen SPEC... -o DIR`: one .py per spec, folders mirrored. A bad argument or
+    spec is recorded and the rest are still written; nothing is printed here."""
+    result = WriteResult()
+    targets: dict[Path, Path] = {}
     for arg in args:
         try:
             jobs = spec_files(arg)
         except OutputError as exc:
-            print(exc.format(), file=sys.stderr)
-            status = 1
+            result.errors.append(exc)
             continue
         for spec_path, relative in jobs:
             try:
-                write_one(spec_path, contained(out, relative), written, force)
+                target = contained(out, relative)
+                changed = write_one(spec_path, target, targets, force)
             except ArchcError as exc:
-                print(exc.format(), file=sys.stderr)
-                status = 1
-    return status
+                result.errors.append(exc)
+                continue
+            (result.written if changed else result.unchanged).append(target)
+    return result
 
 
-def write_one(spec_path: Path, target: Path, written: dict[Path, Path], force: bool) -> None:
-    if target in written:
-        raise OutputError(f"{spec_path} and {written[target]} would both write {target}")
-    written[target] = spec_path
+def write_one(spec_path: Path, target: Path, targets: dict[Path, Path], force: bool) -> bool:
+    """Generate one spec's file; False when the file was already current (left untouched)."""
+    if target in targets:
+        raise OutputError(f"{spec_path} and {targets[target]} would both write {target}")
+    targets[target] = spec_path
     text = generate(load(spec_path), display_path(str(spec_path)))
     if target.is_file() and written_by_archc(target) and target.read_text(encoding="utf-8") == text:
-        return  # unchanged: leave the file (and its modification time) alone
+        return False  # leave the file (and its modification time) alone
     write_atomic(target, text, force=force)
-    print(f"wrote {target}")
+    return True
