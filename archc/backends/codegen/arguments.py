@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from archc.backends.codegen.names import MISSING, Var, annotation, literal, plain, python_name, same
+from archc.backends.codegen.names import (
+    MISSING,
+    Namespace,
+    Var,
+    annotation,
+    literal,
+    plain,
+    python_name,
+    same,
+)
 from archc.spec import expr
 from archc.spec.schema import Template
 
@@ -106,6 +115,7 @@ class Resolver:
         self.fallbacks: dict[tuple, str] = {}
         if model_params is None:
             self.candidates = list(candidates(instances, template))
+        self.names = Namespace({c.name for c in self.candidates})  # the class's arguments
 
     def resolve(self, hole: Hole) -> None:
         present = [v for v in hole.column if v is not MISSING]
@@ -134,7 +144,7 @@ class Resolver:
             order = Order(
                 Source.FLAG if hole.role == "flag" else Source.UNNAMED, len(self.fallbacks)
             )
-            name = python_name(hole.origin, set(self.params) | {c.name for c in self.candidates})
+            name = self.names.create_name(hole.origin)
             self.fallbacks[key] = self.param(name, column, order, default).name
         hole.expr = self.fallbacks[key]
 
@@ -164,11 +174,11 @@ class Resolver:
         if self.model_params is not None:
             index = list(self.model_params).index(name)
             order = Order(Source.MODEL_PARAM, index)
+            self.names.reserve(name)
             return self.param(name, column, order, self.model_params[name])
         existing = self.params.get(name)
         if existing is None or not all(map(same, existing.column, column)):
-            taken = {c.name for c in self.candidates} | set(self.params)
-            name = python_name(name, taken) if name in taken else name
+            name = self.names.create_name(name)
         return self.param(name, column, Order(Source.MODEL_PARAM), NO_DEFAULT)
 
     def param(self, name: str, column: list, order: Order, default: Any) -> Param:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from archc.backends.codegen.arguments import NO_DEFAULT
-from archc.backends.codegen.layout import Atom, Call, Comprehension, Expr, Prefixed, layout
+from archc.backends.codegen.layout import Atom, Call, Comprehension, Expr, Prefixed, flat, layout
 from archc.backends.codegen.names import MISSING, literal, same, shape_text
 from archc.backends.codegen.terms import (
     Child,
@@ -120,6 +120,8 @@ class Emitter:
             if isinstance(entry, Child):
                 items.append((self.expr(entry.term, loop), entry.out_shape))
                 continue
+            if not isinstance(entry, Runs):
+                unknown(entry)
             head, runs = absorb_head(entry)
             items += [(self.expr(one.term, loop), one.out_shape) for one in head]
             for run in runs:
@@ -152,6 +154,8 @@ class Emitter:
             if isinstance(entry, Child):
                 items.append((entry.name, self.expr(entry.term, loop)))
                 continue
+            if not isinstance(entry, Runs):
+                unknown(entry)
             items += [(one.name, self.expr(one.term, loop)) for one in entry.head or []]
             for run in entry.runs:
                 if run.count.const == 1:
@@ -229,6 +233,8 @@ class Emitter:
                     e.comment = shape_text(entry.out_shape)
                 lines += self.assign(entry, e, indent, none_first=none_first)
                 continue
+            if not isinstance(entry, Runs):
+                unknown(entry)
             for one in entry.head or []:
                 lines += self.assign(one, self.expr(one.term), indent, none_first=none_first)
             for run in entry.runs:
@@ -307,6 +313,8 @@ class Emitter:
             if isinstance(entry, Child):
                 batch.append(self.expr(entry.term))
                 continue
+            if not isinstance(entry, Runs):
+                unknown(entry)
             head, runs = absorb_head(entry)
             batch.extend(self.expr(one.term) for one in head)
             for run in runs:
@@ -355,7 +363,7 @@ def absorb_head(rep: Runs) -> tuple[list[Child], list[Run]]:
     if not head or not runs or type(runs[0].count.const) is not int or uses_loop(runs[0].unit):
         return head, runs
     text = Emitter().expr
-    if [text(o.term).flat() for o in head] != [text(o.term).flat() for o in runs[0].unit]:
+    if [flat(text(o.term)) for o in head] != [flat(text(o.term)) for o in runs[0].unit]:
         return head, runs
     count = runs[0].count.const + 1
     hole = Hole([count], "depth", "count", literal(count), count)

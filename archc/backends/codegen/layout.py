@@ -17,52 +17,25 @@ from dataclasses import dataclass
 LINE_LENGTH = 100
 
 
-class Expr:
-    """An expression the line breaker can lay out; `comment` trails its last line."""
-
-    comment: str = ""
-
-    def flat(self) -> str:
-        raise NotImplementedError
-
-    def parts(self) -> list[Expr]:
-        return []
-
-    def has_comment(self) -> bool:
-        return bool(self.comment) or self.inner_comment()
-
-    def inner_comment(self) -> bool:
-        return any(part.has_comment() for part in self.parts())
-
-
 @dataclass
-class Atom(Expr):
+class Atom:
     """Text that is never broken."""
 
     text: str
-    comment: str = ""
-
-    def flat(self) -> str:
-        return self.text
+    comment: str = ""  # trails the document's last line
 
 
 @dataclass
-class Prefixed(Expr):
-    """`prefix` + an expression: keyword arguments, `*` and `**` unpacking, dict items."""
+class Prefixed:
+    """`prefix` + a document: keyword arguments, `*` and `**` unpacking, dict items."""
 
     prefix: str
     value: Expr
     comment: str = ""
 
-    def flat(self) -> str:
-        return self.prefix + self.value.flat()
-
-    def parts(self) -> list[Expr]:
-        return [self.value]
-
 
 @dataclass
-class Call(Expr):
+class Call:
     """`head(items)`; with open/close also a list, tuple or dict; `collection` for displays."""
 
     head: str
@@ -72,26 +45,52 @@ class Call(Expr):
     collection: bool = False
     comment: str = ""
 
-    def flat(self) -> str:
-        return f"{self.head}{self.open}{', '.join(i.flat() for i in self.items)}{self.close}"
-
-    def parts(self) -> list[Expr]:
-        return self.items
-
 
 @dataclass
-class Comprehension(Expr):
+class Comprehension:
     """A comprehension's element and its `for` clauses (inside a Call's brackets)."""
 
     element: Expr
     clauses: list[Expr]
     comment: str = ""
 
-    def flat(self) -> str:
-        return " ".join([self.element.flat(), *(c.flat() for c in self.clauses)])
 
-    def parts(self) -> list[Expr]:
-        return [self.element, *self.clauses]
+Expr = Atom | Prefixed | Call | Comprehension  # a document
+
+
+def flat(e: Expr) -> str:
+    """A document on one line."""
+    if isinstance(e, Atom):
+        return e.text
+    if isinstance(e, Prefixed):
+        return e.prefix + flat(e.value)
+    if isinstance(e, Call):
+        return f"{e.head}{e.open}{', '.join(map(flat, e.items))}{e.close}"
+    if isinstance(e, Comprehension):
+        return " ".join([flat(e.element), *map(flat, e.clauses)])
+    raise TypeError(f"not a layout document: {e!r}")
+
+
+def parts(e: Expr) -> list[Expr]:
+    """The documents directly inside a document."""
+    if isinstance(e, Atom):
+        return []
+    if isinstance(e, Prefixed):
+        return [e.value]
+    if isinstance(e, Call):
+        return e.items
+    if isinstance(e, Comprehension):
+        return [e.element, *e.clauses]
+    raise TypeError(f"not a layout document: {e!r}")
+
+
+def has_comment(e: Expr) -> bool:
+    return bool(e.comment) or inner_comment(e)
+
+
+def inner_comment(e: Expr) -> bool:
+    """Whether a comment inside the document forces it onto several lines."""
+    return any(has_comment(part) for part in parts(e))
 
 
 def layout(e: Expr, indent: int, lead: str = "", trail: str = "") -> list[str]:
@@ -99,8 +98,8 @@ def layout(e: Expr, indent: int, lead: str = "", trail: str = "") -> list[str]:
     comment inside forces a break), else split at the last bracket, recursively."""
     pad = " " * indent
     comment = f"  # {e.comment}" if e.comment else ""
-    text = lead + e.flat() + trail
-    if not e.inner_comment() and indent + len(text + comment) <= LINE_LENGTH:
+    text = lead + flat(e) + trail
+    if not inner_comment(e) and indent + len(text + comment) <= LINE_LENGTH:
         return [pad + text + comment]
     prefix = ""
     while isinstance(e, Prefixed):
@@ -120,12 +119,12 @@ def _body(call: Call, indent: int) -> list[str]:
     items = call.items
     if len(items) == 1 and isinstance(items[0], Comprehension):
         comp = items[0]
-        if not comp.has_comment() and indent + len(comp.flat()) <= LINE_LENGTH:
-            return [" " * indent + comp.flat()]
+        if not has_comment(comp) and indent + len(flat(comp)) <= LINE_LENGTH:
+            return [" " * indent + flat(comp)]
         return [line for part in (comp.element, *comp.clauses) for line in layout(part, indent)]
-    joined = ", ".join(i.flat() for i in items)
+    joined = ", ".join(map(flat, items))
     explode = call.collection and len(items) > 1
-    if not explode and not call.inner_comment() and indent + len(joined) <= LINE_LENGTH:
+    if not explode and not inner_comment(call) and indent + len(joined) <= LINE_LENGTH:
         return [" " * indent + joined]
     if len(items) == 1 and not explode:
         return layout(items[0], indent)

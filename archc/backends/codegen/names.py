@@ -135,6 +135,10 @@ class Namespace:
         self.taken.add(name)
         return name
 
+    def reserve(self, name: str) -> None:
+        """Take a name that is given, not chosen (a model parameter's, the spec's own)."""
+        self.taken.add(name)
+
 
 def camel(name: str) -> str:
     """`dense_layer` → `DenseLayer`, `resnet50` → `ResNet50`, `wide_resnet50_2` → `WideResNet50_2`."""
