@@ -10,6 +10,14 @@ arithmetically growing) blocks, so a file grows with block types and stages, not
 Model-level parameters that feed layers directly (found by recompiling the spec with other
 values) become keyword arguments of the model. jinja2 templates lay the file out and a small
 line breaker formats it as `ruff format` would. Nothing here imports torch.
+
+The stages, one module each: `lower` (IR → `terms`, the only reader of IR nodes), `probe`
+(model parameters that feed layers unchanged), `runs` (repeated blocks → arithmetic
+progressions), `generalize` (anti-unification into patterns), `arguments` (holes → named,
+ordered constructor arguments), `classes` (grouping instances into classes), `emit` (patterns →
+layout documents and statements), `layout` (the line breaker), `names` (values, literals, the
+identifier `Namespace`), `render` (views, imports, jinja2 templates), `files` (spec paths in,
+files out, a `WriteResult` back: the CLI prints).
 """
 
 from archc.backends.codegen.files import write_all

@@ -13,11 +13,11 @@ import jinja2
 from archc.backends.codegen.arguments import NO_DEFAULT, Param
 from archc.backends.codegen.classes import ClassDef, build_classes, define, name_classes
 from archc.backends.codegen.emit import Emitter, is_attribute
-from archc.backends.codegen.generalize import Child
 from archc.backends.codegen.layout import Atom, Call, Expr, Prefixed, docstring, layout
 from archc.backends.codegen.lower import BASES, Lowering, weighted_layers
 from archc.backends.codegen.names import LOCALS, Namespace, camel, literal, python_name, shape_text
 from archc.backends.codegen.probe import Probe, probe
+from archc.backends.codegen.terms import Child
 from archc.compiler import Spec
 from archc.outputs import MARKER
 from archc.spec.schema import NAME_RE
