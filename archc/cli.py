@@ -107,7 +107,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_codegen(args: argparse.Namespace) -> int:
     from archc.backends.codegen import write_all
 
-    return write_all(args.specs, Path(args.output), force=args.force)
+    result = write_all(args.specs, Path(args.output), force=args.force)
+    for target in result.written:
+        print(f"wrote {target}")
+    for exc in result.errors:
+        print(exc.format(), file=sys.stderr)
+    return 1 if result.errors else 0
 
 
 @command

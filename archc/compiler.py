@@ -32,6 +32,9 @@ class Spec:
     init: dict[str, dict[str, InitRule]] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    comments: list[str] = field(default_factory=list)  # the file's leading comment block
+    templates: dict[str, Template] = field(default_factory=dict, repr=False)  # blocks it can use
+    document: Document | None = field(default=None, repr=False, compare=False)  # what it compiled
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -145,7 +148,11 @@ def compile_document(doc: Document) -> Spec:
             raise source.error(problem, ("params", key), key=True)
     shape = tuple(header.input)
     tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks), shape)
-    return Spec(header.name, source.file, shape, tree, init, dict(header.params), header.description)
+    templates = {name: block.template for name, block in blocks.items()}
+    return Spec(
+        header.name, source.file, shape, tree, init, dict(header.params), header.description,
+        doc.leading_comments, templates, doc,
+    )  # fmt: skip
 
 
 def load(path: str | Path) -> Spec:

@@ -66,6 +66,17 @@ class Document:
 
     data: Any
     source: SourceMap
+    text: str = field(default="", repr=False)  # the YAML text it was parsed from
+
+    @property
+    def leading_comments(self) -> list[str]:
+        """The comment block the text starts with (a spec's human description), `#` removed."""
+        lines = []
+        for line in self.text.splitlines():
+            if not line.startswith("#"):
+                break
+            lines.append(line[1:].strip())
+        return lines
 
 
 @dataclass
@@ -344,7 +355,7 @@ def load_text(text: str, file: str = "<string>") -> Document:
         raise SpecError(f"invalid YAML: {exc}", Location(file, 1, 1)) from None
     if not builder.done or builder.root is None:
         raise SpecError("spec is empty", Location(file, 1, 1))
-    return Document(builder.root, builder.source)
+    return Document(builder.root, builder.source, text)
 
 
 def load_file(path: str | Path) -> Document:

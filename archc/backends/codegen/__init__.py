@@ -1,0 +1,26 @@
+"""Readable, standalone PyTorch source from a compiled spec (`archc codegen`).
+
+The inferred tree is lowered to construction terms that hold concrete values: `nn.<Layer>`
+calls (from each primitive's own `torch_layer`), containers, and instances of classes-to-be
+(block-template instances, residual and parallel nodes). The instances of one block type are
+anti-unified into one class: what all instances share is written into the class, what differs
+becomes a constructor argument, named after the template parameter (or `in_channels`, ...)
+whose values it matches. Stages and dense blocks become loops over runs of equal (or
+arithmetically growing) blocks, so a file grows with block types and stages, not depth.
+Model-level parameters that feed layers directly (found by recompiling the spec with other
+values) become keyword arguments of the model. jinja2 templates lay the file out and a small
+line breaker formats it as `ruff format` would. Nothing here imports torch.
+
+The stages, one module each: `lower` (IR → `terms`, the only reader of IR nodes), `probe`
+(model parameters that feed layers unchanged), `runs` (repeated blocks → arithmetic
+progressions), `generalize` (anti-unification into patterns), `arguments` (holes → named,
+ordered constructor arguments), `classes` (grouping instances into classes), `emit` (patterns →
+layout documents and statements), `layout` (the line breaker), `names` (values, literals, the
+identifier `Namespace`), `render` (views, imports, jinja2 templates), `files` (spec paths in,
+files out, a `WriteResult` back: the CLI prints).
+"""
+
+from archc.backends.codegen.files import write_all
+from archc.backends.codegen.render import generate
+
+__all__ = ["generate", "write_all"]

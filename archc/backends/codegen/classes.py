@@ -1,0 +1,132 @@
+"""Class grouping: which instances share a generated class, and the classes' names.
+
+Instances are grouped innermost first (a class's arguments feed the classes around it), by
+block type or combinator, then split where anti-unification fails (`partition`). Each group is
+generalised into one `ClassDef` whose holes `arguments.Resolver` turns into constructor
+arguments.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from archc.backends.codegen.arguments import Param, Resolver
+from archc.backends.codegen.generalize import AntiUnifier, Unmergeable, merge_orders
+from archc.backends.codegen.lower import Instance, RepeatedBlocks
+from archc.backends.codegen.names import Namespace, camel
+from archc.backends.codegen.runs import skeleton
+from archc.spec.schema import Template
+
+
+@dataclass(eq=False)
+class ClassDef:
+    """Child generated class: its name, pattern (code with holes) and constructor arguments."""
+
+    name: str
+    kind: str
+    groups: list[tuple[str, list]]
+    params: list[Param]
+    instances: list[Instance]
+    positional: bool
+    doc: str = ""
+
+
+def build_classes(instances: list[Instance], templates: dict[str, Template]) -> list[ClassDef]:
+    """Group instances into classes, innermost first (a class's arguments feed the outer ones)."""
+    classes: list[ClassDef] = []
+    pending = sorted(instances, key=lambda i: (i.height, i.order))
+    heights = sorted({i.height for i in pending})
+    for height in heights:
+        level = [i for i in pending if i.height == height]
+        by_key: dict[tuple, list[Instance]] = {}
+        for inst in level:
+            by_key.setdefault(inst.key, []).append(inst)
+        for key, group in by_key.items():
+            template = templates.get(key[1]) if key[0] == "block" else None
+            for members in partition(group):
+                classes.append(define(members, template))
+    return classes
+
+
+def instance_skeleton(inst: Instance) -> tuple:
+    parts = []
+    for role, items in inst.groups:
+        parts.append((role, tuple(
+            ("rep", e.head) if isinstance(e, RepeatedBlocks) else (e.name if not inst.positional else "", skeleton(e.term))
+            for e in items
+        )))  # fmt: skip
+    return (inst.kind, inst.positional, tuple(parts))
+
+
+def partition(group: list[Instance]) -> list[list[Instance]]:
+    """Instances of one block type, split where their structures cannot share a class.
+
+    Instances with the same skeleton usually merge at once; only odd ones are placed one by one.
+    """
+    by_shape: dict[tuple, list[Instance]] = {}
+    for inst in group:
+        by_shape.setdefault(instance_skeleton(inst), []).append(inst)
+    classes: list[list[Instance]] = []
+    for members in by_shape.values():
+        batches = [members] if mergeable(members) else [[inst] for inst in members]
+        for batch in batches:
+            home = next((cls for cls in classes if mergeable(cls + batch)), None)
+            if home is None:
+                classes.append(list(batch))
+            else:
+                home.extend(batch)
+    return [sorted(cls, key=lambda i: i.order) for cls in classes]
+
+
+def mergeable(instances: list[Instance]) -> bool:
+    try:
+        unify_groups(AntiUnifier(), instances)
+    except Unmergeable:
+        return False
+    return True
+
+
+def unify_groups(unifier: AntiUnifier, instances: list[Instance]) -> list[tuple[str, list]]:
+    first = instances[0]
+    if any(i.kind != first.kind or i.positional != first.positional for i in instances):
+        raise Unmergeable
+    roles = merge_orders([[role for role, _ in i.groups] for i in instances])
+    optional = first.key[0] == "block"  # a block's `if` and automatic projection add layers
+    out = []
+    for role in roles:  # a residual without a shortcut has no shortcut group: all optional there
+        lists = [dict(i.groups).get(role, []) for i in instances]
+        out.append((role, unifier.entries(lists, first.positional, "", optional=optional)))
+    if first.kind == "parallel":
+        for _, entries in out:
+            if all(e.flag is not None for e in entries):
+                raise Unmergeable  # a branch must exist in every instance
+    return out
+
+
+def define(
+    instances: list[Instance], template: Template | None, model_params: dict | None = None
+) -> ClassDef:
+    resolver = Resolver(instances, template, model_params)
+    groups = unify_groups(AntiUnifier(resolver), instances)
+    params = resolver.ordered()
+    for index, inst in enumerate(instances):
+        inst.args = {p.name: p.column[index] for p in params}
+    first = instances[0]
+    klass = ClassDef("", first.kind, groups, params, instances, first.positional)
+    if template is not None:
+        klass.doc = template.doc
+    for inst in instances:
+        inst.klass = klass
+    return klass
+
+
+def name_classes(classes: list[ClassDef], module: Namespace) -> None:
+    """Classes after their block type (`dense_layer` → DenseLayer, then DenseLayer2, ...) or
+    combinator (Residual, Parallel); inline blocks' functions after the block type itself."""
+    counts: Counter = Counter()
+    for klass in sorted(classes, key=lambda k: k.instances[0].order):
+        word = klass.instances[0].key[1]
+        base = word if klass.kind == "inline" else camel(word)
+        counts[base] += 1
+        klass.name = module.create_name(base if counts[base] == 1 else f"{base}{counts[base]}")

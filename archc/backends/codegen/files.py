@@ -1,0 +1,71 @@
+"""Spec files in, generated files out: which specs a path names and writing their code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from archc.backends.codegen.render import display_path, generate
+from archc.compiler import load
+from archc.errors import ArchcError
+from archc.outputs import OutputError, contained, write_atomic, written_by_archc
+
+
+def spec_files(arg: str) -> list[tuple[Path, Path]]:
+    """(spec file, output path relative to the output folder) for a file or a folder."""
+    path = Path(arg)
+    if path.is_dir():
+        found = sorted(
+            f for f in path.rglob("*")
+            if f.suffix in (".yaml", ".yml") and f.is_file()
+            and not any(part.startswith(".") for part in f.relative_to(path).parts)
+        )  # fmt: skip
+        if not found:
+            raise OutputError(f"{arg}: no spec files (*.yaml) in this folder")
+        return [(file, file.relative_to(path).with_suffix(".py")) for file in found]
+    if path.is_file():
+        return [(path, Path(path.stem + ".py"))]
+    raise OutputError(f"{arg}: no such file or folder")
+
+
+@dataclass
+class WriteResult:
+    """What `write_all` did: the files it wrote, those already current, and what failed."""
+
+    written: list[Path] = field(default_factory=list)
+    unchanged: list[Path] = field(default_factory=list)
+    errors: list[ArchcError] = field(default_factory=list)  # a spec, argument or target each
+
+
+def write_all(args: list[str], out: Path, *, force: bool = False) -> WriteResult:
+    """`archc codegen SPEC... -o DIR`: one .py per spec, folders mirrored. A bad argument or
+    spec is recorded and the rest are still written; nothing is printed here."""
+    result = WriteResult()
+    targets: dict[Path, Path] = {}
+    for arg in args:
+        try:
+            jobs = spec_files(arg)
+        except OutputError as exc:
+            result.errors.append(exc)
+            continue
+        for spec_path, relative in jobs:
+            try:
+                target = contained(out, relative)
+                changed = write_one(spec_path, target, targets, force)
+            except ArchcError as exc:
+                result.errors.append(exc)
+                continue
+            (result.written if changed else result.unchanged).append(target)
+    return result
+
+
+def write_one(spec_path: Path, target: Path, targets: dict[Path, Path], force: bool) -> bool:
+    """Generate one spec's file; False when the file was already current (left untouched)."""
+    if target in targets:
+        raise OutputError(f"{spec_path} and {targets[target]} would both write {target}")
+    targets[target] = spec_path
+    text = generate(load(spec_path), display_path(str(spec_path)))
+    if target.is_file() and written_by_archc(target) and target.read_text(encoding="utf-8") == text:
+        return False  # leave the file (and its modification time) alone
+    write_atomic(target, text, force=force)
+    return True

@@ -1,0 +1,282 @@
+"""File assembly: class and model views, the header and factory, imports, jinja2 templates."""
+
+from __future__ import annotations
+
+import io
+import tokenize
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from archc.backends.codegen.arguments import NO_DEFAULT, Param
+from archc.backends.codegen.classes import ClassDef, build_classes, define, name_classes
+from archc.backends.codegen.emit import Emitter, is_attribute
+from archc.backends.codegen.layout import Atom, Call, Expr, Prefixed, docstring, layout
+from archc.backends.codegen.lower import BASES, Lowering, weighted_layers
+from archc.backends.codegen.names import LOCALS, Namespace, camel, literal, python_name, shape_text
+from archc.backends.codegen.probe import Probe, probe
+from archc.backends.codegen.terms import Child
+from archc.compiler import Spec
+from archc.outputs import MARKER
+from archc.spec.schema import NAME_RE
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class ClassView:
+    """What a class template needs, all code already laid out."""
+
+    name: str
+    base: str
+    template: str
+    doc: list[str]
+    signature: list[str]
+    init: list[str]
+    forward: dict = field(default_factory=dict)
+
+
+def signature_items(params: list[Param]) -> list[Expr]:
+    items: list[Expr] = []
+    for p in params:
+        text = f"{p.name}: {p.annotation}"
+        if p.default is not NO_DEFAULT:
+            text += f" = {literal(p.default)}"
+        items.append(Atom(text))
+    return items
+
+
+def signature(name: str, params: list[Param], ret: str, indent: int) -> list[str]:
+    items: list[Expr] = [Atom("self")] if name == "__init__" else []
+    return layout(Call(f"def {name}", items + signature_items(params)), indent, trail=f" -> {ret}:")
+
+
+def class_doc(klass: ClassDef) -> str:
+    if klass.doc:
+        return klass.doc
+    first = klass.instances[0]
+    if first.key[0] == "block":
+        return f"The `{first.key[1]}` block of the spec."
+    if klass.kind == "residual":
+        return "A residual connection: the body's output plus the input (or its projection)."
+    if klass.kind == "gate":
+        return "The input scaled by its body's output (broadcast over it)."
+    return "Branches applied to the same input, their outputs concatenated on channels."
+
+
+def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
+    view = ClassView(
+        klass.name, "nn.Module", f"{klass.kind}.py.j2", docstring(class_doc(klass), 4),
+        signature("__init__", klass.params, "None", 4), [],
+    )  # fmt: skip
+    if klass.kind == "inline":
+        view.template = "function.py.j2"
+        view.signature = layout(
+            Call(f"def {klass.name}", signature_items(klass.params)),
+            0,
+            trail=" -> list[nn.Module]:",
+        )
+        view.init = emitter.sequence_init(klass, 4)
+        view.doc = docstring(class_doc(klass), 4)
+        return view
+    if klass.kind in ("seq", "stage", "dense"):
+        view.base = BASES[klass.kind]
+        view.template = "sequential.py.j2"
+        view.init = emitter.sequence_init(klass)
+        return view
+    view.init = ["        super().__init__()"]
+    for _, entries in klass.groups:
+        view.init += emitter.attributes(entries, 8, none_first=True)
+    groups = dict(klass.groups)  # every child of a residual or parallel is named: no runs
+    if klass.kind == "residual":
+        view.forward = {
+            "body": indent_lines(emitter.chain(groups.get("body", []), "x", "out"), 8),
+            "shortcut": indent_lines(emitter.chain(groups.get("shortcut", []), "x", "identity"), 8)
+            if "shortcut" in groups
+            else [],
+            "post": indent_lines(emitter.chain(groups.get("post", []), "out", "out"), 8),
+        }
+        return view
+    if klass.kind == "gate":
+        view.forward = {"body": indent_lines(emitter.chain(groups.get("body", []), "x", "out"), 8)}
+        return view
+    forward = Namespace(LOCALS)
+    names, branches = [], []
+    for role, entries in klass.groups:
+        var = forward.create_name(role if NAME_RE.match(role) else f"branch{role}")
+        names.append(var)
+        branches.append(indent_lines(emitter.chain(entries, "x", var), 8))
+    cat = Call(
+        "torch.cat", [Call("", [Atom(v) for v in names], "[", "]", collection=True), Atom("1")]
+    )
+    view.forward = {"branches": branches, "cat": layout(cat, 8, lead="return ")}
+    return view
+
+
+def indent_lines(lines: list[str], indent: int) -> list[str]:
+    return [" " * indent + line for line in lines]
+
+
+def init_lines(spec: Spec, indent: int) -> list[str]:
+    """The spec's init rules as torchvision writes them: one pass over self.modules()."""
+    kinds = weighted_layers(spec.tree, set(spec.init))
+    lines: list[str] = []
+    pad = " " * indent
+    for kind, rules in spec.init.items():
+        nodes = kinds.get(kind)
+        active = {t: r for t, r in rules.items() if r.kind != "default"}
+        if not nodes or not active:
+            continue
+        classes = list(dict.fromkeys(n.cls for n in nodes))
+        test = (
+            f"nn.{classes[0]}"
+            if len(classes) == 1
+            else "(" + ", ".join(f"nn.{c}" for c in classes) + ")"
+        )
+        body = []
+        for tensor, rule in active.items():
+            has = [n.has_bias if tensor == "bias" else n.has_weight for n in nodes]
+            if not any(has):
+                continue
+            args = "".join(f", {k}={literal(v)}" for k, v in rule.args.items())
+            call = f"nn.init.{rule.kind}_(m.{tensor}{args})"
+            body += [f"if m.{tensor} is not None:", f"    {call}"] if not all(has) else [call]
+        if body:
+            lines.append(pad + f"    {'elif' if lines else 'if'} isinstance(m, {test}):")
+            lines += [pad + "        " + line for line in body]
+    return [pad + "for m in self.modules():", *lines] if lines else []
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def display_path(file: str) -> str:
+    path = Path(file)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except (ValueError, OSError):
+        return path.name
+
+
+def generate(spec: Spec, source: str | None = None) -> str:
+    """The standalone PyTorch source for a compiled spec (deterministic, ruff-formatted)."""
+    found = probe(spec)
+    lowering = Lowering(found.tags)
+    root = lowering.instance(spec.tree, ("model",), "model")
+    blocks = [i for i in lowering.instances if i is not root]
+    classes = build_classes(blocks, spec.templates)
+    model = define([root], None, {n: spec.params[n] for n in found.exposed})
+    module = Namespace()
+    model.name = module.create_name(camel(spec.name))
+    stem = Path(spec.file).stem  # the function is named after the file, as torchvision's are
+    factory = module.create_name(
+        stem if NAME_RE.match(stem) and python_name(stem) == stem else spec.name
+    )
+    name_classes(classes, module)
+
+    emitter = Emitter()
+    body = (
+        environment()
+        .get_template("body.py.j2")
+        .render(
+            classes=[class_view(k, emitter) for k in classes],
+            model=model_class(spec, model, emitter, found),
+            factory=factory_lines(factory, model, found, spec),
+        )
+    )
+    helpers = [environment().get_template("dense.py.j2").render()] if "Dense" in names(body) else []
+    return (
+        environment()
+        .get_template("module.py.j2")
+        .render(
+            header=header(spec, source, found),
+            imports=imports(names("".join([*helpers, body]))),
+            helpers=helpers,
+            body=body,
+        )
+    )
+
+
+def names(code: str) -> set[str]:
+    """The identifiers Python code uses (not the words inside its strings and comments)."""
+    tokens = tokenize.generate_tokens(io.StringIO(code).readline)
+    return {token.string for token in tokens if token.type == tokenize.NAME}
+
+
+def imports(used: set[str]) -> list[list[str]]:
+    """The import groups, as isort orders them, for the names a generated file uses: the
+    one place that decides what a file imports."""
+    stdlib = ["from collections import OrderedDict"] if "OrderedDict" in used else []
+    torch = ["import torch"] if "torch" in used else []
+    return [group for group in (stdlib, [*torch, "from torch import nn"]) if group]
+
+
+def header(spec: Spec, source: str | None, found: Probe) -> list[str]:
+    where = source or display_path(spec.file)
+    parts = [f"{MARKER} from {where}: edit the spec, not this file."]
+    description = spec.description or "\n".join(spec.comments)
+    if description:
+        parts.append(description)
+    macs = (
+        f"{spec.macs:,} MACs ({spec.macs / 1e9:.2f} G)"
+        if spec.macs >= 1e8
+        else f"{spec.macs:,} MACs"
+    )
+    parts.append(
+        f"Model {spec.name}: input {shape_text(spec.input_shape)}, output {shape_text(spec.output_shape)}; "
+        f"{spec.param_count:,} parameters, {macs}."
+    )
+    return docstring("\n\n".join(parts), 0)
+
+
+def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe) -> ClassView:
+    entries = model.groups[0][1]
+    explicit = (
+        all(isinstance(e, Child) and is_attribute(e.name) for e in entries) and not model.positional
+    )
+    doc = f"The {spec.name} network: {shape_text(spec.input_shape)} in, {shape_text(spec.output_shape)} out."
+    view = ClassView(
+        model.name, "nn.Module" if explicit else "nn.Sequential", "model.py.j2",
+        docstring(doc, 4), signature("__init__", model.params, "None", 4), [],
+    )  # fmt: skip
+    if explicit:
+        view.init = ["        super().__init__()"] + emitter.attributes(
+            entries, 8, none_first=False
+        )
+        view.forward = {
+            "lines": [
+                line
+                for e in entries
+                for line in layout(
+                    Call(f"self.{e.name}", [Atom("x")], comment=shape_text(e.out_shape)),
+                    8,
+                    lead="x = ",
+                )
+            ]
+        }
+    else:
+        view.init = emitter.sequence_init(model, comments=True)
+    view.forward["init"] = init_lines(spec, 8)
+    return view
+
+
+def factory_lines(name: str, model: ClassDef, found: Probe, spec: Spec) -> list[str]:
+    lines = signature(name, model.params, model.name, 0)
+    doc = f"{spec.name} with freshly initialised weights."
+    if found.fixed:
+        settings = ", ".join(f"{n}={literal(spec.params[n])}" for n in found.fixed)
+        doc += f"\n\nFixed in this file: {settings} (change the spec and regenerate)."
+    lines += docstring(doc, 4)
+    call = Call(model.name, [Prefixed(f"{p.name}=", Atom(p.name)) for p in model.params])
+    return lines + layout(call, 4, lead="return ")
