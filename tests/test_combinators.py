@@ -37,6 +37,30 @@ def test_readme_lists_exactly_the_registry_combinators():
     assert rows_ == expected
 
 
+def test_backends_name_no_combinator():
+    """Backends reach each combinator's part through the registry: no string in their code is a
+    combinator kind (docstrings and comments aside)."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "archc" / "backends").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+        }
+        found += [
+            f"{path.relative_to(ROOT)}:{n.lineno}: {n.value!r}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and n.value in COMBINATORS and id(n) not in docs
+        ]
+    assert found == []
+
+
 def test_se_gate_matches_torchvision_squeeze_excitation():
     ops = pytest.importorskip("torchvision.ops")
     spec = archc.loads(SE)

@@ -3,16 +3,20 @@
 A combinator is one class, the way a primitive is: how its spec form expands (options schema,
 children, the static shape / parameter / MAC rule), the extra activation memory it makes, which
 of its children run one after another (what `--fuse` may fold), how its tensors flow in a
-diagram, and the torch module that runs it. Backends reach each part through `COMBINATORS`,
-keyed by kind; none has a list of combinator names.
+diagram, the torch module that runs it, and how generated code writes it (`codegen`, a
+`CodegenForm`). Backends reach each part through `COMBINATORS`, keyed by kind; none has a list
+of combinator names.
 
-Nothing here imports torch or graphviz: `build` imports its torch module lazily (the classes
-live in archc.backends.torch_modules), and `draw` receives the drawing to add to.
+Nothing here imports torch, graphviz or jinja2: `build` imports its torch module lazily (the
+classes live in archc.backends.torch_modules), `draw` receives the drawing to add to, and a
+`CodegenForm.forward` receives the writer of a generated forward method.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from archc import infer
 from archc.ir import Node, splice
@@ -20,6 +24,55 @@ from archc.primitives import Shape
 
 if TYPE_CHECKING:  # pragma: no cover
     from archc.expand import Expander, Scope
+
+
+class ForwardWriter(Protocol):
+    """What a `CodegenForm.forward` writes a generated `forward(self, x)` with (the codegen
+    backend implements it). Children are already grouped (`CodegenForm.groups`) and built."""
+
+    groups: list[str]  # the class's group names, in order (a merged class: every instance's)
+
+    def chain(self, group: str, source: str, var: str) -> None:
+        """Apply `group`'s modules in turn to the variable `source`, the result in `var` (`var =
+        source` when the group is empty or absent)."""
+
+    def local(self, name: str) -> str:
+        """A local variable named `name`, or a close variant no other local has."""
+
+    def line(self, statement: str) -> None:
+        """One statement of forward's body, as written."""
+
+    def returns(self, function: str, args: list[str | list[str]]) -> None:
+        """`return function(*args)`, laid out to fit; an argument that is a list is written as a
+        list display of its items."""
+
+
+@dataclass(frozen=True)
+class CodegenForm:
+    """How generated code writes a combinator; the codegen backend reads nothing else of it.
+
+    A combinator with a `forward` becomes a generated class of its own (a subclass of `base`,
+    its children attributes); one without is written as a `base(...)` container of its
+    children, whose `forward` the base class has (a block template using it becomes a `base`
+    subclass with no forward of its own).
+    """
+
+    base: str = "nn.Sequential"  # the base class, or the container class
+    # The children of a generated class by group (name, nodes), in the order forward uses them;
+    # None: one sequence, in order, inline groups spliced in.
+    groups: Callable[[Node], list[tuple[str, list[Node]]]] | None = None
+    every_group: bool = False  # every instance of one class has every group (no optional one)
+    repeated: bool = False  # its children are the blocks of a repetition (written as runs)
+    first_differs: bool = False  # ... the first carrying the stride and width change
+    doc: str = ""  # the docstring of its class (one a block template did not make)
+    helper: str = ""  # source of the class `base` names, written once into a file using it
+    # Writes forward's body (after `def forward(self, x)`); None: the base class's forward.
+    forward: Callable[[ForwardWriter], None] | None = None
+
+    @property
+    def own_class(self) -> bool:
+        """Each node becomes an instance of a generated class (it needs a forward of its own)."""
+        return self.forward is not None
 
 
 class Combinator:
@@ -33,9 +86,7 @@ class Combinator:
     fill: ClassVar[str] = "#cdbfe3"  # diagram colour of a collapsed box
     inlinable: ClassVar[bool] = False  # may be `inline: true` (a sequence of the parent's layers)
     first_sees_input: ClassVar[bool] = False  # its first child receives its input unchanged
-    # Name of the class-emitting form in archc.backends.codegen (the hook codegen will read
-    # once its combinator forms move here): sequential, residual, parallel, dense, gate.
-    codegen_form: ClassVar[str] = "sequential"
+    codegen: ClassVar[CodegenForm] = CodegenForm()  # how generated code writes it
 
     # ---- the spec: expansion and the static rule ------------------------------------------
 
@@ -103,4 +154,12 @@ def leaf_names(node: Node) -> list[str]:
 from archc.combinators import seq, residual, parallel, repeat, gate  # noqa: E402,F401
 # isort: on
 
-__all__ = ["COMBINATORS", "Combinator", "combinator", "shares_input", "leaf_names"]
+__all__ = [
+    "COMBINATORS",
+    "CodegenForm",
+    "Combinator",
+    "ForwardWriter",
+    "combinator",
+    "shares_input",
+    "leaf_names",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from archc.combinators import Combinator, combinator, shares_input
+from archc.combinators import CodegenForm, Combinator, combinator, shares_input
 from archc.ir import Node, splice
 from archc.primitives import Shape, ShapeError, fmt_shape
 
@@ -19,6 +19,12 @@ def broadcast(input_shape: Shape, scale: Shape) -> Shape:
     return input_shape
 
 
+def forward(w) -> None:
+    """out = body(x); return x * out (broadcast)."""
+    w.chain("body", "x", "out")
+    w.line("return x * out")
+
+
 @combinator
 class Gate(Combinator):
     kind = "gate"
@@ -29,7 +35,12 @@ class Gate(Combinator):
     )
     fill = "#f9cb9c"
     first_sees_input = True
-    codegen_form = "gate"
+    codegen = CodegenForm(
+        base="nn.Module",
+        groups=lambda node: [("body", node.children)],
+        doc="The input scaled by its body's output (broadcast over it).",
+        forward=forward,
+    )
 
     def expand(self, x, raw, path, name, scope, shape) -> Node:
         body = x.children(raw, path, scope, shape, chain=True, role="body")

@@ -5,9 +5,19 @@ from __future__ import annotations
 import math
 
 from archc import infer
-from archc.combinators import Combinator, combinator, leaf_names, shares_input
+from archc.combinators import CodegenForm, Combinator, combinator, leaf_names, shares_input
 from archc.ir import Node, splice
 from archc.primitives import ShapeError
+from archc.spec.schema import NAME_RE
+
+
+def forward(w) -> None:
+    """Each branch on x into a local named after it; return their concatenation."""
+    outs = []
+    for branch in w.groups:
+        outs.append(w.local(branch if NAME_RE.match(branch) else f"branch{branch}"))
+        w.chain(branch, "x", outs[-1])
+    w.returns("torch.cat", [outs, "1"])
 
 
 @combinator
@@ -16,7 +26,13 @@ class Parallel(Combinator):
     syntax = "`parallel: {branch: node, ...}`"
     meaning = "branches on the same input, concatenated on channels (Inception)"
     fill = "#eab0c4"
-    codegen_form = "parallel"
+    codegen = CodegenForm(
+        base="nn.Module",
+        groups=lambda node: [(branch.name, [branch]) for branch in node.children],
+        every_group=True,  # a branch missing from one instance changes the concatenation
+        doc="Branches applied to the same input, their outputs concatenated on channels.",
+        forward=forward,
+    )
 
     def expand(self, x, raw, path, name, scope, shape) -> Node:
         branches = x.children(raw, path, scope, shape, chain=False)

@@ -6,7 +6,7 @@ import difflib
 import math
 
 from archc import infer
-from archc.combinators import Combinator, combinator, shares_input
+from archc.combinators import CodegenForm, Combinator, combinator, shares_input
 from archc.combinators.seq import Seq
 from archc.ir import Node
 from archc.primitives import ShapeError
@@ -34,6 +34,7 @@ def repeat(x, raw, path, scope, what):
 class Stage(Seq):
     kind = "stage"
     options = Repeat
+    codegen = CodegenForm(repeated=True, first_differs=True)
     syntax = "`stage: {block, depth, names, start, ...args}`"
     meaning = (
         "a block repeated `depth` times; `stride` applies to the first block only; children "
@@ -71,6 +72,17 @@ class Stage(Seq):
         return self.finish(node, children[0].in_shape, shape)
 
 
+# The class generated code runs a dense block with (nn.Sequential's forward, concatenating).
+DENSE = '''class Dense(nn.Sequential):
+    """Dense connectivity (DenseNet): each layer's output is concatenated onto its input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = torch.cat([x, layer(x)], 1)
+        return x
+'''
+
+
 @combinator
 class Dense(Combinator):
     kind = "dense"
@@ -78,7 +90,7 @@ class Dense(Combinator):
     syntax = "`dense: {block, depth, names, start, ...args}`"
     meaning = "DenseNet: each layer's output concatenated to its input"
     fill = "#9fd8cf"
-    codegen_form = "dense"
+    codegen = CodegenForm(base="Dense", repeated=True, helper=DENSE)
 
     def expand(self, x, raw, path, name, scope, shape) -> Node:
         spec, block, args = repeat(x, raw, path, scope, "dense")

@@ -6,13 +6,36 @@ import math
 from dataclasses import replace
 
 from archc import infer
-from archc.combinators import Combinator, combinator, leaf_names, shares_input
+from archc.combinators import CodegenForm, Combinator, combinator, leaf_names, shares_input
 from archc.ir import Node, splice
 from archc.primitives import ShapeError
 from archc.spec.schema import Projection, check_name
 from archc.spec.schema import Residual as Options
 
 ROLES = ("body", "shortcut", "post")
+
+
+def by_role(children: list[Node]) -> list[tuple[str, list[Node]]]:
+    """Consecutive children of one role together, in order (body, post, shortcut)."""
+    groups: list[tuple[str, list[Node]]] = []
+    for child in children:
+        if groups and groups[-1][0] == child.role:
+            groups[-1][1].append(child)
+        else:
+            groups.append((child.role, [child]))
+    return groups
+
+
+def forward(w) -> None:
+    """out = post(body(x) + shortcut(x)), the shortcut being x itself when there is none."""
+    w.chain("body", "x", "out")
+    if "shortcut" in w.groups:
+        w.chain("shortcut", "x", "identity")
+        w.line("out = out + identity")
+    else:
+        w.line("out = out + x")
+    w.chain("post", "out", "out")
+    w.line("return out")
 
 
 @combinator
@@ -27,7 +50,12 @@ class Residual(Combinator):
     )
     options = Options
     fill = "#9fc5e8"
-    codegen_form = "residual"
+    codegen = CodegenForm(
+        base="nn.Module",
+        groups=lambda node: by_role(node.children),
+        doc="A residual connection: the body's output plus the input (or its projection).",
+        forward=forward,
+    )
 
     def expand(self, x, raw, path, name, scope, shape) -> Node:
         spec = x.validate(

@@ -1,8 +1,12 @@
 """Readable, standalone PyTorch source from a compiled spec (`archc codegen`).
 
 The inferred tree is lowered to construction terms that hold concrete values: `nn.<Layer>`
-calls (from each primitive's own `torch_layer`), containers, and instances of classes-to-be
-(block-template instances, residual and parallel nodes). The instances of one block type are
+calls (from each primitive's own `torch_layer`; archc's own module classes are written into
+the file), containers, and instances of classes-to-be (block-template instances, nodes of a
+combinator with a forward of its own). What each combinator becomes (container or class, its
+base class, how its children are grouped, its forward, its docstring, a helper class such as
+`Dense`) is its `CodegenForm` (`archc.combinators`): nothing here names a combinator. The
+instances of one block type are
 anti-unified into one class: what all instances share is written into the class, what differs
 becomes a constructor argument, named after the template parameter (or `in_channels`, ...)
 whose values it matches. Stages and dense blocks become loops over runs of equal (or
@@ -16,7 +20,7 @@ The stages, one module each: `lower` (IR → `terms`, the only reader of IR node
 progressions), `generalize` (anti-unification into patterns), `arguments` (holes → named,
 ordered constructor arguments), `classes` (grouping instances into classes), `emit` (patterns →
 layout documents and statements), `layout` (the line breaker), `names` (values, literals, the
-identifier `Namespace`), `render` (views, imports, jinja2 templates), `files` (spec paths in,
+identifier `Namespace`), `render` (views, the `ForwardWriter` combinators write forward with, imports, jinja2 templates), `files` (spec paths in,
 files out, a `WriteResult` back: the CLI prints).
 """
 

@@ -16,6 +16,8 @@ from archc.backends.codegen.generalize import AntiUnifier, Unmergeable, merge_or
 from archc.backends.codegen.lower import Instance, RepeatedBlocks
 from archc.backends.codegen.names import Namespace, camel
 from archc.backends.codegen.runs import skeleton
+from archc.backends.codegen.terms import INLINE
+from archc.combinators import CodegenForm
 from archc.spec.schema import Template
 
 
@@ -30,6 +32,7 @@ class ClassDef:
     instances: list[Instance]
     positional: bool
     doc: str = ""
+    form: CodegenForm = CodegenForm()  # how its combinator is written
 
 
 def build_classes(instances: list[Instance], templates: dict[str, Template]) -> list[ClassDef]:
@@ -97,10 +100,10 @@ def unify_groups(unifier: AntiUnifier, instances: list[Instance]) -> list[tuple[
     for role in roles:  # a residual without a shortcut has no shortcut group: all optional there
         lists = [dict(i.groups).get(role, []) for i in instances]
         out.append((role, unifier.entries(lists, first.positional, "", optional=optional)))
-    if first.kind == "parallel":
+    if first.form.every_group:
         for _, entries in out:
             if all(e.flag is not None for e in entries):
-                raise Unmergeable  # a branch must exist in every instance
+                raise Unmergeable  # e.g. a branch must exist in every instance
     return out
 
 
@@ -113,7 +116,7 @@ def define(
     for index, inst in enumerate(instances):
         inst.args = {p.name: p.column[index] for p in params}
     first = instances[0]
-    klass = ClassDef("", first.kind, groups, params, instances, first.positional)
+    klass = ClassDef("", first.kind, groups, params, instances, first.positional, form=first.form)
     if template is not None:
         klass.doc = template.doc
     for inst in instances:
@@ -123,10 +126,10 @@ def define(
 
 def name_classes(classes: list[ClassDef], module: Namespace) -> None:
     """Classes after their block type (`dense_layer` → DenseLayer, then DenseLayer2, ...) or
-    combinator (Residual, Parallel); inline blocks' functions after the block type itself."""
+    combinator kind (Residual, Gate); inline blocks' functions after the block type itself."""
     counts: Counter = Counter()
     for klass in sorted(classes, key=lambda k: k.instances[0].order):
         word = klass.instances[0].key[1]
-        base = word if klass.kind == "inline" else camel(word)
+        base = word if klass.kind == INLINE else camel(word)
         counts[base] += 1
         klass.name = module.create_name(base if counts[base] == 1 else f"{base}{counts[base]}")

@@ -16,6 +16,7 @@ from archc.backends.codegen.arguments import NO_DEFAULT
 from archc.backends.codegen.layout import Atom, Call, Comprehension, Expr, Prefixed, flat, layout
 from archc.backends.codegen.names import MISSING, literal, same, shape_text
 from archc.backends.codegen.terms import (
+    INLINE,
     Child,
     ClassCall,
     Container,
@@ -92,7 +93,7 @@ class Emitter:
         if isinstance(p, LayerCall):
             items: list[Expr] = [Atom(value_text(h, loop)) for h in p.args]
             items += [Prefixed(f"{k}=", Atom(value_text(h, loop))) for k, h in p.kwargs.items()]
-            return Call(f"nn.{p.cls}", items)
+            return Call(p.ref, items)
         if isinstance(p, ClassCall):
             items = []
             for param in p.klass.params:
@@ -103,7 +104,7 @@ class Emitter:
                 elif not same(constant(hole), param.default):
                     items.append(Prefixed(f"{param.name}=", Atom(text)))
             call = Call(p.klass.name, items)
-            return Prefixed("*", call) if p.klass.kind == "inline" else call
+            return Prefixed("*", call) if p.klass.kind == INLINE else call
         if not isinstance(p, Container):
             unknown(p)
         if p.positional:
@@ -260,7 +261,7 @@ class Emitter:
             return [" " * indent + "super().__init__()"] + self.attributes(
                 entries, indent, none_first=False, comments=comments
             )
-        function = klass.kind == "inline"
+        function = klass.kind == INLINE
         names = {p.name for p in klass.params}
         lines, var = self.list_statements(
             entries, "layers" if "layers" not in names else "modules", indent

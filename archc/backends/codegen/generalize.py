@@ -87,7 +87,7 @@ class AntiUnifier:
 
     def leaf(self, terms: list, present: list, origin: str) -> LayerCall:
         first = present[0]
-        if any(t.cls != first.cls or len(t.args) != len(first.args) for t in present):
+        if any(t.ref != first.ref or len(t.args) != len(first.args) for t in present):
             raise Unmergeable
         names = ARG_NAMES.get(first.cls, ())
         args = [
@@ -114,7 +114,7 @@ class AntiUnifier:
                 for t in terms
             ]
             kwargs[key] = self.hole(column, f"{origin}_{key}")
-        return LayerCall(first.cls, args, kwargs)
+        return LayerCall(first.cls, args, kwargs, own=first.own)
 
     def entries(self, lists: list, positional: bool, origin: str, *, optional: bool) -> list:
         """Align entries by name (or position), Reps by position; an entry some lack is optional."""

@@ -2,7 +2,8 @@
 
 This is the one module of the codegen backend that reads the IR (`archc.ir.Node`): its kind,
 template, children, inline, role, params, primitive and shapes (`ir.splice` flattens inline
-groups). Everything after it works on terms, so a change to the IR touches this file alone.
+groups). What a combinator's node becomes is its `CodegenForm` (`node.combinator.codegen`):
+a class of its own or a container, its children grouped as it says. Everything after it works on terms, so a change to the IR touches this file alone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from archc.backends.codegen.names import MISSING, Var
 from archc.backends.codegen.terms import (
+    INLINE,
     Child,
     ClassCall,
     Container,
@@ -23,8 +25,6 @@ from archc.backends.codegen.terms import (
 )
 from archc.ir import Node, splice
 from archc.primitives import pair_or_int
-
-BASES = {"seq": "nn.Sequential", "stage": "nn.Sequential", "dense": "Dense", "model": "nn.Module"}
 
 
 def field_value(params: Any, name: str) -> Any:
@@ -44,21 +44,18 @@ class Lowering:
     def __init__(self, tags: dict[str, dict]):
         self.tags = tags
         self.instances: list[Instance] = []
+        self.own: list[str] = []  # archc's own module classes the layers use, as met
 
     def term(self, node: Node) -> Any:
         if node.is_primitive:
             return self.leaf(node)
-        if node.kind in ("residual", "parallel", "gate") or node.template is not None:
-            return ClassCall(
-                self.instance(
-                    node,
-                    ("block", node.template.name)
-                    if node.template is not None
-                    else ("kind", node.kind),
-                )
-            )
+        form = node.combinator.codegen
+        if node.template is not None:
+            return ClassCall(self.instance(node, ("block", node.template.name)))
+        if form.own_class:
+            return ClassCall(self.instance(node, ("kind", node.kind)))
         positional = is_positional(node)
-        return Container(BASES[node.kind], positional, self.entries(node, positional))
+        return Container(form.base, positional, self.entries(node, positional))
 
     def leaf(self, node: Node) -> LayerCall:
         layer = node.primitive.torch_layer(node.params, node.in_shape)
@@ -68,7 +65,9 @@ class Lowering:
         for k in tags:  # a model parameter at its default value: torch_layer left it out
             if isinstance(k, str) and k not in kwargs:
                 kwargs[k] = Var(tags[k], field_value(node.params, k))
-        return LayerCall(layer.cls, args, kwargs, node.params)
+        if layer.own and layer.cls not in self.own:
+            self.own.append(layer.cls)
+        return LayerCall(layer.cls, args, kwargs, node.params, own=layer.own)
 
     def instance(self, node: Node, key: tuple, kind: str | None = None) -> Instance:
         inst = Instance(
@@ -78,18 +77,16 @@ class Lowering:
             node.out_shape,
             node.template.args if node.template is not None else None,
             order=len(self.instances),
+            form=node.combinator.codegen,
         )
         self.instances.append(inst)
-        if inst.kind in ("residual", "gate"):
-            for child in node.children:
-                if inst.groups and inst.groups[-1][0] == child.role:
-                    inst.groups[-1][1].extend(self.flat(child))
-                else:
-                    inst.groups.append((child.role, self.flat(child)))
-        elif inst.kind == "parallel":
-            inst.groups = [(child.name, self.flat(child)) for child in node.children]
+        if inst.form.groups is not None:
+            inst.groups = [
+                (name, [one for child in group for one in self.flat(child)])
+                for name, group in inst.form.groups(node)
+            ]
         else:  # an inline block spliced into a numbered list is numbered too
-            inst.positional = inst.kind == "inline" or is_positional(node)
+            inst.positional = inst.kind == INLINE or is_positional(node)
             inst.groups = [("", self.entries(node, inst.positional))]
         inst.height = 1 + max((m.inst.height for m in makes(inst.groups)), default=0)
         return inst
@@ -97,10 +94,9 @@ class Lowering:
     def entries(self, node: Node, positional: bool) -> list:
         """A container's children, stages and dense blocks as RepeatedBlocks, inline groups spliced in:
         an inline block in a numbered list as a call of a function returning its layers."""
-        if node.kind in ("dense", "stage"):
-            return [
-                RepeatedBlocks([self.flat(c) for c in node.children], head=node.kind == "stage")
-            ]
+        form = node.combinator.codegen
+        if form.repeated:
+            return [RepeatedBlocks([self.flat(c) for c in node.children], head=form.first_differs)]
         out: list = []
         for child in node.children:
             if not child.inline:
@@ -109,7 +105,7 @@ class Lowering:
                 out.append(
                     Child(
                         child.name,
-                        ClassCall(self.instance(child, ("block", child.template.name), "inline")),
+                        ClassCall(self.instance(child, ("block", child.template.name), INLINE)),
                         child.out_shape,
                     )
                 )
@@ -165,6 +161,11 @@ class WeightedLayer:
     cls: str
     has_weight: bool
     has_bias: bool
+    own: bool = False
+
+    @property
+    def ref(self) -> str:
+        return self.cls if self.own else f"nn.{self.cls}"
 
 
 def weighted_layers(tree: Node, kinds: set[str]) -> dict[str, list[WeightedLayer]]:
@@ -172,8 +173,8 @@ def weighted_layers(tree: Node, kinds: set[str]) -> dict[str, list[WeightedLayer
     out: dict[str, list[WeightedLayer]] = {}
     for node in tree.walk():
         if node.is_primitive and node.kind in kinds:
-            cls = node.primitive.torch_layer(node.params, node.in_shape).cls
+            layer = node.primitive.torch_layer(node.params, node.in_shape)
             has = node.param_count > 0
             bias = has and getattr(node.params, "bias", True) is not False
-            out.setdefault(node.kind, []).append(WeightedLayer(cls, has, bias))
+            out.setdefault(node.kind, []).append(WeightedLayer(layer.cls, has, bias, layer.own))
     return out

@@ -16,10 +16,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from archc.combinators import COMBINATORS
 from archc.spec.schema import NAME_RE
 
-# Names the generated code uses itself; spec names that collide get another spelling.
-TAKEN = frozenset({"self", "m", "i", "_", "torch", "nn", "OrderedDict", "Dense"})
+# Names the generated code uses itself (with the helper classes combinators bring, `Dense`);
+# spec names that collide get another spelling.
+TAKEN = frozenset({"self", "m", "i", "_", "torch", "nn", "OrderedDict"}) | {
+    c.codegen.base for c in COMBINATORS.values() if c.codegen.helper
+}
 LOCALS = frozenset({"x", "out", "identity"})  # forward's own variables
 ARG_NAMES = {  # positional arguments of the nn layers archc emits, for naming constructor args
     "Conv2d": ("in_channels", "out_channels"),

@@ -14,10 +14,11 @@ from archc.backends.codegen.arguments import NO_DEFAULT, Param
 from archc.backends.codegen.classes import ClassDef, build_classes, define, name_classes
 from archc.backends.codegen.emit import Emitter, is_attribute
 from archc.backends.codegen.layout import Atom, Call, Expr, Prefixed, docstring, layout
-from archc.backends.codegen.lower import BASES, Lowering, weighted_layers
+from archc.backends.codegen.lower import Lowering, weighted_layers
 from archc.backends.codegen.names import LOCALS, Namespace, camel, literal, python_name, shape_text
 from archc.backends.codegen.probe import Probe, probe
-from archc.backends.codegen.terms import Child
+from archc.backends.codegen.terms import INLINE, MODEL, Child
+from archc.combinators import COMBINATORS
 from archc.compiler import Spec
 from archc.outputs import MARKER
 from archc.spec.schema import NAME_RE
@@ -59,19 +60,46 @@ def class_doc(klass: ClassDef) -> str:
     first = klass.instances[0]
     if first.key[0] == "block":
         return f"The `{first.key[1]}` block of the spec."
-    if klass.kind == "residual":
-        return "A residual connection: the body's output plus the input (or its projection)."
-    if klass.kind == "gate":
-        return "The input scaled by its body's output (broadcast over it)."
-    return "Branches applied to the same input, their outputs concatenated on channels."
+    return klass.form.doc
+
+
+class ForwardWriter:
+    """The body of a generated class's forward, written by its combinator's `CodegenForm.forward`
+    (the `archc.combinators.ForwardWriter` protocol) from the class's grouped children."""
+
+    def __init__(self, groups: list[tuple[str, list]], emitter: Emitter, indent: int = 8):
+        self.entries = dict(groups)  # every child of such a class is named: no runs
+        self.groups = list(self.entries)
+        self.emitter, self.indent = emitter, indent
+        self.names = Namespace(LOCALS)
+        self.lines: list[str] = []
+
+    def chain(self, group: str, source: str, var: str) -> None:
+        lines = self.emitter.chain(self.entries.get(group, []), source, var)
+        self.lines += indent_lines(lines, self.indent)
+
+    def local(self, name: str) -> str:
+        return self.names.create_name(name)
+
+    def line(self, statement: str) -> None:
+        self.lines.append(" " * self.indent + statement)
+
+    def returns(self, function: str, args: list[str | list[str]]) -> None:
+        items: list[Expr] = [
+            Call("", [Atom(a) for a in arg], "[", "]", collection=True)
+            if isinstance(arg, list)
+            else Atom(arg)
+            for arg in args
+        ]
+        self.lines += layout(Call(function, items), self.indent, lead="return ")
 
 
 def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
     view = ClassView(
-        klass.name, "nn.Module", f"{klass.kind}.py.j2", docstring(class_doc(klass), 4),
+        klass.name, klass.form.base, "class.py.j2", docstring(class_doc(klass), 4),
         signature("__init__", klass.params, "None", 4), [],
     )  # fmt: skip
-    if klass.kind == "inline":
+    if klass.kind == INLINE:
         view.template = "function.py.j2"
         view.signature = layout(
             Call(f"def {klass.name}", signature_items(klass.params)),
@@ -81,37 +109,15 @@ def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
         view.init = emitter.sequence_init(klass, 4)
         view.doc = docstring(class_doc(klass), 4)
         return view
-    if klass.kind in ("seq", "stage", "dense"):
-        view.base = BASES[klass.kind]
-        view.template = "sequential.py.j2"
+    if klass.form.forward is None:  # the base class runs the children
         view.init = emitter.sequence_init(klass)
         return view
     view.init = ["        super().__init__()"]
     for _, entries in klass.groups:
         view.init += emitter.attributes(entries, 8, none_first=True)
-    groups = dict(klass.groups)  # every child of a residual or parallel is named: no runs
-    if klass.kind == "residual":
-        view.forward = {
-            "body": indent_lines(emitter.chain(groups.get("body", []), "x", "out"), 8),
-            "shortcut": indent_lines(emitter.chain(groups.get("shortcut", []), "x", "identity"), 8)
-            if "shortcut" in groups
-            else [],
-            "post": indent_lines(emitter.chain(groups.get("post", []), "out", "out"), 8),
-        }
-        return view
-    if klass.kind == "gate":
-        view.forward = {"body": indent_lines(emitter.chain(groups.get("body", []), "x", "out"), 8)}
-        return view
-    forward = Namespace(LOCALS)
-    names, branches = [], []
-    for role, entries in klass.groups:
-        var = forward.create_name(role if NAME_RE.match(role) else f"branch{role}")
-        names.append(var)
-        branches.append(indent_lines(emitter.chain(entries, "x", var), 8))
-    cat = Call(
-        "torch.cat", [Call("", [Atom(v) for v in names], "[", "]", collection=True), Atom("1")]
-    )
-    view.forward = {"branches": branches, "cat": layout(cat, 8, lead="return ")}
+    writer = ForwardWriter(klass.groups, emitter)
+    klass.form.forward(writer)
+    view.forward = {"lines": writer.lines}
     return view
 
 
@@ -129,12 +135,8 @@ def init_lines(spec: Spec, indent: int) -> list[str]:
         active = {t: r for t, r in rules.items() if r.kind != "default"}
         if not nodes or not active:
             continue
-        classes = list(dict.fromkeys(n.cls for n in nodes))
-        test = (
-            f"nn.{classes[0]}"
-            if len(classes) == 1
-            else "(" + ", ".join(f"nn.{c}" for c in classes) + ")"
-        )
+        classes = list(dict.fromkeys(n.ref for n in nodes))
+        test = classes[0] if len(classes) == 1 else "(" + ", ".join(classes) + ")"
         body = []
         for tensor, rule in active.items():
             has = [n.has_bias if tensor == "bias" else n.has_weight for n in nodes]
@@ -173,7 +175,7 @@ def generate(spec: Spec, source: str | None = None) -> str:
     """The standalone PyTorch source for a compiled spec (deterministic, ruff-formatted)."""
     found = probe(spec)
     lowering = Lowering(found.tags)
-    root = lowering.instance(spec.tree, ("model",), "model")
+    root = lowering.instance(spec.tree, ("model",), MODEL)
     blocks = [i for i in lowering.instances if i is not root]
     classes = build_classes(blocks, spec.templates)
     model = define([root], None, {n: spec.params[n] for n in found.exposed})
@@ -195,7 +197,14 @@ def generate(spec: Spec, source: str | None = None) -> str:
             factory=factory_lines(factory, model, found, spec),
         )
     )
-    helpers = [environment().get_template("dense.py.j2").render()] if "Dense" in names(body) else []
+    used = names(body)
+    helpers = list(  # the classes the file's containers need, once each
+        dict.fromkeys(
+            c.codegen.helper
+            for c in COMBINATORS.values()
+            if c.codegen.helper and c.codegen.base in used
+        )
+    )
     return (
         environment()
         .get_template("module.py.j2")

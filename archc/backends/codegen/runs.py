@@ -72,7 +72,8 @@ def with_values(term: Any, new: Iterator) -> Any:
     """`term` with its values (in `values` order) replaced from `new`."""
     if isinstance(term, LayerCall):
         args = [next(new) for _ in term.args]
-        return LayerCall(term.cls, args, {k: next(new) for k in term.kwargs}, term.params)
+        kwargs = {k: next(new) for k in term.kwargs}
+        return LayerCall(term.cls, args, kwargs, term.params, own=term.own)
     if isinstance(term, ClassCall):
         return ClassCall(term.inst, {k: next(new) for k in term.values})
     if isinstance(term, Container):

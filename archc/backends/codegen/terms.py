@@ -6,8 +6,11 @@ same classes with a `Hole` wherever the instances of a class differ. A pass over
 one isinstance ladder that ends in `raise TypeError` (see `unknown`).
 
 - `LayerCall`: `nn.<cls>(*args, **kwargs)` for one primitive.
-- `ClassCall`: a call of a generated class (a block instance, a residual or parallel node).
-- `Container`: `nn.Sequential` (or `Dense`) over its entries.
+- `LayerCall` of an `own` class: archc's own module class (its source goes into the file).
+- `ClassCall`: a call of a generated class (a block instance, a node of a combinator with a
+  forward of its own).
+- `Container`: the container class of a combinator without one (`nn.Sequential`, ...) over
+  its entries.
 - `Child`: one registered child module in a container's or a class's entries.
 - `RepeatedBlocks` (terms only): a stage's or dense block's units, one per block instance.
 - `Run`, `Runs` (patterns only): what `RepeatedBlocks` generalise to: runs of equal or
@@ -20,9 +23,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from archc.backends.codegen.names import MISSING
+from archc.combinators import CodegenForm
 
 if TYPE_CHECKING:
     from archc.backends.codegen.classes import ClassDef
+
+
+# Instance kinds of codegen's own, beside the combinator kinds: an inline block in a numbered
+# list (written as a function returning its layers, spliced in with `*`), and the model.
+INLINE = "inline"
+MODEL = "model"
 
 
 @dataclass(eq=False)
@@ -40,13 +50,20 @@ class Hole:
 
 @dataclass(eq=False)
 class LayerCall:
-    """`nn.<cls>(*args, **kwargs)`; `params` (terms only): the primitive's parameters, for the
-    keyword arguments `torch_layer` left out at their defaults."""
+    """`nn.<cls>(*args, **kwargs)`, or `<cls>(...)` for archc's `own` module class; `params`
+    (terms only): the primitive's parameters, for the keyword arguments `torch_layer` left out
+    at their defaults."""
 
     cls: str
     args: list
     kwargs: dict
     params: Any = None
+    own: bool = False
+
+    @property
+    def ref(self) -> str:
+        """How generated code names the class."""
+        return self.cls if self.own else f"nn.{self.cls}"
 
 
 @dataclass(eq=False)
@@ -68,7 +85,8 @@ class ClassCall:
 
 @dataclass(eq=False)
 class Container:
-    """nn.Sequential, or Dense for the dense combinator; numbered when `positional`."""
+    """A combinator's container class (`CodegenForm.base`) over entries; numbered when
+    `positional`."""
 
     base: str
     positional: bool
@@ -119,7 +137,7 @@ class Instance:
     """A node that becomes an instance of a generated class, with what classes need of it."""
 
     key: tuple  # ("block", name), ("kind", kind) or ("model",): instances of one key may merge
-    kind: str  # seq, dense, inline, residual, parallel or model
+    kind: str  # the node's combinator kind, or INLINE or MODEL
     in_shape: tuple
     out_shape: tuple
     block_args: dict | None = None
@@ -127,6 +145,7 @@ class Instance:
     positional: bool = False
     height: int = 0
     order: int = 0
+    form: CodegenForm = CodegenForm()  # how its combinator is written
     klass: ClassDef | None = None
     args: dict = field(default_factory=dict)
 
