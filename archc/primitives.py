@@ -64,6 +64,7 @@ class TorchLayer:
     A layer torch.nn does not have (a channels-first LayerNorm, stochastic depth) sets `own`:
     `cls` is then archc's own class in archc/backends/torch_modules.py, which the live build
     imports and generated code carries as source (`own_source`), so neither depends on archc.
+    Such a class is self-contained: it names nothing but torch, nn and OrderedDict.
     """
 
     cls: str

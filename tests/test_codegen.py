@@ -539,6 +539,69 @@ def test_codegen_of_an_in_memory_spec(synthetic_dir):
     assert "def residual_zoo(num_classes: int = 10, slope: float = 0.2) -> ResidualZoo:" in text
 
 
+OWN_MODULE = '''class Affine2d(nn.Module):
+    """A per-channel scale and shift (archc's own module: torch.nn has none)."""
+
+    def __init__(self, num_channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+'''
+
+
+@pytest.mark.skipif(RUFF is None, reason="ruff is not installed")
+def test_a_primitive_with_archc_own_module(tmp_path, monkeypatch):
+    """A layer built by archc's own module class (TorchLayer(own=True)): the generated file
+    carries the class's source once and constructs the layer by its name; live = generated;
+    the file is standalone and ruff-clean."""
+    import archc.primitives as primitives
+    from archc.backends import torch_modules
+
+    file = tmp_path / "own_modules.py"
+    file.write_text("import torch\nfrom torch import nn\n\n\n" + OWN_MODULE)
+    loader = importlib.util.spec_from_file_location("own_modules", file)
+    own = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(own)
+    monkeypatch.setattr(primitives, "TORCH_MODULES", file)  # where own_source reads it
+    monkeypatch.setattr(torch_modules, "Affine2d", own.Affine2d, raising=False)  # the live build
+
+    class Affine(primitives.BatchNorm):  # two parameters per channel, as a batch norm's
+        kind = "affine"
+
+        def torch_layer(self, p, shape):
+            return primitives.TorchLayer("Affine2d", (shape[0],), own=True)
+
+    monkeypatch.setitem(primitives.PRIMITIVES, "affine", Affine())
+    path = tmp_path / "own.yaml"
+    path.write_text(
+        "archc: 1\nname: own\ninput: [3, 16, 16]\n"
+        "blocks:\n  affine2d:\n    params: {width: ~}\n"
+        '    body: [{conv: {out: "${width}", kernel: 3, padding: 1}}, affine, relu]\n'
+        "body:\n  stem: {conv: {out: 8, kernel: 3}}\n  norm: affine\n"
+        "  layer: {stage: {block: affine2d, depth: 3, width: 8}}\n"
+        "  pool: {adaptive_avgpool: 1}\n  flatten: flatten\n  fc: {linear: {out: 4}}\n"
+    )
+    text = generate(archc.load(path))
+    assert text.count("class Affine2d(nn.Module):") == 1
+    assert OWN_MODULE in text
+    assert "Affine2d(8)" in text and "nn.Affine2d" not in text
+    assert "class Affine2d_(nn.Sequential):" in text  # the block's class keeps out of its way
+    assert "archc" not in {
+        n.module.split(".")[0] for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom)
+    }
+    assert_equals_live(path, text)
+    (tmp_path / "gen").mkdir()
+    out = tmp_path / "gen" / "own.py"
+    out.write_text(text)
+    config = ["--config", str(ROOT / "pyproject.toml"), "--no-cache"]
+    for command in (["check"], ["format", "--check", "--diff"]):
+        run = subprocess.run([RUFF, *command, *config, str(out)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+
+
 def test_random_specs_generate_the_live_model(tmp_path):
     """Random valid specs (tests/strategies.py): every primitive and combinator, stages, user
     blocks with `let`, `if` and `inline`; same modules, same seeded weights, same outputs."""

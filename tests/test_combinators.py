@@ -121,7 +121,7 @@ def test_a_block_cannot_take_a_combinator_name():
 
 def test_a_primitive_can_run_archc_own_module(monkeypatch):
     """TorchLayer(own=True) names a class of archc/backends/torch_modules.py: the live build
-    uses it and its source is readable without torch (what codegen will emit once)."""
+    uses it and its source is readable without torch (what codegen emits once)."""
     import ast
     from collections import OrderedDict
 

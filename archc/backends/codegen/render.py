@@ -21,6 +21,7 @@ from archc.backends.codegen.terms import INLINE, MODEL, Child
 from archc.combinators import COMBINATORS
 from archc.compiler import Spec
 from archc.outputs import MARKER
+from archc.primitives import own_source
 from archc.spec.schema import NAME_RE
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -180,6 +181,8 @@ def generate(spec: Spec, source: str | None = None) -> str:
     classes = build_classes(blocks, spec.templates)
     model = define([root], None, {n: spec.params[n] for n in found.exposed})
     module = Namespace()
+    for cls in lowering.own:  # archc's own module classes keep their names
+        module.reserve(cls)
     model.name = module.create_name(camel(spec.name))
     stem = Path(spec.file).stem  # the function is named after the file, as torchvision's are
     factory = module.create_name(
@@ -205,6 +208,9 @@ def generate(spec: Spec, source: str | None = None) -> str:
             if c.codegen.helper and c.codegen.base in used
         )
     )
+    # archc's own module classes the layers construct (TorchLayer(own=True)), their source
+    # copied from archc/backends/torch_modules.py once each: the file needs no archc.
+    helpers += [own_source(cls) + "\n" for cls in lowering.own if cls in used]
     return (
         environment()
         .get_template("module.py.j2")
