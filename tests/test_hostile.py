@@ -126,7 +126,8 @@ def assert_refused(path: Path, raw: bytes, words: str, limit: float = LIMIT_S) -
     first = err.splitlines()[0]
     match = re.match(rf"^{re.escape(str(path))}:(\d+):(\d+): error: ", first)
     assert match, err
-    lines = max(1, raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1))
+    breaks = re.findall(rb"\r\n?|\n", raw)  # editors' line breaks: \n, \r\n and \r
+    lines = max(1, len(breaks) + (0 if raw.endswith((b"\n", b"\r")) else 1))
     assert 1 <= int(match[1]) <= lines, first
     assert any(w in first for w in ((words,) if isinstance(words, str) else words)), first
     assert "invalid YAML: exceeded" not in first, "archc's own limit, not the parser's wording"

@@ -1,0 +1,143 @@
+"""Invariant 4, issue 10.2: an error points at its cause, not where archc happened to notice.
+
+Each case gives the exact `FILE:LINE:COL` of the error, the words of its message and, where
+the story goes on elsewhere, the `FILE:LINE:COL: note:` lines that follow it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from archc.cli import main
+
+HEAD = "archc: 1\nname: t\ninput: [3, 32, 32]\n"
+
+
+def report(path, capsys) -> list[str]:
+    """The lines `archc validate path` prints on stderr; it must fail with exit 1, no traceback."""
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err, err
+    return err.rstrip("\n").split("\n")
+
+
+def assert_reported(path, capsys, at: str, words: str, notes: tuple[tuple[str, str], ...] = ()):
+    """The error is at `path:at` (LINE:COL) with `words`, followed by exactly these notes."""
+    lines = report(path, capsys)
+    assert lines[0].startswith(f"{path}:{at}: error: "), lines
+    assert words in lines[0], lines
+    assert len(lines) == 1 + len(notes), lines
+    for line, (where, text) in zip(lines[1:], notes):
+        assert line.startswith(f"{path}:{where}: note: "), lines
+        assert text in line, lines
+
+
+# ---- 3. YAML syntax errors name where the broken construct started -------------------------
+
+YAML_CASES = [
+    # (id, text, error LINE:COL, words, note LINE:COL)
+    ("unclosed-double-quote",
+     HEAD + 'body:\n  a: relu\n  b: {conv: {out: "abc, kernel: 3}}\n  c: relu\n  d: relu\n\n\n',
+     "6:19", "(in the quoted string that starts here)", "8:10"),
+    ("unclosed-single-quote",
+     HEAD + "body:\n  a: 'relu\n  c: relu\n",
+     "5:6", "found unexpected end of stream (in the quoted string", "6:10"),
+    ("unclosed-bracket",
+     HEAD + "body:\n  a: relu\n  b:\n    conv: {out: 8, kernel: [3\n  c: relu\n  d: relu\n",
+     "7:28", "(in the [...] list that starts here)", "8:4"),
+    ("unclosed-brace",
+     HEAD + "body:\n  a: {conv: {out: 8\n  c: relu\n  d: relu\n",
+     "5:13", "(in the {...} mapping that starts here)", "6:4"),
+    ("unclosed-quote-at-end-without-newline",
+     HEAD + 'body: "abc',
+     "4:7", "quoted string", "4:11"),
+]
+
+
+@pytest.mark.parametrize("case", YAML_CASES, ids=[c[0] for c in YAML_CASES])
+def test_yaml_error_points_at_the_unclosed_construct(case, write_spec, capsys):
+    _, text, at, words, noticed = case
+    path = write_spec(text)
+    assert_reported(path, capsys, at, words, ((noticed, "the parser stopped here"),))
+    assert "error: invalid YAML: " in report(write_spec(text), capsys)[0]
+
+
+def test_yaml_error_with_nothing_left_open_has_no_note(write_spec, capsys):
+    # a block mapping "starts" at line 1: naming that would send the user to the wrong place
+    path = write_spec(HEAD + "body:\n  a: relu\n   b: relu\n")
+    assert_reported(path, capsys, "6:5", "invalid YAML: mapping values are not allowed")
+
+
+# ---- 4. lines are counted as editors count them -------------------------------------------
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_line_numbers_for_each_line_ending(newline, write_spec, capsys):
+    text = "archc: 1\nname: t\ninput: [3, 32, 32]\nbody:\n  a: relu\n  b: relux\n"
+    path = write_spec("")
+    path.write_bytes(text.replace("\n", newline).encode())
+    assert_reported(path, capsys, "6:3", "unknown layer or block type 'relux'")
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_yaml_syntax_error_line_for_each_line_ending(newline, write_spec, capsys):
+    text = HEAD + "body:\n  a: {conv: {out: 8}\n  b: relu\n"
+    path = write_spec("")
+    path.write_bytes(text.replace("\n", newline).encode())
+    assert_reported(path, capsys, "5:6", "{...} mapping", (("6:3", "stopped here"),))
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85"], ids=["u2028", "u2029", "u0085"])
+def test_unicode_line_separators_inside_a_string_do_not_shift_lines(char, write_spec, capsys):
+    # YAML 1.1 (libyaml) breaks lines at these; editors and YAML 1.2 show them inside the line
+    path = write_spec(f'archc: 1\nname: t\ndescription: "a{char}b{char}c"\ninput: [3, 32, 32]\n'
+                      "body:\n  a: relu\n  b: relux\n")
+    assert_reported(path, capsys, "7:3", "unknown layer or block type 'relux'")
+
+
+def test_unicode_line_separator_before_a_yaml_error(write_spec, capsys):
+    path = write_spec('archc: 1\nname: t\ndescription: "a\u2028b"\ninput: [3, 32, 32]\n'
+                      "body:\n  a: {conv: {out: 8}\n  b: relu\n")
+    assert_reported(path, capsys, "6:6", "{...} mapping", (("7:3", "stopped here"),))
+
+
+def test_bad_utf8_after_carriage_returns_is_on_its_line(write_spec, capsys):
+    path = write_spec("")
+    path.write_bytes(b"archc: 1\rname: t\rdescription: ab\xffc\r")
+    assert_reported(path, capsys, "3:16", "not valid UTF-8")
+
+
+# ---- 5. echoed user text is escaped --------------------------------------------------------
+
+
+def test_control_characters_in_a_name_are_escaped(write_spec, capsys):
+    path = write_spec(HEAD + 'body:\n  "a\\e[31mred\\x07\\r": relu\n')
+    lines = report(path, capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"{path}:5:3: error: "), lines
+    assert not any(c in lines[0] for c in "\x1b\x07\r"), lines
+    assert "(at body.a\\x1b[31mred\\x07\\r)" in lines[0], lines
+
+
+def test_printable_unicode_is_not_escaped(write_spec, capsys):
+    path = write_spec(HEAD + "body:\n  größe×2: relu\n")
+    lines = report(path, capsys)
+    assert "'größe×2' is not a valid name" in lines[0] and "(at body.größe×2)" in lines[0], lines
+
+
+# ---- 7. quiet surprises --------------------------------------------------------------------
+
+
+def test_a_date_in_the_description_is_text(write_spec, capsys):
+    path = write_spec("archc: 1\nname: t\ndescription: 2024-01-01\ninput: [3, 8, 8]\nbody:\n  r: relu\n")
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    from archc import load
+
+    assert load(path).description == "2024-01-01"
+
+
+@pytest.mark.parametrize("word", ["on", "off", "yes", "no", "null"])
+def test_a_layer_named_like_a_yaml_boolean_gets_a_hint_to_quote_it(word, write_spec, capsys):
+    path = write_spec(HEAD + f"body:\n  a: relu\n  {word}: relu\n")
+    assert_reported(path, capsys, "6:3", f"mapping key '{word}' is read by YAML as")
+    path = write_spec(HEAD + f"body:\n  a: relu\n  {word}: relu\n")
+    assert f"quote it to use it as a name ('{word}': ...)" in report(path, capsys)[0]
