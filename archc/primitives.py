@@ -11,16 +11,28 @@ import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
+from pydantic_core import PydanticCustomError
 
 MAX_CHANNELS = 1 << 20
 MAX_KERNEL = 1 << 12
+FLOAT32_MAX = 3.4028234663852886e38  # torch keeps these settings and weights as float32
+
+
+def _fits_float32(value: float) -> float:
+    """Refuse a number torch would turn into inf (or refuse) only when the model is built."""
+    if abs(value) > FLOAT32_MAX:
+        raise PydanticCustomError("float32_range", "Input should be within float32's range (±3.4e38)")
+    return value
+
+
+Float32 = AfterValidator(_fits_float32)
 
 Int = Annotated[int, Strict()]
 PosInt = Annotated[int, Strict(), Field(ge=1, le=MAX_CHANNELS)]
 NonNegInt = Annotated[int, Strict(), Field(ge=0, le=MAX_CHANNELS)]
 Kernel = Annotated[int, Strict(), Field(ge=1, le=MAX_KERNEL)]
-Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False), Float32]
 Bool = Annotated[bool, Strict()]
 PosPair = Union[Kernel, tuple[Kernel, Kernel]]
 NonNegPair = Union[
@@ -221,7 +233,7 @@ class _NoParams(Params):
 
 
 class _LeakyParams(Params):
-    negative_slope: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)] = 0.01
+    negative_slope: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False), Float32] = 0.01
     inplace: Bool = False
 
 

@@ -124,6 +124,39 @@ def test_printable_unicode_is_not_escaped(write_spec, capsys):
     assert "'größe×2' is not a valid name" in lines[0] and "(at body.größe×2)" in lines[0], lines
 
 
+# ---- 6. numbers beyond what archc and torch can hold are refused at their line --------------
+
+NUMBER_CASES = [
+    # (id, body lines, error LINE:COL, words)
+    ("expression-400-digits", "  c: {conv: {out: '${" + "9" * 400 + "}', kernel: 1}}\n",
+     "5:19", "number about 10**400 is too large (the limit is 10**15)"),
+    ("expression-result-beyond-float", "  c: {conv: {out: '${1000000000000000 ** 64}', kernel: 1}}\n",
+     "5:19", "expression result about 10**960 is out of range"),
+    ("init-constant-beyond-float32", "  c: {conv: {out: 4, kernel: 1}}\ninit: {conv: {weight: {constant: 1.0e+300}}}\n",
+     "6:34", "constant: val should be within float32's range (±3.4e38) (got 1e+300)"),
+    ("init-std-beyond-float32", "  c: {conv: {out: 4, kernel: 1}}\ninit: {conv: {weight: {normal: {std: 4.0e+38}}}}\n",
+     "6:38", "normal: std should be within float32's range"),
+    ("leaky-slope-beyond-float32", "  a: {leaky_relu: {negative_slope: 1.0e+308}}\n",
+     "5:36", "negative_slope should be within float32's range (±3.4e38) (got 1e+308)"),
+    ("lrn-alpha-beyond-float32", "  n: {lrn: {size: 2, alpha: -1.0e+39}}\n",
+     "5:29", "alpha should be within float32's range"),
+]
+
+
+@pytest.mark.parametrize("case", NUMBER_CASES, ids=[c[0] for c in NUMBER_CASES])
+def test_numbers_out_of_range_are_refused_at_their_line(case, write_spec, capsys):
+    _, body, at, words = case
+    assert_reported(write_spec(HEAD + "body:\n" + body), capsys, at, words)
+
+
+def test_numbers_just_inside_float32_still_build(write_spec):
+    import archc
+
+    path = write_spec(HEAD + "init: {conv: {weight: {constant: 3.0e+38}}}\n"
+                      "body:\n  c: {conv: {out: 2, kernel: 1}}\n  a: {leaky_relu: {negative_slope: 3.0e+38}}\n")
+    archc.build(archc.load(path))
+
+
 # ---- 7. quiet surprises --------------------------------------------------------------------
 
 
@@ -141,3 +174,26 @@ def test_a_layer_named_like_a_yaml_boolean_gets_a_hint_to_quote_it(word, write_s
     assert_reported(path, capsys, "6:3", f"mapping key '{word}' is read by YAML as")
     path = write_spec(HEAD + f"body:\n  a: relu\n  {word}: relu\n")
     assert f"quote it to use it as a name ('{word}': ...)" in report(path, capsys)[0]
+
+
+@pytest.mark.parametrize("version", ["true", "1.0", "'1'", "2"])
+def test_the_version_is_exactly_the_integer_1(version, write_spec, capsys):
+    path = write_spec(f"archc: {version}\nname: t\ninput: [3, 8, 8]\nbody:\n  r: relu\n")
+    assert_reported(path, capsys, "1:8", "archc is the spec format version; this archc reads version 1")
+
+
+RESERVED_CASES = [
+    ("param", "    params:\n      in_channels: 4\n"),
+    ("let", "    params: {w: 2}\n    let:\n      in_channels: '${w * 2}'\n"),
+]
+
+
+@pytest.mark.parametrize("case", RESERVED_CASES, ids=[c[0] for c in RESERVED_CASES])
+def test_in_channels_is_reserved_in_templates(case, write_spec, capsys):
+    # it used to be silently replaced by (or to replace) the block's real input channels
+    _, declared = case
+    text = (HEAD + "blocks:\n  mine:\n" + declared
+            + "    body: {conv: {out: '${in_channels}', kernel: 1}}\nbody:\n  m: mine\n")
+    line = text[: text.index("in_channels:")].count("\n") + 1
+    path = write_spec(text)
+    assert_reported(path, capsys, f"{line}:7", "'in_channels' is reserved: archc sets it to the block's input channels")
