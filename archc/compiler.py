@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from archc.errors import SpecError, format_path
-from archc.expand import BlockDef, Scope, expand, pydantic_error
+from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
 from archc.ir import Node
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
@@ -154,7 +154,8 @@ def compile_document(doc: Document) -> Spec:
         if problem:
             raise source.error(problem, ("params", key), key=True)
     shape = tuple(header.input)
-    tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks), shape)
+    origins = {key: (Origin(key, source, ("params", key)),) for key in header.params}
+    tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks, origins=origins), shape)
     return Spec(header.name, source.file, shape, tree, init, dict(header.params), header.description)
 
 
