@@ -544,7 +544,7 @@ class Expander:
             if not ok:
                 used = ", ".join(f"{k}={env[k]!r}" for k in sorted(expr.names(requirement)) if k in env)
                 message = f"block {block.name!r} requires {requirement} (got {used})"
-                raise replace(scope, env=env, origins=origins).blame(message, path, expr.names(requirement))
+                raise replace(scope, env=env, origins=origins).blame(message, path, expr.culprits(requirement, env))
         node = self.node(block.template.body, block.path + ("body",), name, inner, shape)
         if node is None:
             raise scope.error(f"block {block.name!r} expands to nothing", path)

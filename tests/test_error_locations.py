@@ -32,6 +32,113 @@ def assert_reported(path, capsys, at: str, words: str, notes: tuple[tuple[str, s
         assert text in line, lines
 
 
+# ---- 1. a bad model-level param is reported where it is written ----------------------------
+
+TAIL = "  p: {adaptive_avgpool: 1}\n  f: flatten\n  fc: {linear: {out: '${num_classes}'}}\n"  # fc: line 9
+
+PARAM_CASES = [
+    # (id, params value, words)
+    ("negative", "-5", "linear 'fc': out should be greater than or equal to 1 (got -5)"),
+    ("text", "abc", "linear 'fc': out should be a valid integer"),
+]
+
+
+@pytest.mark.parametrize("case", PARAM_CASES, ids=[c[0] for c in PARAM_CASES])
+def test_bad_param_is_reported_where_it_is_written(case, write_spec, capsys):
+    _, value, words = case
+    path = write_spec(HEAD + f"params: {{num_classes: {value}}}\nbody:\n  a: relu\n" + TAIL)
+    assert_reported(path, capsys, "4:23", words, (("9:22", "num_classes is used here (at body.fc.linear.out)"),))
+    assert report(write_spec(path.read_text()), capsys)[0].endswith("(at params.num_classes)")
+
+
+def test_bad_param_in_an_expression_is_reported_where_it_is_written(write_spec, capsys):
+    path = write_spec(HEAD + "params: {num_classes: abc}\nbody:\n  a: relu\n"
+                      + TAIL.replace("${num_classes}", "${num_classes * 2}"))
+    assert_reported(path, capsys, "4:23", "in ${num_classes * 2}: * needs numbers, not str 'abc'",
+                    (("9:22", "num_classes is used here"),))
+
+
+def test_two_params_to_blame_give_the_use_and_a_note_at_each(write_spec, capsys):
+    path = write_spec(HEAD + "params: {a: 3, b: -9}\nbody:\n  c: {conv: {out: '${a + b}', kernel: 3}}\n")
+    assert_reported(path, capsys, "6:19", "out should be greater than or equal to 1 (got -6)",
+                    (("4:13", "a is written here (at params.a)"), ("4:19", "b is written here (at params.b)")))
+
+
+def test_a_fault_of_the_expression_itself_stays_at_the_expression(write_spec, capsys):
+    # the param is fine; the expression names something that does not exist
+    path = write_spec(HEAD + "params: {w: 8}\nbody:\n  c: {conv: {out: '${w * widht}', kernel: 3}}\n")
+    assert_reported(path, capsys, "6:19", "unknown name 'widht'")
+
+
+def test_a_param_through_a_stage_to_a_library_requirement(write_spec, capsys):
+    path = write_spec(HEAD + "params: {w: 0}\nbody:\n  s: {stage: {block: bottleneck, depth: 2, width: '${w}'}}\n")
+    assert_reported(path, capsys, "4:13", "block 'bottleneck' requires width > 0",
+                    (("6:14", "w is used here (at body.s.stage)"),))
+
+
+# ---- 2. a bad block argument is reported at the argument ------------------------------------
+
+ARG_CASES = [
+    # (id, body line, error LINE:COL, words, field)
+    ("library-block-let", "  b: {bottleneck: {width: wide}}\n", "5:27",
+     "let mid = ${int(width * base_width / 64) * groups}: * needs numbers, not str 'wide' (in block 'bottleneck')",
+     "body.b.bottleneck.width"),
+    ("stage-argument-let", "  s: {stage: {block: bottleneck, depth: 2, width: wide}}\n", "5:51",
+     "let mid = ${int(width * base_width / 64) * groups}: * needs numbers, not str 'wide' (in block 'bottleneck')",
+     "body.s.stage.width"),
+    ("stage-argument-requirement", "  s: {stage: {block: bottleneck, depth: 2, width: 8, groups: 0}}\n", "5:62",
+     "block 'bottleneck' requires width > 0 and groups > 0", "body.s.stage.groups"),
+    ("nested-library-block", "  grow:\n    dense_block: {layers: 2, growth_rate: 0}\n", "6:43",
+     "block 'dense_layer' requires growth_rate > 0 (got growth_rate=0) (in block 'dense_block')",
+     "body.grow.dense_block.growth_rate"),
+    ("library-layer-setting", "  v: {vgg_block: {convs: 1, out: 0}}\n", "5:34",
+     "conv '0': out should be greater than or equal to 1 (got 0) (in block 'vgg_conv')", "body.v.vgg_block.out"),
+]
+
+
+@pytest.mark.parametrize("case", ARG_CASES, ids=[c[0] for c in ARG_CASES])
+def test_bad_argument_to_a_library_block_is_reported_at_the_argument(case, write_spec, capsys):
+    _, body, at, words, field = case
+    path = write_spec(HEAD + "body:\n" + body)
+    assert_reported(path, capsys, at, words)  # the use is on the same line: no note
+    assert report(write_spec(path.read_text()), capsys)[0].endswith(f"(at {field})")
+
+
+USER_BLOCK = HEAD + """\
+blocks:
+  mine:
+    params: {w: ~, k: 3}
+    body:
+      seq:
+        c: {conv: {out: '${w * 2}', kernel: '${k}'}}
+"""  # the conv is on line 9
+
+
+def test_bad_argument_to_a_user_block_is_reported_at_the_argument(write_spec, capsys):
+    path = write_spec(USER_BLOCK + "body:\n  a: relu\n  m: {mine: {w: 0}}\n")
+    assert_reported(path, capsys, "12:17", "conv 'c': out should be greater than or equal to 1 (got 0) (in block 'mine')",
+                    (("9:25", "w is used here (at blocks.mine.body.seq.c.conv.out)"),))
+
+
+def test_bad_default_of_a_user_block_is_reported_at_the_default(write_spec, capsys):
+    path = write_spec(USER_BLOCK.replace("k: 3", "k: 0") + "body:\n  a: relu\n  m: {mine: {w: 4}}\n")
+    assert_reported(path, capsys, "6:23", "kernel should be greater than or equal to 1 (got 0)",
+                    (("9:45", "k is used here"), ("12:13", "block 'mine' is used here (at body.m.mine)")))
+
+
+def test_error_written_in_a_user_block_names_its_use(write_spec, capsys):
+    path = write_spec(USER_BLOCK.replace("kernel: '${k}'", "kernel: 3, stirde: 1") + "body:\n  a: relu\n  m: {mine: {w: 4}}\n")
+    assert_reported(path, capsys, "9:48", "unknown field 'stirde' in conv 'c' (in block 'mine')",
+                    (("12:13", "block 'mine' is used here (at body.m.mine)"),))
+
+
+def test_param_through_a_user_block_names_every_step(write_spec, capsys):
+    path = write_spec(USER_BLOCK.replace(HEAD, HEAD + "params: {width: wide}\n") + "body:\n  m: {mine: {w: '${width}'}}\n")
+    assert_reported(path, capsys, "4:17", "in ${w * 2}: * needs numbers, not str 'wide' (in block 'mine')",
+                    (("10:25", "width is used here (at blocks.mine.body.seq.c.conv.out)"),
+                     ("12:13", "block 'mine' is used here (at body.m.mine)")))
+
+
 # ---- 3. YAML syntax errors name where the broken construct started -------------------------
 
 YAML_CASES = [

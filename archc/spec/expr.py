@@ -122,6 +122,23 @@ def _show(number: int | float) -> str:
     return f"{number:.3g}"
 
 
+def culprits(source: str, env: Mapping[str, Any]) -> set[str]:
+    """The names to blame for a false condition: those of the parts of a top-level
+    `a and b and c` that are false (all its names when it is not such a chain)."""
+    body = parse(source).body
+    if not (isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And)):
+        return names(source)
+    blamed: set[str] = set()
+    for part in body.values:
+        try:
+            ok = _eval(part, env)
+        except ExprError:
+            ok = False
+        if not ok:
+            blamed |= {n.id for n in ast.walk(part) if isinstance(n, ast.Name) and n.id not in FUNCTIONS}
+    return blamed or names(source)
+
+
 def _number(value: Any, operation: str) -> Any:
     if not isinstance(value, (int, float)):  # a list or a string would repeat, not multiply
         raise ExprValueError(f"{operation} needs numbers, not {type(value).__name__} {value!r:.40}")
