@@ -15,7 +15,15 @@ from archc.ir import Node
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
 from archc.spec.loader import Document, SourceMap, load_file, load_text
-from archc.spec.schema import FAN_BASED, INIT_ARGS, NAME_RE, InitRule, SpecHeader, Template, check_name
+from archc.spec.schema import (
+    FAN_BASED,
+    INIT_ARGS,
+    NAME_RE,
+    InitRule,
+    SpecHeader,
+    Template,
+    check_name,
+)
 
 LIBRARY_DIR = Path(__file__).parent / "blocks"
 

@@ -135,7 +135,9 @@ def culprits(source: str, env: Mapping[str, Any]) -> set[str]:
         except ExprError:
             ok = False
         if not ok:
-            blamed |= {n.id for n in ast.walk(part) if isinstance(n, ast.Name) and n.id not in FUNCTIONS}
+            blamed |= {
+                n.id for n in ast.walk(part) if isinstance(n, ast.Name) and n.id not in FUNCTIONS
+            }
     return blamed or names(source)
 
 

@@ -39,7 +39,11 @@ _LINE_BREAK = re.compile(r"\r\n?|\n")  # what editors (and YAML 1.2) count as a 
 _YAML11_ONLY_BREAKS = ("\x85", "\u2028", "\u2029")  # libyaml breaks lines there; editors do not
 # The constructs that must be closed: when one is left open, the parser notices only where
 # the file stops making sense, often many lines on, so the error names where it opened.
-_OPENED = {"quoted scalar": "quoted string", "flow sequence": "[...] list", "flow mapping": "{...} mapping"}
+_OPENED = {
+    "quoted scalar": "quoted string",
+    "flow sequence": "[...] list",
+    "flow mapping": "{...} mapping",
+}
 _RESOLVER = Resolver()
 _CONSTRUCTOR = SafeConstructor()
 
