@@ -29,8 +29,8 @@ class Note:
     location: Location | None = None
 
     def format(self) -> str:
-        where = f"{self.location}: " if self.location else ""
-        return f"{where}note: {self.message}"
+        where = f"{shown(str(self.location))}: " if self.location else ""
+        return f"{where}note: {shown(self.message)}"
 
 
 class ArchcError(Exception):
@@ -39,7 +39,7 @@ class ArchcError(Exception):
     exit_code = 1
 
     def format(self) -> str:
-        return escape(f"error: {self}")
+        return f"error: {shown(str(self))}"
 
 
 class SpecError(ArchcError):
@@ -66,10 +66,10 @@ class SpecError(ArchcError):
 
     def format(self) -> str:
         """The error line, then one line per note; user text in them is escaped."""
-        where = f"{self.location}: " if self.location else ""
-        at = f" (at {self.field})" if self.field else ""
-        lines = [f"{where}error: {self.message}{at}", *(note.format() for note in self.notes)]
-        return "\n".join(escape(line) for line in lines)
+        where = f"{shown(str(self.location))}: " if self.location else ""
+        at = f" (at {shown(self.field)})" if self.field else ""
+        error = f"{where}error: {shown(self.message)}{at}"
+        return "\n".join([error, *(note.format() for note in self.notes)])
 
     def __str__(self) -> str:
         return self.format()
@@ -87,6 +87,11 @@ def shorten(text: str, limit: int = 500) -> str:
         return text
     half = (limit - 5) // 2
     return f"{text[:half]} ... {text[-half:]}"
+
+
+def shown(text: str) -> str:
+    """User-facing text as printed: escaped, then shortened (escaping can lengthen it)."""
+    return shorten(escape(text))
 
 
 def escape(text: str) -> str:

@@ -442,3 +442,14 @@ def test_in_channels_is_reserved_in_templates(case, write_spec, capsys):
         f"{line}:7",
         "'in_channels' is reserved: archc sets it to the block's input channels",
     )
+
+
+def test_every_line_of_an_error_is_escaped_and_short():
+    from archc.errors import Location, SpecError
+
+    error = SpecError("bad \x1b[2J" * 400, Location("f\r.yaml", 1, 2), "body.a\x07")
+    error.note("used \x1b]0;title\x07 here", Location("f.yaml", 3, 4))
+    first, note = error.format().split("\n")
+    assert first.startswith("f\\r.yaml:1:2: error: bad \\x1b[2J") and first.endswith("(at body.a\\x07)")
+    assert len(first) < 1100 and " ... " in first
+    assert note == "f.yaml:3:4: note: used \\x1b]0;title\\x07 here"
