@@ -326,7 +326,7 @@ def _decode(raw: bytes, file: str) -> str:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         before = raw[: exc.start].decode("utf-8-sig")  # valid up to the bad byte
-        where = _offset_location(before + "?", len(before), file, chars=True)
+        where = _offset_location(before, len(before), file, chars=True)
         raise SpecError("spec is not valid UTF-8 text", where) from None
     if "\x00" in text:
         where = _offset_location(text, text.index("\x00"), file, chars=True)
