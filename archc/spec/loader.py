@@ -296,7 +296,7 @@ class _Builder:
         key = self.scalar(event, top.path, key=True)
         if isinstance(key, bool) or key is None:  # YAML 1.1 reads on/off/yes/no/null as values
             raise self.fail(
-                f"mapping key {event.value!r} is read by YAML as {key}; quote it to use it "
+                f"mapping key {event.value!r} is read by YAML as {_yaml_word(key)}; quote it to use it "
                 f"as a name ('{event.value}': ...)",
                 event,
                 top.path,
@@ -315,6 +315,11 @@ class _Builder:
         self.source.keys[path] = where = self.where(event)
         self.log.append((path, where, True))
         top.key = key
+
+
+def _yaml_word(value: bool | None) -> str:
+    """How YAML writes a boolean or null (messages speak YAML, not Python)."""
+    return "null" if value is None else str(value).lower()
 
 
 def _decode(raw: bytes, file: str) -> str:
