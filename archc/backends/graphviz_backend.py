@@ -375,14 +375,66 @@ def _tooltip(node: Node) -> str:
     )
 
 
-def render(args: Any) -> int:
-    """`archc draw`: write the diagram to args.output (default: <spec stem>.svg here)."""
-    output = (
-        Path(args.output) if args.output else contained(Path.cwd(), Path(args.spec).stem + ".svg")
-    )
-    fmt = graphviz_files.output_format(output)
-    spec = load(args.spec)
-    graph = digraph(spec, depth=args.depth, direction=args.direction, shapes=not args.no_shapes)
-    write_atomic(output, graphviz_files.encode(graph.source, fmt, marker(spec)), force=args.force)
-    print(f"wrote {output}")
-    return 0
+MAX_DRAWN_BOXES = 5_000  # ~6x DenseNet-201 at full depth; Graphviz takes minutes beyond this
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """What `render` wrote: the file, and the depth it chose itself (None if it did not)."""
+
+    path: Path
+    chosen_depth: int | None = None
+
+
+def boxes(node: Node, depth: int | None, level: int = 1) -> int:
+    """An upper bound on the graph nodes drawing `node`'s children at `level` makes (folds of
+    identical blocks not counted): enough to choose a depth that keeps a diagram drawable."""
+    total = 0
+    for child in node.children:
+        if child.is_primitive or (depth is not None and level >= depth and not child.inline):
+            total += 1
+        else:  # a cluster (or an inline group) and its join nodes, then what is inside
+            inner = level if child.inline else level + 1
+            total += 1 + len(child.children) + boxes(child, depth, inner)
+    return total
+
+
+def fitting_depth(spec: Spec, limit: int = MAX_DRAWN_BOXES) -> int | None:
+    """None when the whole tree fits in `limit` boxes; else the deepest depth that does (at
+    least 1, however wide the top level is)."""
+    if boxes(spec.tree, None) <= limit:
+        return None
+    depth = 1
+    while boxes(spec.tree, depth + 1) <= limit:
+        depth += 1
+    return depth
+
+
+def default_output(spec: Spec) -> Path:
+    """`<spec name>.svg` in the current folder (the spec's `name:`, a plain identifier)."""
+    return contained(Path.cwd(), spec.name + ".svg")
+
+
+def render(
+    spec_path: str | Path,
+    output: str | Path | None = None,
+    *,
+    depth: int | None = None,
+    direction: str = "TB",
+    shapes: bool = True,
+    force: bool = False,
+) -> Drawn:
+    """Write the diagram of the spec at `spec_path` to `output` (default: `default_output`).
+
+    Without `depth`, a graph too big for Graphviz is collapsed to the deepest depth that fits
+    (`Drawn.chosen_depth` says which), instead of writing a file no one can render.
+    """
+    if output is not None:
+        graphviz_files.output_format(Path(output))  # a usage error before any work
+    spec = load(spec_path)
+    path = Path(output) if output is not None else default_output(spec)
+    chosen = fitting_depth(spec) if depth is None else None
+    graph = digraph(spec, depth=depth or chosen, direction=direction, shapes=shapes)
+    fmt = graphviz_files.output_format(path)
+    write_atomic(path, graphviz_files.encode(graph.source, fmt, marker(spec)), force=force)
+    return Drawn(path, chosen)
