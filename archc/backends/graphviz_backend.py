@@ -98,9 +98,62 @@ def digraph(
     return _Drawing(spec, depth, direction, shapes).graph
 
 
-class _Drawing:
-    def __init__(self, spec: Spec, depth: int | None, direction: str, shapes: bool) -> None:
+class _Folding:
+    """Which subtrees a drawing at `depth` collapses, and which neighbours fold into one box."""
+
+    def __init__(self, depth: int | None) -> None:
         self.depth = depth
+        self.signatures: dict[int, tuple] = {}
+
+    def collapsed(self, node: Node, level: int) -> bool:
+        return (
+            self.depth is not None
+            and level >= self.depth
+            and not node.is_primitive
+            and not node.inline
+        )
+
+    def runs(self, nodes: list[Node], level: int) -> list[list[Node]]:
+        """Consecutive nodes grouped when collapsed and structurally identical."""
+        groups: list[list[Node]] = []
+        for node in nodes:
+            prev = groups[-1][-1] if groups else None
+            same = prev is not None and self.collapsed(prev, level) and self.collapsed(node, level)
+            if same and self.signature(prev) == self.signature(node):
+                groups[-1].append(node)
+            else:
+                groups.append([node])
+        return groups
+
+    def signature(self, node: Node) -> tuple:
+        """Everything that makes two subtrees the same module except their own names."""
+        key = id(node)
+        if key not in self.signatures:
+            self.signatures[key] = (
+                node.kind, node.spec_kind, node.block, repr(node.block_args), repr(node.params),
+                node.role, node.inline, node.in_shape, node.out_shape,
+                tuple((c.name, self.signature(c)) for c in node.children),
+            )  # fmt: skip
+        return self.signatures[key]
+
+    def boxes(self, nodes: list[Node], level: int) -> int:
+        """The boxes and clusters drawing `nodes` at `level` makes, cheaply, so a depth that
+        fits can be chosen before drawing (`+` and `concat` joins, at most one per box, are
+        not counted)."""
+        total = 0
+        for group in self.runs(_splice(nodes), level):
+            node = group[0]
+            if len(group) > 1 or node.is_primitive or self.collapsed(node, level):
+                total += 1
+            else:
+                inner = level if node.inline else level + 1
+                total += 1 + self.boxes(node.children, inner)
+        return total
+
+
+class _Drawing(_Folding):
+    def __init__(self, spec: Spec, depth: int | None, direction: str, shapes: bool) -> None:
+        super().__init__(depth)
         self.direction = direction
         self.graph = graphviz.Digraph(
             spec.name,
@@ -114,7 +167,6 @@ class _Drawing:
             edge_attr=EDGE_ATTR,
         )
         self.edges: list[tuple[Port, str, dict[str, str]]] = []
-        self.signatures: dict[int, tuple] = {}
         self.rules: dict[str, Callable[[Node, Port, int, graphviz.Digraph], Port]] = {
             "seq": self.seq,
             "residual": self.residual,
@@ -151,14 +203,6 @@ class _Drawing:
                 tooltip=_tooltip(node),
             )
             return self.rules[node.kind](node, src, level + 1, cluster)
-
-    def collapsed(self, node: Node, level: int) -> bool:
-        return (
-            self.depth is not None
-            and level >= self.depth
-            and not node.is_primitive
-            and not node.inline
-        )
 
     def box(
         self, into: graphviz.Digraph, node: Node, look: str, label: str, fill: str, src: Port
@@ -211,29 +255,6 @@ class _Drawing:
             self.edge(src, first.path + "/fold")
             src = Port(first.path + "/fold", last.out_shape)
         return src
-
-    def runs(self, nodes: list[Node], level: int) -> list[list[Node]]:
-        """Consecutive nodes grouped when collapsed and structurally identical."""
-        groups: list[list[Node]] = []
-        for node in nodes:
-            prev = groups[-1][-1] if groups else None
-            same = prev is not None and self.collapsed(prev, level) and self.collapsed(node, level)
-            if same and self.signature(prev) == self.signature(node):
-                groups[-1].append(node)
-            else:
-                groups.append([node])
-        return groups
-
-    def signature(self, node: Node) -> tuple:
-        """Everything that makes two subtrees the same module except their own names."""
-        key = id(node)
-        if key not in self.signatures:
-            self.signatures[key] = (
-                node.kind, node.spec_kind, node.block, repr(node.block_args), repr(node.params),
-                node.role, node.inline, node.in_shape, node.out_shape,
-                tuple((c.name, self.signature(c)) for c in node.children),
-            )  # fmt: skip
-        return self.signatures[key]
 
     def residual(self, node: Node, src: Port, level: int, into: graphviz.Digraph) -> Port:
         body = self.chain(node.role_children("body"), src, level, into)
@@ -375,7 +396,7 @@ def _tooltip(node: Node) -> str:
     )
 
 
-MAX_DRAWN_BOXES = 5_000  # ~6x DenseNet-201 at full depth; Graphviz takes minutes beyond this
+MAX_DRAWN_BOXES = 5_000  # ~7x DenseNet-201's layers; Graphviz takes minutes to lay out much more
 
 
 @dataclass(frozen=True)
@@ -386,26 +407,13 @@ class Drawn:
     chosen_depth: int | None = None
 
 
-def boxes(node: Node, depth: int | None, level: int = 1) -> int:
-    """An upper bound on the graph nodes drawing `node`'s children at `level` makes (folds of
-    identical blocks not counted): enough to choose a depth that keeps a diagram drawable."""
-    total = 0
-    for child in node.children:
-        if child.is_primitive or (depth is not None and level >= depth and not child.inline):
-            total += 1
-        else:  # a cluster (or an inline group) and its join nodes, then what is inside
-            inner = level if child.inline else level + 1
-            total += 1 + len(child.children) + boxes(child, depth, inner)
-    return total
-
-
 def fitting_depth(spec: Spec, limit: int = MAX_DRAWN_BOXES) -> int | None:
     """None when the whole tree fits in `limit` boxes; else the deepest depth that does (at
     least 1, however wide the top level is)."""
-    if boxes(spec.tree, None) <= limit:
+    if _Folding(None).boxes(spec.tree.children, 1) <= limit:
         return None
     depth = 1
-    while boxes(spec.tree, depth + 1) <= limit:
+    while _Folding(depth + 1).boxes(spec.tree.children, 1) <= limit:
         depth += 1
     return depth
 
