@@ -9,7 +9,6 @@ run and an interrupt during them exits 130 instead of printing a traceback.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,9 @@ _FROM_COMPILER = ("Spec", "load", "loads")
 def __getattr__(name: str) -> Any:
     """`archc.load` and friends, imported on first use (PEP 562)."""
     if name in _FROM_COMPILER:
-        value = getattr(importlib.import_module("archc.compiler"), name)
+        from archc import compiler
+
+        value = getattr(compiler, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'archc' has no attribute {name!r}")
