@@ -74,7 +74,11 @@ def build(
         from archc.backends.fuse import fuse as fuse_model
         from archc.backends.fuse import to_channels_last
 
-        model = fuse_model(model, spec, channels_last=channels_last, inplace=True) if fuse else to_channels_last(model)
+        model = (
+            fuse_model(model, spec, channels_last=channels_last, inplace=True)
+            if fuse
+            else to_channels_last(model)
+        )
     return model
 
 
@@ -104,4 +108,15 @@ def draw(spec_or_path: Spec | str | Path, **options: Any):
     return digraph(_spec(spec_or_path), **options)
 
 
-__all__ = ["Spec", "load", "loads", "summary", "build", "fuse", "codegen", "draw", "ArchcError", "SpecError"]
+__all__ = [
+    "Spec",
+    "load",
+    "loads",
+    "summary",
+    "build",
+    "fuse",
+    "codegen",
+    "draw",
+    "ArchcError",
+    "SpecError",
+]

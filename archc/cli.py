@@ -40,7 +40,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             continue
         if not args.quiet:
-            print(f"{path}: ok ({spec.name}: {spec.param_count:,} params, {spec.macs / 1e9:.3f} GMACs)")
+            print(
+                f"{path}: ok ({spec.name}: {spec.param_count:,} params, {spec.macs / 1e9:.3f} GMACs)"
+            )
     return 1 if failed else 0
 
 
@@ -69,12 +71,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.check:  # the check's forward pass runs at batch 2: estimate that before building
         resources.check(spec, args.max_memory, batch=2)
     model = archc.build(
-        spec, seed=args.seed, max_memory=args.max_memory, fuse=args.fuse, channels_last=args.channels_last
+        spec,
+        seed=args.seed,
+        max_memory=args.max_memory,
+        fuse=args.fuse,
+        channels_last=args.channels_last,
     )
     from archc.backends import fuse, torch_backend
 
     print(table(spec, args.depth))
-    print(f"built {type(model).__name__} with {sum(p.numel() for p in model.parameters()):,} parameters")
+    print(
+        f"built {type(model).__name__} with {sum(p.numel() for p in model.parameters()):,} parameters"
+    )
     if args.fuse:
         done = fuse.summary(model)
         print(
@@ -163,7 +171,9 @@ def _depth(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a depth: give a whole number of at least 1")
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a depth: give a whole number of at least 1"
+        )
     return value
 
 
@@ -189,7 +199,9 @@ def _memory_limit(text: str) -> int | str | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="archc", description="Compile CNN architecture specs to PyTorch.")
+    p = argparse.ArgumentParser(
+        prog="archc", description="Compile CNN architecture specs to PyTorch."
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -205,8 +217,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("build", help="build the torch module and print its summary")
     s.add_argument("spec", metavar="SPEC")
     s.add_argument("--check", action="store_true", help="verify runtime shapes against static ones")
-    s.add_argument("--save", metavar="PATH", help="write the state_dict here (a folder: <spec name>.pt in it)")
-    s.add_argument("--force", action="store_true", help="let --save overwrite a file archc did not write")
+    s.add_argument(
+        "--save", metavar="PATH", help="write the state_dict here (a folder: <spec name>.pt in it)"
+    )
+    s.add_argument(
+        "--force", action="store_true", help="let --save overwrite a file archc did not write"
+    )
     s.add_argument("--seed", type=_seed, default=None, help="seed for reproducible weights")
     s.add_argument("--depth", type=_depth, default=2, help="levels of nesting in the summary")
     s.add_argument("--fuse", action="store_true",
@@ -268,5 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         text = f": {str(exc).strip().splitlines()[0][:300]}" if str(exc).strip() else ""
-        print(f"archc: internal error: {type(exc).__name__}{text} (rerun with --debug for a traceback)", file=sys.stderr)
+        print(
+            f"archc: internal error: {type(exc).__name__}{text} (rerun with --debug for a traceback)",
+            file=sys.stderr,
+        )
         return 1

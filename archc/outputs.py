@@ -34,7 +34,9 @@ def _resolved(path: Path) -> Path:
     try:
         return path.resolve()
     except (RuntimeError, OSError) as exc:  # Python < 3.13 raises RuntimeError on a loop
-        raise OutputError(f"cannot write under {path}: a symbolic link in it loops ({exc})") from None
+        raise OutputError(
+            f"cannot write under {path}: a symbolic link in it loops ({exc})"
+        ) from None
 
 
 def contained(root: Path, relative: str | Path) -> Path:
@@ -109,7 +111,9 @@ def check_replaceable(path: Path, *, force: bool = False) -> None:
             f"{path} is not a regular file (a device, FIFO or socket); archc writes only regular files"
         )
     if not force and not written_by_archc(path):
-        raise OutputError(f"{path} exists and was not written by archc; use --force to overwrite it")
+        raise OutputError(
+            f"{path} exists and was not written by archc; use --force to overwrite it"
+        )
 
 
 def _umask() -> int:

@@ -149,7 +149,10 @@ def test_a_fifo_as_the_output_is_refused_at_once(target, spec, tmp_path):
         fifo, args = tmp_path / "out.dot", ["draw", str(spec), "-o", str(tmp_path / "out.dot")]
     else:
         (tmp_path / "gen").mkdir()
-        fifo, args = tmp_path / "gen" / "spec.py", ["codegen", str(spec), "-o", str(tmp_path / "gen")]
+        fifo, args = (
+            tmp_path / "gen" / "spec.py",
+            ["codegen", str(spec), "-o", str(tmp_path / "gen")],
+        )
     os.mkfifo(fifo)
     done = run_archc(*args, timeout=HANG_S)
     assert done.returncode == 1 and "not a regular file" in one_line_error(done.stderr)
@@ -204,7 +207,9 @@ def test_an_interrupt_during_imports_is_130(spec, tmp_path):
 
 def test_import_archc_does_not_import_the_compiler():
     probe = "import sys, archc; print(sorted(m for m in sys.modules if m.startswith(('yaml', 'pydantic'))))"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=HANG_S)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=HANG_S
+    )
     assert done.stdout.strip() == "[]", done.stderr
     assert callable(archc.load) and archc.Spec.__name__ == "Spec"  # still there on first use
 
@@ -213,7 +218,9 @@ def test_import_archc_does_not_import_the_compiler():
 
 
 def test_lrn_working_buffer_is_counted():
-    spec = archc.loads("archc: 1\nname: t\ninput: [3, 32, 32]\nbody:\n  n: {lrn: 1048576}\n", "lrn.yaml")
+    spec = archc.loads(
+        "archc: 1\nname: t\ninput: [3, 32, 32]\nbody:\n  n: {lrn: 1048576}\n", "lrn.yaml"
+    )
     with pytest.raises(resources.ResourceError, match="largest layer is n"):
         resources.check(spec, "64MiB")
     assert resources.estimate(spec).activation_bytes > (1 << 20) * 32 * 32 * 4  # (C + size)·H·W
@@ -239,7 +246,9 @@ def timed_validate(text: str, tmp_path: Path, capsys) -> tuple[int, str, float]:
 
 
 @pytest.mark.parametrize("combinator", ["stage", "dense"])
-def test_a_repeat_that_would_pass_the_layer_limit_is_refused_after_one_block(combinator, tmp_path, capsys):
+def test_a_repeat_that_would_pass_the_layer_limit_is_refused_after_one_block(
+    combinator, tmp_path, capsys
+):
     text = (
         "archc: 1\nname: t\ninput: [3, 8, 8]\nblocks:\n"
         "  wide:\n    body: {stage: {block: one, depth: 9000}}\n"
@@ -247,7 +256,9 @@ def test_a_repeat_that_would_pass_the_layer_limit_is_refused_after_one_block(com
         f"body:\n  s: {{{combinator}: {{block: wide, depth: 12}}}}\n"
     )  # 12 x 9,000 layers: the count passes 100,000 only in the 12th block
     code, err, seconds = timed_validate(text, tmp_path, capsys)
-    assert code == 1 and "more than 100,000 layers" in err and ":10:14:" in err and "(at body.s" in err, err
+    assert (
+        code == 1 and "more than 100,000 layers" in err and ":10:14:" in err and "(at body.s" in err
+    ), err
     assert seconds < QUICK_S, f"took {seconds:.2f} s"
 
 
