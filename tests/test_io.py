@@ -296,7 +296,11 @@ def test_render_returns_what_it_wrote_and_prints_nothing(spec, tmp_path, capsys)
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot for .svg")
 def test_draw_default_output_is_named_after_the_spec_name_field(spec, tmp_path):
-    done = run_archc("draw", str(spec), cwd=tmp_path, timeout=HANG_S)  # spec.yaml says `name: tiny`
+    done = subprocess.run(  # run here, with this checkout's archc; spec.yaml says `name: tiny`
+        [sys.executable, "-m", "archc", "draw", str(spec)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=HANG_S,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "tiny.svg").is_file() and not (tmp_path / "spec.svg").exists()
 
