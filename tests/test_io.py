@@ -23,7 +23,7 @@ import archc
 from archc import resources
 from archc.backends import graphviz_backend
 from archc.cli import main
-from archc.outputs import MARKER, OutputError, write_atomic, written_by_archc
+from archc.outputs import MARKER, OutputError, with_zip_comment, write_atomic, written_by_archc
 from conftest import ROOT, run_archc
 
 SPEC = "archc: 1\nname: tiny\ninput: [3, 8, 8]\nbody:\n  c: {conv: {out: 4, kernel: 3}}\n"
@@ -316,3 +316,28 @@ def test_depth_must_be_a_positive_whole_number(command, depth, spec, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "usage:" in err and "--depth" in err
+
+
+def test_a_dangling_symlink_is_replaced_only_with_force(tmp_path):
+    link = tmp_path / "out.dot"
+    link.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputError, match="points nowhere"):
+        write_atomic(link, f"// {MARKER}\n")
+    write_atomic(link, f"// {MARKER}\n", force=True)
+    assert not link.is_symlink() and written_by_archc(link)
+
+
+def test_only_a_zip_comment_at_the_very_end_marks_a_file(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("data", b"x" * 8192)  # the end of the file is past the head archc reads
+        archive.comment = b"someone else's"
+    strangers = tmp_path / "a.zip"
+    strangers.write_bytes(buffer.getvalue() + MARKER.encode())  # the marker after the zip's end
+    assert not written_by_archc(strangers)
+    ours = tmp_path / "b.zip"
+    ours.write_bytes(buffer.getvalue()[:-16] + b"\x00\x00")  # the same zip, no comment ...
+    ours.write_bytes(with_zip_comment(ours.read_bytes(), f"{MARKER} from t.yaml"))  # ... then ours
+    assert written_by_archc(ours) and zipfile.ZipFile(ours).read("data") == b"x" * 8192
