@@ -91,19 +91,24 @@ def digraph(
     spec: Spec, *, depth: int | None = None, direction: str = "TB", shapes: bool = True
 ) -> graphviz.Digraph:
     """The diagram of `spec`: `depth` levels expanded (None: all), edges labelled with shapes."""
+    _check_options(depth, direction)
+    return _Drawing(spec, depth, direction, shapes).graph
+
+
+def _check_options(depth: int | None, direction: str) -> None:
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
         raise UsageError(f"depth must be a whole number of at least 1, got {depth!r}")
     if direction not in DIRECTIONS:
         raise UsageError(f"direction must be TB or LR, got {direction!r}")
-    return _Drawing(spec, depth, direction, shapes).graph
 
 
 class _Folding:
     """Which subtrees a drawing at `depth` collapses, and which neighbours fold into one box."""
 
-    def __init__(self, depth: int | None) -> None:
+    def __init__(self, depth: int | None, signatures: dict[int, tuple] | None = None) -> None:
         self.depth = depth
-        self.signatures: dict[int, tuple] = {}
+        self.signatures = {} if signatures is None else signatures  # shareable: same tree
+        self.texts: dict[int, tuple[str, Any]] = {}
 
     def collapsed(self, node: Node, level: int) -> bool:
         return (
@@ -130,16 +135,24 @@ class _Folding:
         key = id(node)
         if key not in self.signatures:
             self.signatures[key] = (
-                node.kind, node.spec_kind, node.block, repr(node.block_args), repr(node.params),
+                node.kind, node.spec_kind, node.block, repr(node.block_args), self.text(node.params),
                 node.role, node.inline, node.in_shape, node.out_shape,
                 tuple((c.name, self.signature(c)) for c in node.children),
             )  # fmt: skip
         return self.signatures[key]
 
-    def boxes(self, nodes: list[Node], level: int) -> int:
-        """The boxes and clusters drawing `nodes` at `level` makes, cheaply, so a depth that
-        fits can be chosen before drawing (`+` and `concat` joins, at most one per box, are
-        not counted)."""
+    def text(self, params: Any) -> str:
+        """repr(params), once per params object: a stage's copied blocks share theirs, and
+        pydantic's repr is the slow part of telling 10,000 blocks apart."""
+        key = id(params)
+        if key not in self.texts:
+            self.texts[key] = (repr(params), params)  # params kept, so its id stays its own
+        return self.texts[key][0]
+
+    def boxes(self, nodes: list[Node], level: int, budget: int) -> int:
+        """The boxes and clusters drawing `nodes` at `level` makes (`+` and `concat` joins, at
+        most one per box, not counted), counted only until past `budget`: cheap, so a depth
+        that fits can be chosen before drawing."""
         total = 0
         for group in self.runs(_splice(nodes), level):
             node = group[0]
@@ -147,13 +160,22 @@ class _Folding:
                 total += 1
             else:
                 inner = level if node.inline else level + 1
-                total += 1 + self.boxes(node.children, inner)
+                total += 1 + self.boxes(node.children, inner, budget - total - 1)
+            if total > budget:
+                break
         return total
 
 
 class _Drawing(_Folding):
-    def __init__(self, spec: Spec, depth: int | None, direction: str, shapes: bool) -> None:
-        super().__init__(depth)
+    def __init__(
+        self,
+        spec: Spec,
+        depth: int | None,
+        direction: str,
+        shapes: bool,
+        signatures: dict[int, tuple] | None = None,
+    ) -> None:
+        super().__init__(depth, signatures)
         self.direction = direction
         self.graph = graphviz.Digraph(
             spec.name,
@@ -407,13 +429,16 @@ class Drawn:
     chosen_depth: int | None = None
 
 
-def fitting_depth(spec: Spec, limit: int = MAX_DRAWN_BOXES) -> int | None:
+def fitting_depth(
+    spec: Spec, limit: int = MAX_DRAWN_BOXES, signatures: dict[int, tuple] | None = None
+) -> int | None:
     """None when the whole tree fits in `limit` boxes; else the deepest depth that does (at
-    least 1, however wide the top level is)."""
-    if _Folding(None).boxes(spec.tree.children, 1) <= limit:
+    least 1, however wide the top level is). `signatures` memoizes the folds for the drawing."""
+    signatures = {} if signatures is None else signatures
+    if _Folding(None, signatures).boxes(spec.tree.children, 1, limit) <= limit:
         return None
     depth = 1
-    while _Folding(depth + 1).boxes(spec.tree.children, 1) <= limit:
+    while _Folding(depth + 1, signatures).boxes(spec.tree.children, 1, limit) <= limit:
         depth += 1
     return depth
 
@@ -441,8 +466,10 @@ def render(
         graphviz_files.output_format(Path(output))  # a usage error before any work
     spec = load(spec_path)
     path = Path(output) if output is not None else default_output(spec)
-    chosen = fitting_depth(spec) if depth is None else None
-    graph = digraph(spec, depth=depth or chosen, direction=direction, shapes=shapes)
+    _check_options(depth, direction)
+    signatures: dict[int, tuple] = {}  # the folds found choosing a depth serve the drawing
+    chosen = fitting_depth(spec, signatures=signatures) if depth is None else None
+    graph = _Drawing(spec, depth or chosen, direction, shapes, signatures).graph
     fmt = graphviz_files.output_format(path)
     write_atomic(path, graphviz_files.encode(graph.source, fmt, marker(spec)), force=force)
     return Drawn(path, chosen)
