@@ -417,8 +417,9 @@ class LocalResponseNorm(Primitive):
         return f"lrn {p.size}"
 
     def working_elements(self, p, in_shape):
-        """torch squares the input and pads it with `size - 1` channels before averaging:
-        a huge `size` costs (C + size) x H x W however small the input."""
+        """torch squares the input (C x H x W) and pads the square with `size - 1` channels
+        ((C + size - 1) x H x W) before averaging: a huge `size` costs that much however small
+        the input."""
         channels, *rest = in_shape
         return (2 * channels + p.size - 1) * math.prod(rest)
 
