@@ -466,6 +466,10 @@ class Expander:
         for i in range(spec.depth):
             block_args = args if i == 0 else rest
             child_name = spec.names.format(i=spec.start + i)
+            if last is not None and last[0] is block_args and last[1] == shape:
+                # the blocks left are copies of the last one: refuse now, not after copying
+                if self.count + (spec.depth - i) * last[3] > MAX_NODES:
+                    raise scope.error(f"network has more than {MAX_NODES:,} layers", path)
             if (
                 self.reuse_repeats and last is not None and last[0] is block_args
                 and last[1] == shape and self.count + last[3] <= MAX_NODES
@@ -490,8 +494,11 @@ class Expander:
         spec, block, args = self.repeat(raw, path, scope, "dense")
         in_shape, children = shape, []
         for i in range(spec.depth):
+            before = self.count
             child = self.block(block, args, path, spec.names.format(i=spec.start + i), scope, shape)
             child.location, child.field_path = scope.here(path)
+            if i == 0 and self.count + (spec.depth - 1) * (self.count - before) > MAX_NODES:
+                raise scope.error(f"network would have more than {MAX_NODES:,} layers", path)
             shares_input(scope, child, "the concatenation")
             try:
                 infer.dense_layer_out(shape, child.out_shape)

@@ -118,6 +118,11 @@ class Primitive:
     def label(self, p: Any, out_shape: Shape) -> str:
         return self.kind
 
+    def working_elements(self, p: Any, in_shape: Shape) -> int:
+        """Elements of the temporary tensors a forward pass allocates besides its output, per
+        sample (for the memory estimate); most layers need none."""
+        return 0
+
 
 PRIMITIVES: dict[str, Primitive] = {}
 
@@ -422,6 +427,13 @@ class LocalResponseNorm(Primitive):
 
     def label(self, p, out_shape):
         return f"lrn {p.size}"
+
+    def working_elements(self, p, in_shape):
+        """torch squares the input (C x H x W) and pads the square with `size - 1` channels
+        ((C + size - 1) x H x W) before averaging: a huge `size` costs that much however small
+        the input."""
+        channels, *rest = in_shape
+        return (2 * channels + p.size - 1) * math.prod(rest)
 
 
 ActivationName = Literal["relu", "relu6", "silu", "hardswish", "leaky_relu", "gelu", "sigmoid", "tanh"]

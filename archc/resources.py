@@ -8,7 +8,9 @@ Everything here reads the inferred tree (pure Python, no torch) and is exact whe
   plus the output of every layer that makes a new tensor (each primitive except identity and
   flatten, each residual sum, each parallel or dense concatenation), times the batch size,
   float32. In-place activations are counted as if they were not (an upper bound); a forward
-  pass under `torch.no_grad()` needs less, since it frees tensors as it goes.
+  pass under `torch.no_grad()` needs less, since it frees tensors as it goes;
+- working memory: temporaries a layer allocates besides its output (`Primitive.working_elements`,
+  e.g. local response norm's padded copy of its input), counted with the activations.
 
 The default limit is half of this machine's memory (physical memory, or the container's
 memory limit when that is lower), read with `os.sysconf` and the cgroup files, no psutil.
@@ -89,7 +91,8 @@ def node_cost(node: Node) -> tuple[int, int, int]:
         if node.kind == "batchnorm":
             buffers = 2 * node.out_shape[0] * BYTES_PER_VALUE + 8
         new = node.kind not in _NO_NEW_TENSOR
-        return node.param_count, buffers, _elements(node.out_shape) if new else 0
+        working = node.primitive.working_elements(node.params, node.in_shape)
+        return node.param_count, buffers, (_elements(node.out_shape) if new else 0) + working
     params = buffers = activations = 0
     for child in node.children:
         p, b, a = node_cost(child)

@@ -9,7 +9,9 @@ a million `[` stops at the 65th), and alias expansion is charged before it is co
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -413,17 +415,44 @@ def load_text(text: str, file: str = "<string>") -> Document:
     return Document(builder.root, builder.source)
 
 
+STDIN = "-"  # the spec argument that means standard input
+STDIN_NAME = "<stdin>"  # how messages name it
+
+
+def _is_stdin(info: os.stat_result) -> bool:
+    try:
+        stdin = os.fstat(0)
+    except OSError:  # standard input is closed
+        return False
+    return (stdin.st_dev, stdin.st_ino) == (info.st_dev, info.st_ino)
+
+
+def _spec_file_size(path: Path, name: str) -> int:
+    """The size of a regular spec file. Anything else but standard input (/dev/stdin) is
+    refused before it is opened: opening a FIFO blocks until a writer comes, maybe forever."""
+    info = path.stat()
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(name)
+    if not stat.S_ISREG(info.st_mode) and not _is_stdin(info):
+        raise SpecError(
+            "not a regular file (a FIFO, device or socket); give a spec file, or - for standard input",
+            Location(name, 1, 1),
+        )
+    return info.st_size
+
+
 def load_file(path: str | Path) -> Document:
     """Read and parse a spec file (size-checked before it is parsed)."""
     path = Path(path)
-    name = str(path)
+    name = STDIN_NAME if str(path) == STDIN else str(path)
     try:
-        size = path.stat().st_size
+        size = 0 if str(path) == STDIN else _spec_file_size(path, name)
         if size > MAX_SPEC_BYTES:
             raise SpecError(
                 f"spec is {size:,} bytes; the limit is {MAX_SPEC_BYTES:,}", Location(name, 1, 1)
             )
-        with open(path, "rb") as handle:  # at most one byte over: /dev/zero has no size
+        opened = open(0, "rb", closefd=False) if str(path) == STDIN else open(path, "rb")
+        with opened as handle:  # at most one byte over: a pipe has no size
             raw = handle.read(MAX_SPEC_BYTES + 1)
         if len(raw) > MAX_SPEC_BYTES:
             raise SpecError(
