@@ -205,6 +205,22 @@ def test_an_interrupt_during_imports_is_130(spec, tmp_path):
     assert done.returncode == 130 and one_line_error(done.stderr) == "interrupted"
 
 
+def test_the_archc_command_is_interrupt_guarded_too(spec, tmp_path):
+    """The installed `archc` script must enter through the same guarded `run` as `-m archc`."""
+    script = Path(sys.executable).with_name("archc")
+    if not script.exists():
+        pytest.skip(f"no archc script beside {sys.executable} (archc not installed in this venv)")
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "yaml.py").write_text("raise KeyboardInterrupt\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(ROOT)])}
+    done = subprocess.run(
+        [str(script), "validate", str(spec)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=HANG_S,
+    )  # fmt: skip
+    assert done.returncode == 130 and one_line_error(done.stderr) == "interrupted"
+
+
 def test_import_archc_does_not_import_the_compiler():
     probe = "import sys, archc; print(sorted(m for m in sys.modules if m.startswith(('yaml', 'pydantic'))))"
     done = subprocess.run(
