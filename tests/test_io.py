@@ -212,7 +212,7 @@ def test_the_archc_command_is_interrupt_guarded_too(spec, tmp_path):
         pytest.skip(f"no archc script beside {sys.executable} (archc not installed in this venv)")
     shadow = tmp_path / "shadow"
     shadow.mkdir()
-    (shadow / "yaml.py").write_text("raise KeyboardInterrupt\n")
+    (shadow / "json.py").write_text("raise KeyboardInterrupt\n")  # archc.cli imports json first thing
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(ROOT)])}
     done = subprocess.run(
         [str(script), "validate", str(spec)],
