@@ -244,8 +244,11 @@ def test_lrn_working_buffer_is_counted():
 
 def test_a_small_lrn_costs_its_padded_copy_only():
     spec = archc.loads("archc: 1\nname: t\ninput: [8, 4, 4]\nbody:\n  n: {lrn: 5}\n", "lrn.yaml")
-    # input + output, plus the squared input and its copy padded by size - 1 channels
-    assert resources.estimate(spec).activations == 8 * 16 * 2 + (8 + 8 + 4) * 16
+    found = resources.estimate(spec)
+    assert found.activations == 8 * 16 * 2  # input + output: what backward keeps
+    # while it runs: the squared input and its copy padded by size - 1 channels
+    assert found.working == (8 + 8 + 4) * 16
+    assert found.activation_bytes == (8 * 16 * 2 + (8 + 8 + 4) * 16) * resources.BYTES_PER_VALUE
 
 
 # ---- amplification -------------------------------------------------------------------------
