@@ -1,20 +1,40 @@
 """archc: a declarative architecture-spec compiler for PyTorch.
 
 `load`, `summary`, `codegen` and `draw` never import torch; only `build` does.
+
+`import archc` itself is light: `Spec`, `load` and `loads` import the compiler (pydantic, yaml)
+on first use, so the command line's own error handling is in place before the heavy imports
+run and an interrupt during them exits 130 instead of printing a traceback.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from archc.compiler import Spec, load, loads
 from archc.errors import ArchcError, SpecError
 
+if TYPE_CHECKING:
+    from archc.compiler import Spec, load, loads
+
 __version__ = "0.1.0"
+_FROM_COMPILER = ("Spec", "load", "loads")
+
+
+def __getattr__(name: str) -> Any:
+    """`archc.load` and friends, imported on first use (PEP 562)."""
+    if name in _FROM_COMPILER:
+        from archc import compiler
+
+        value = getattr(compiler, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'archc' has no attribute {name!r}")
 
 
 def _spec(spec_or_path: Spec | str | Path) -> Spec:
+    from archc.compiler import Spec, load
+
     return spec_or_path if isinstance(spec_or_path, Spec) else load(spec_or_path)
 
 
@@ -54,7 +74,11 @@ def build(
         from archc.backends.fuse import fuse as fuse_model
         from archc.backends.fuse import to_channels_last
 
-        model = fuse_model(model, spec, channels_last=channels_last, inplace=True) if fuse else to_channels_last(model)
+        model = (
+            fuse_model(model, spec, channels_last=channels_last, inplace=True)
+            if fuse
+            else to_channels_last(model)
+        )
     return model
 
 
@@ -84,4 +108,15 @@ def draw(spec_or_path: Spec | str | Path, **options: Any):
     return digraph(_spec(spec_or_path), **options)
 
 
-__all__ = ["Spec", "load", "loads", "summary", "build", "fuse", "codegen", "draw", "ArchcError", "SpecError"]
+__all__ = [
+    "Spec",
+    "load",
+    "loads",
+    "summary",
+    "build",
+    "fuse",
+    "codegen",
+    "draw",
+    "ArchcError",
+    "SpecError",
+]

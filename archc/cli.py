@@ -9,8 +9,12 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from archc.errors import ArchcError
+
+if TYPE_CHECKING:
+    from archc.compiler import Spec
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -35,7 +39,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             continue
         if not args.quiet:
-            print(f"{path}: ok ({spec.name}: {spec.param_count:,} params, {spec.macs / 1e9:.3f} GMACs)")
+            print(
+                f"{path}: ok ({spec.name}: {spec.param_count:,} params, {spec.macs / 1e9:.3f} GMACs)"
+            )
     return 1 if failed else 0
 
 
@@ -54,33 +60,37 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 @command
 def cmd_build(args: argparse.Namespace) -> int:
+    import archc
+    from archc import resources
     from archc.compiler import load
     from archc.tables import table
 
     spec = load(args.spec)
-    from archc import resources
+    save_to = save_path(args.save, spec, force=args.force) if args.save else None
+    if args.check:  # the check's forward pass runs at batch 2: estimate that before building
+        resources.check(spec, args.max_memory, batch=2)
+    model = archc.build(
+        spec,
+        seed=args.seed,
+        max_memory=args.max_memory,
+        fuse=args.fuse,
+        channels_last=args.channels_last,
+    )
+    from archc.backends import fuse, torch_backend
 
-    resources.check(spec, args.max_memory, batch=2 if args.check else 1)  # before torch allocates
-    from archc.backends import torch_backend
-
-    model = torch_backend.build(spec, seed=args.seed)
     print(table(spec, args.depth))
-    runtime = sum(p.numel() for p in model.parameters())
-    print(f"built {type(model).__name__} with {runtime:,} parameters")
-    if args.fuse or args.channels_last:
-        from archc.backends import fuse
-
-        if args.fuse:
-            model = fuse.fuse(model, spec, channels_last=args.channels_last, inplace=True)
-            done = fuse.summary(model)
-            print(
-                f"fused for inference: {done['batchnorms_folded']} batch norms folded and "
-                f"{done['relus_fused']} ReLUs fused into {done['convs']} convolutions"
-                + (", channels-last" if args.channels_last else "")
-            )
-        else:
-            model = fuse.to_channels_last(model)
-            print("channels-last memory format")
+    print(
+        f"built {type(model).__name__} with {sum(p.numel() for p in model.parameters()):,} parameters"
+    )
+    if args.fuse:
+        done = fuse.summary(model)
+        print(
+            f"fused for inference: {done['batchnorms_folded']} batch norms folded and "
+            f"{done['relus_fused']} ReLUs fused into {done['convs']} convolutions"
+            + (", channels-last" if args.channels_last else "")
+        )
+    elif args.channels_last:
+        print("channels-last memory format")
     if args.check:
         problems = torch_backend.check_shapes(model, spec)
         if problems:
@@ -89,18 +99,24 @@ def cmd_build(args: argparse.Namespace) -> int:
             return 1
         nodes = sum(1 for _ in torch_backend.module_nodes(spec))
         print(f"check: runtime shapes equal static shapes for all {nodes} modules")
-    if args.save:
-        import io
-
-        import torch
-
+    if save_to is not None:
         from archc.outputs import write_atomic
 
-        buffer = io.BytesIO()  # all or nothing: a failed save leaves no half-written file
-        torch.save(model.state_dict(), buffer)
-        write_atomic(Path(args.save), buffer.getvalue(), force=True)
-        print(f"saved state_dict to {args.save}")
+        write_atomic(save_to, torch_backend.state_dict_file(model, spec), force=args.force)
+        print(f"saved state_dict to {save_to}")
     return 0
+
+
+def save_path(arg: str, spec: Spec, *, force: bool) -> Path:
+    """Where `--save ARG` writes: ARG, or `<spec name>.pt` inside it when ARG is a folder (an
+    existing one, or any path ending in /). Checked before the build, so a refusal costs nothing."""
+    from archc.outputs import check_replaceable, contained
+
+    path = Path(arg)
+    if arg.endswith(("/", os.sep)) or path.is_dir():
+        path = contained(path, spec.name + ".pt")
+    check_replaceable(path, force=force)
+    return path
 
 
 @command
@@ -117,9 +133,33 @@ def cmd_codegen(args: argparse.Namespace) -> int:
 
 @command
 def cmd_draw(args: argparse.Namespace) -> int:
-    from archc.backends.graphviz_backend import render
+    from archc.backends.graphviz_backend import MAX_DRAWN_BOXES, render
 
-    return render(args)
+    drawn = render(
+        args.spec, args.output, depth=args.depth, direction=args.direction,
+        shapes=not args.no_shapes, force=args.force,
+    )  # fmt: skip
+    if drawn.chosen_depth is not None:
+        print(
+            f"archc: note: collapsed to --depth {drawn.chosen_depth} to keep the diagram under "
+            f"{MAX_DRAWN_BOXES:,} nodes; pass --depth to choose",
+            file=sys.stderr,
+        )
+    print(f"wrote {drawn.path}")
+    return 0
+
+
+def _depth(text: str) -> int:
+    """--depth N for summary, build and draw: levels of nesting shown, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a depth: give a whole number of at least 1"
+        )
+    return value
 
 
 def _seed(text: str) -> int:
@@ -144,7 +184,9 @@ def _memory_limit(text: str) -> int | str | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="archc", description="Compile CNN architecture specs to PyTorch.")
+    p = argparse.ArgumentParser(
+        prog="archc", description="Compile CNN architecture specs to PyTorch."
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -154,15 +196,20 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="per-layer shapes, params and MACs (no torch)")
     s.add_argument("spec", metavar="SPEC")
-    s.add_argument("--depth", type=int, default=None, help="levels of nesting to show")
+    s.add_argument("--depth", type=_depth, default=None, help="levels of nesting to show")
     s.add_argument("--json", action="store_true", help="machine-readable output")
 
     s = sub.add_parser("build", help="build the torch module and print its summary")
     s.add_argument("spec", metavar="SPEC")
     s.add_argument("--check", action="store_true", help="verify runtime shapes against static ones")
-    s.add_argument("--save", metavar="PATH", help="write the state_dict here")
+    s.add_argument(
+        "--save", metavar="PATH", help="write the state_dict here (a folder: <spec name>.pt in it)"
+    )
+    s.add_argument(
+        "--force", action="store_true", help="let --save overwrite a file archc did not write"
+    )
     s.add_argument("--seed", type=_seed, default=None, help="seed for reproducible weights")
-    s.add_argument("--depth", type=int, default=2, help="levels of nesting in the summary")
+    s.add_argument("--depth", type=_depth, default=2, help="levels of nesting in the summary")
     s.add_argument("--fuse", action="store_true",
                    help="inference build: fold batch norms into convolutions, fuse ReLUs, pack weights (eval mode)")  # fmt: skip
     s.add_argument("--channels-last", action="store_true", help="channels-last memory format")
@@ -180,7 +227,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("draw", help="render a Graphviz diagram")
     s.add_argument("spec", metavar="SPEC")
     s.add_argument("-o", "--output", metavar="FILE", help=".dot, .svg, .png or .pdf")
-    s.add_argument("--depth", type=int, default=None, help="collapse below this depth")
+    s.add_argument("--depth", type=_depth, default=None,
+                   help="collapse below this depth (default: all, or what keeps a huge graph drawable)")  # fmt: skip
     s.add_argument("--direction", choices=("TB", "LR"), default="TB")
     s.add_argument("--no-shapes", action="store_true", help="leave shapes off the edges")
     s.add_argument("--force", action="store_true", help="overwrite a file archc did not write")
@@ -188,7 +236,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)  # --max-memory's parser imports the compiler
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     try:
         return COMMANDS[args.command](args)
     except ArchcError as exc:
@@ -217,5 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         text = f": {str(exc).strip().splitlines()[0][:300]}" if str(exc).strip() else ""
-        print(f"archc: internal error: {type(exc).__name__}{text} (rerun with --debug for a traceback)", file=sys.stderr)
+        print(
+            f"archc: internal error: {type(exc).__name__}{text} (rerun with --debug for a traceback)",
+            file=sys.stderr,
+        )
         return 1

@@ -11,12 +11,20 @@ from pydantic import ValidationError
 
 from archc.combinators import COMBINATORS
 from archc.errors import SpecError, format_path
-from archc.expand import BlockDef, Scope, expand, pydantic_error
+from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
 from archc.ir import Node
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
 from archc.spec.loader import Document, SourceMap, load_file, load_text
-from archc.spec.schema import FAN_BASED, INIT_ARGS, InitRule, SpecHeader, Template, check_name
+from archc.spec.schema import (
+    FAN_BASED,
+    INIT_ARGS,
+    NAME_RE,
+    InitRule,
+    SpecHeader,
+    Template,
+    check_name,
+)
 
 LIBRARY_DIR = Path(__file__).parent / "blocks"
 
@@ -63,6 +71,12 @@ def _templates(doc_blocks: dict, source: SourceMap, base: tuple, builtin: bool) 
             template = Template.model_validate(raw)
         except ValidationError as exc:
             raise pydantic_error(scope, exc, path, f"block {name!r}") from None
+        reserved = template.reserved_name()
+        if reserved is not None:
+            key = reserved[1]
+            raise source.error(
+                f"{key!r} is reserved: archc sets it to the block's input channels", path + reserved, key=True
+            )
         for i, requirement in enumerate(template.requires):
             try:
                 expr.parse(requirement)
@@ -124,7 +138,12 @@ def _init_rule(raw: Any, source: SourceMap, path: tuple) -> InitRule:
         return InitRule(kind=kind, args=args)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise source.error(f"{kind}: {err['msg']}", path + (kind,) + tuple(err["loc"][1:])) from None
+        # pydantic adds validator tags ('function-after[...]') to locations; keep the names
+        loc = tuple(p for p in err["loc"][1:] if isinstance(p, int) or NAME_RE.match(p))
+        message = err["msg"]
+        if message.startswith("Input ") and loc:
+            message = f"{loc[-1]} {message[6:]} (got {err['input']!r})"
+        raise source.error(f"{kind}: {message}", path + (kind,) + loc) from None
 
 
 def compile_document(doc: Document) -> Spec:
@@ -147,7 +166,8 @@ def compile_document(doc: Document) -> Spec:
         if problem:
             raise source.error(problem, ("params", key), key=True)
     shape = tuple(header.input)
-    tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks), shape)
+    origins = {key: (Origin(key, source, ("params", key)),) for key in header.params}
+    tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks, origins=origins), shape)
     templates = {name: block.template for name, block in blocks.items()}
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import difflib
 import gc
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from archc.combinators import COMBINATORS
-from archc.errors import Location, SpecError, format_path
+from archc.errors import Location, Note, SpecError, format_path
 from archc.ir import Node, TemplateUse
 from archc.primitives import PRIMITIVES, Shape, ShapeError
 from archc.spec import expr
@@ -42,6 +43,20 @@ class BlockDef:
     builtin: bool
 
 
+@dataclass(frozen=True, eq=False)
+class Origin:
+    """Where the user wrote a value a variable holds (a model param, a block argument), so an
+    error the value causes far away can point back at it. Resolved only when one is reported."""
+
+    name: str  # the variable as the user wrote it
+    source: SourceMap
+    path: tuple
+
+    @property
+    def location(self) -> Location | None:
+        return self.source.locate(self.path)
+
+
 @dataclass(frozen=True)
 class Scope:
     """What a node being expanded can see: variables, blocks, and where errors should point."""
@@ -51,14 +66,39 @@ class Scope:
     blocks: dict[str, BlockDef]
     anchor: tuple[Location | None, str] | None = None  # user-file spot for errors in builtins
     trail: tuple[str, ...] = ()  # block templates being expanded, outermost first
+    origins: Mapping[str, tuple[Origin, ...]] = field(default_factory=dict)  # variable -> the user's values it holds
+    uses: tuple[Note, ...] = ()  # where the user's blocks being expanded are used, innermost first
 
     def error(self, message: str, path: tuple, *, key: bool = False) -> SpecError:
         if self.trail:
             message += f" (in block '{self.trail[-1]}')"
         if self.anchor is not None:
             location, field = self.anchor
-            return SpecError(message, location, field)
-        return self.source.error(message, path, key=key)
+            error = SpecError(message, location, field)
+        else:
+            error = self.source.error(message, path, key=key)
+        return with_notes(error, self.uses)
+
+    def blame(self, message: str, path: tuple, names: Iterable[str]) -> SpecError:
+        """An error the values of `names` caused: at the value the user wrote, with where it
+        is used as a note, when they all came from one place; otherwise at the use, with a
+        note at each value."""
+        error = self.error(message, path)
+        origins = self.origins_of(names)
+        if not origins:
+            return error
+        used = Note(f"{origins[0].name} is used here (at {error.field})", error.location)
+        if len(origins) > 1:
+            written = [Note(f"{o.name} is written here (at {format_path(o.path)})", o.location) for o in origins]
+            return with_notes(error, [*written, *error.notes], replace=True)
+        (origin,) = origins
+        error.location, error.field = origin.location, format_path(origin.path)
+        return with_notes(error, [used, *error.notes], replace=True)
+
+    def origins_of(self, names: Iterable[str]) -> list[Origin]:
+        """The user-written values the variables `names` hold, in file order, each once."""
+        found = {(o.name, o.path, id(o.source)): o for n in names if n in self.env for o in self.origins.get(n, ())}
+        return sorted(found.values(), key=lambda o: _order(o.location))
 
     def here(self, path: tuple) -> tuple[Location | None, str]:
         if self.anchor is not None:
@@ -66,8 +106,40 @@ class Scope:
         return self.source.locate(path), format_path(path)
 
 
-def pydantic_error(scope: Scope, exc: ValidationError, path: tuple, what: str) -> SpecError:
-    """Turn the first pydantic error into a SpecError at the offending YAML node."""
+def with_notes(error: SpecError, notes: Iterable[Note], *, replace: bool = False) -> SpecError:
+    """Add notes to an error, leaving out those on the error's own line: they add nothing."""
+    line = error.location and (error.location.file, error.location.line)
+    kept = [n for n in notes if n.location is None or (n.location.file, n.location.line) != line]
+    error.notes = kept if replace else [*error.notes, *kept]
+    return error
+
+
+def _order(location: Location | None) -> tuple:
+    return (location.file, location.line, location.col) if location else ("", 0, 0)
+
+
+def expression_error(scope: Scope, exc: expr.ExprError, message: str, path: tuple, source: str) -> SpecError:
+    """A `${}` that failed: blamed on the user's values it read when they were the problem."""
+    if isinstance(exc, expr.ExprValueError):
+        return scope.blame(message, path, expr.names(source))
+    return scope.error(message, path)
+
+
+def _raw_at(raw: Any, keys: tuple) -> Any:
+    """The part of an unresolved value that a resolved value's `keys` lead to, or None."""
+    for key in keys:
+        if isinstance(raw, dict) and key in raw:
+            raw = raw[key]
+        elif isinstance(raw, list) and isinstance(key, int) and 0 <= key < len(raw):
+            raw = raw[key]
+        else:
+            return None
+    return raw
+
+
+def pydantic_error(scope: Scope, exc: ValidationError, path: tuple, what: str, raw: Any = None) -> SpecError:
+    """Turn the first pydantic error into a SpecError at the offending YAML node (at the
+    user's value when an expression in `raw`, the unresolved data, carried it there)."""
     err = exc.errors()[0]
     # pydantic adds union-member tags ('constrained-int', 'tuple[...]') to locations; drop them
     loc = path + tuple(p for p in err["loc"] if isinstance(p, int) or NAME_RE.match(p))
@@ -83,6 +155,9 @@ def pydantic_error(scope: Scope, exc: ValidationError, path: tuple, what: str) -
         message = f"{field} {message[6:]}"
     elif message.startswith("Value error, "):
         message = message[len("Value error, "):]
+    source = _raw_at(raw, loc[len(path):])
+    if expr.is_expression(source):
+        return scope.blame(f"{what}: {message}{shown}", loc, expr.names(source[2:-1]))
     return scope.error(f"{what}: {message}{shown}", loc)
 
 
@@ -104,7 +179,7 @@ class Expander:
             try:
                 return self.evaluate(value[2:-1], scope.env)
             except expr.ExprError as exc:
-                raise scope.error(f"in {value}: {exc}", path) from None
+                raise expression_error(scope, exc, f"in {value}: {exc}", path, value[2:-1]) from None
         if isinstance(value, dict):
             return {k: self.resolve(v, path + (k,), scope) for k, v in value.items()}
         if isinstance(value, list):
@@ -119,16 +194,14 @@ class Expander:
         identifier-like word of the source, a superset of the variables it reads; errors are
         not memoised.
         """
-        words = self._reads.get(source)
-        if words is None:
-            words = self._reads[source] = tuple(dict.fromkeys(_WORD.findall(source)))
-        key = (source, *[(w, type(env[w]), repr(env[w])) for w in words if w in env])
+        key = (source, *[(w, type(env[w]), repr(env[w])) for w in self.words(source) if w in env])
         if key in self._values:
             return self._values[key]
         value = self._values[key] = expr.evaluate(source, env)
         return value
 
-    def validate(self, model: type[BaseModel], data: Any, path: tuple, scope: Scope, what: str):
+    def validate(self, model: type[BaseModel], data: Any, path: tuple, scope: Scope, what: str, raw: Any = None):
+        """`data` checked by `model`; `raw` is `data` before `${}` were resolved, to blame."""
         key = (model, repr(data))
         cached = self._params_cache.get(key)
         if cached is not None:
@@ -136,7 +209,7 @@ class Expander:
         try:
             result = model.model_validate(data)
         except ValidationError as exc:
-            raise pydantic_error(scope, exc, path, what) from None
+            raise pydantic_error(scope, exc, path, what, raw) from None
         self._params_cache[key] = result
         return result
 
@@ -160,12 +233,14 @@ class Expander:
         if "if" in meta:
             condition = self.resolve(meta["if"], path + ("if",), scope)
             if not isinstance(condition, bool):
-                raise scope.error(f"'if' must be true or false, got {condition!r}", path + ("if",))
+                message = f"'if' must be true or false, got {condition!r}"
+                raise scope.blame(message, path + ("if",), self.reads(meta["if"]))
             if not condition:
                 return None
         inline = self.resolve(meta.get("inline", False), path + ("inline",), scope)
         if not isinstance(inline, bool):
-            raise scope.error(f"'inline' must be true or false, got {inline!r}", path + ("inline",))
+            message = f"'inline' must be true or false, got {inline!r}"
+            raise scope.blame(message, path + ("inline",), self.reads(meta["inline"]))
 
         if kind in PRIMITIVES:
             node = self.primitive(kind, params, params_path, name, scope, shape)
@@ -186,6 +261,17 @@ class Expander:
             node.inline = True
         node.location, node.field_path = scope.here(path)
         return node
+
+    def words(self, source: str) -> tuple[str, ...]:
+        """Every identifier-like word of an expression: a superset of the names it reads."""
+        words = self._reads.get(source)
+        if words is None:
+            words = self._reads[source] = tuple(dict.fromkeys(_WORD.findall(source)))
+        return words
+
+    def reads(self, raw: Any) -> tuple[str, ...]:
+        """The names a value may read: those of its `${}`, or none for a plain value."""
+        return self.words(raw[2:-1]) if expr.is_expression(raw) else ()
 
     def split(self, raw: Any, path: tuple, scope: Scope) -> tuple[str, Any, tuple, dict]:
         if isinstance(raw, list):
@@ -218,7 +304,8 @@ class Expander:
             if prim.shorthand is None:
                 raise scope.error(f"{kind} takes a mapping of settings, got {value!r}", path)
             value = {prim.shorthand: value}
-        params = self.validate(prim.Params, value, path, scope, f"{kind} {name!r}")
+        unresolved = raw if isinstance(raw, dict) or prim.shorthand is None else {prim.shorthand: raw}
+        params = self.validate(prim.Params, value, path, scope, f"{kind} {name!r}", unresolved)
         try:
             result = prim.infer(params, shape)
         except ShapeError as exc:
@@ -280,28 +367,65 @@ class Expander:
             raise scope.error(f"block {block.name!r} needs parameter {missing[0]!r}", path)
         values = {**declared, **args}
         env = {**values, "in_channels": shape[0]}
-        for key, value in block.template.let.items():
-            env[key] = self.resolve(value, block.path + ("let", key), replace(scope, env=env))
-        for requirement in block.template.requires:
-            try:
-                ok = self.evaluate(requirement, env)
-            except expr.ExprError as exc:
-                raise scope.error(f"block {block.name!r}: in requirement {requirement}: {exc}", path) from None
-            if not ok:
-                used = ", ".join(f"{k}={env[k]!r}" for k in sorted(expr.names(requirement)) if k in env)
-                raise scope.error(f"block {block.name!r} requires {requirement} (got {used})", path)
+        origins = self.argument_origins(block, raw, path, scope)
         inner = Scope(
             env=env,
             source=block.source,
             blocks=scope.blocks,
             anchor=(scope.anchor or scope.here(path)) if block.builtin else scope.anchor,
             trail=scope.trail + (block.name,),
+            origins=origins,
+            uses=scope.uses if block.builtin else (self.use(block, path, scope), *scope.uses),
         )
+        for key, value in block.template.let.items():
+            env[key] = self.let(block, key, value, inner)
+            origins[key] = tuple(o for n in self.reads(value) for o in origins.get(n, ()))
+        for requirement in block.template.requires:
+            try:
+                ok = self.evaluate(requirement, env)
+            except expr.ExprError as exc:
+                message = f"block {block.name!r}: in requirement {requirement}: {exc}"
+                raise expression_error(replace(scope, env=env, origins=origins), exc, message, path, requirement) from None
+            if not ok:
+                used = ", ".join(f"{k}={env[k]!r}" for k in sorted(expr.names(requirement)) if k in env)
+                message = f"block {block.name!r} requires {requirement} (got {used})"
+                raise replace(scope, env=env, origins=origins).blame(message, path, expr.culprits(requirement, env))
         node = self.node(block.template.body, block.path + ("body",), name, inner, shape)
         if node is None:
             raise scope.error(f"block {block.name!r} expands to nothing", path)
         node.template = TemplateUse(block.name, values)
         return node
+
+    def argument_origins(self, block: BlockDef, raw: Any, path: tuple, scope: Scope) -> dict[str, tuple[Origin, ...]]:
+        """Where the user wrote each of a block's parameters: the argument (or, through a
+        `${}`, the values it reads), or the default in a template of the user's own."""
+        origins: dict[str, tuple[Origin, ...]] = {}
+        if not block.builtin:
+            for key in block.template.params:
+                origins[key] = (Origin(key, block.source, block.path + ("params", key)),)
+        for key, value in (raw if isinstance(raw, dict) else {}).items():
+            if expr.is_expression(value):
+                origins[key] = tuple(o for n in self.reads(value) for o in scope.origins.get(n, ()))
+            elif scope.anchor is None:  # written in the user's file, not in the library
+                origins[key] = (Origin(key, scope.source, path + (key,)),)
+            else:
+                origins[key] = ()
+        return origins
+
+    def use(self, block: BlockDef, path: tuple, scope: Scope) -> Note:
+        """A note at the use of one of the user's blocks, for errors inside its template."""
+        location, field = scope.here(path)
+        return Note(f"block {block.name!r} is used here (at {field})", location)
+
+    def let(self, block: BlockDef, key: str, value: str, inner: Scope) -> Any:
+        """The value of one of a block's `let`s, an error naming the block and the let."""
+        if not expr.is_expression(value):
+            return value
+        try:
+            return self.evaluate(value[2:-1], inner.env)
+        except expr.ExprError as exc:
+            message = f"let {key} = {value}: {exc}"
+            raise expression_error(inner, exc, message, block.path + ("let", key), value[2:-1]) from None
 
 
 def assign_paths(node: Node, prefix: str = "") -> None:

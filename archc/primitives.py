@@ -13,14 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
+from pydantic_core import PydanticCustomError
 
 MAX_CHANNELS = 1 << 20
 MAX_KERNEL = 1 << 12
+FLOAT32_MAX = 3.4028234663852886e38  # torch keeps these settings and weights as float32
+
+
+def _fits_float32(value: float) -> float:
+    """Refuse a number torch would turn into inf (or refuse) only when the model is built."""
+    if abs(value) > FLOAT32_MAX:
+        raise PydanticCustomError("float32_range", "Input should be within float32's range (±3.4e38)")
+    return value
+
+
+Float32 = AfterValidator(_fits_float32)
 
 PosInt = Annotated[int, Strict(), Field(ge=1, le=MAX_CHANNELS)]
 Kernel = Annotated[int, Strict(), Field(ge=1, le=MAX_KERNEL)]
-Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False), Float32]
 Bool = Annotated[bool, Strict()]
 PosPair = Union[Kernel, tuple[Kernel, Kernel]]
 NonNegPair = Union[
@@ -137,6 +149,11 @@ class Primitive:
 
     def label(self, p: Any, out_shape: Shape) -> str:
         return self.kind
+
+    def working_elements(self, p: Any, in_shape: Shape) -> int:
+        """Elements of the temporary tensors a forward pass allocates besides its output, per
+        sample (for the memory estimate); most layers need none."""
+        return 0
 
 
 PRIMITIVES: dict[str, Primitive] = {}
@@ -256,7 +273,7 @@ class _NoParams(Params):
 
 
 class _LeakyParams(Params):
-    negative_slope: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)] = 0.01
+    negative_slope: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False), Float32] = 0.01
     inplace: Bool = False
 
 
@@ -448,3 +465,9 @@ class LocalResponseNorm(Primitive):
     def label(self, p, out_shape):
         return f"lrn {p.size}"
 
+    def working_elements(self, p, in_shape):
+        """torch squares the input (C x H x W) and pads the square with `size - 1` channels
+        ((C + size - 1) x H x W) before averaging: a huge `size` costs that much however small
+        the input."""
+        channels, *rest = in_shape
+        return (2 * channels + p.size - 1) * math.prod(rest)

@@ -10,7 +10,10 @@ Everything here reads the inferred tree (pure Python, no torch) and is exact whe
   is set: all but identity and flatten, which are views), plus what each combinator makes
   (`Combinator.activations`: a residual sum, a concatenation, a gate's product), times the batch size,
   float32. In-place activations are counted as if they were not (an upper bound); a forward
-  pass under `torch.no_grad()` needs less, since it frees tensors as it goes.
+  pass under `torch.no_grad()` needs less, since it frees tensors as it goes;
+- working memory: temporaries a layer allocates besides its output (`Primitive.working_elements`,
+  e.g. local response norm's padded copy of its input). They live only while their layer runs,
+  so the largest one is added to the activations, not their sum.
 
 The default limit is half of this machine's memory (physical memory, or the container's
 memory limit when that is lower), read with `os.sysconf` and the cgroup files, no psutil.
@@ -41,6 +44,7 @@ class Estimate:
     buffer_bytes: int
     activations: int  # activation elements for one sample
     batch: int = 1
+    working: int = 0  # elements of the largest temporary one layer allocates, per sample
 
     @property
     def param_bytes(self) -> int:
@@ -48,7 +52,7 @@ class Estimate:
 
     @property
     def activation_bytes(self) -> int:
-        return self.activations * self.batch * BYTES_PER_VALUE
+        return (self.activations + self.working) * self.batch * BYTES_PER_VALUE
 
     @property
     def build_bytes(self) -> int:
@@ -99,7 +103,17 @@ def node_cost(node: Node) -> tuple[int, int, int]:
 def estimate(spec: Spec, batch: int = 1) -> Estimate:
     """Memory to build `spec` and to run one training forward pass at `batch`."""
     params, buffers, activations = node_cost(spec.tree)
-    return Estimate(params, buffers, activations + _elements(spec.input_shape), batch)
+    inputs = _elements(spec.input_shape)
+    return Estimate(params, buffers, activations + inputs, batch, working_peak(spec.tree))
+
+
+def working_elements(node: Node) -> int:
+    """Elements of the temporaries a primitive allocates while it runs, per sample."""
+    return node.primitive.working_elements(node.params, node.in_shape) if node.is_primitive else 0
+
+
+def working_peak(tree: Node) -> int:
+    return max((working_elements(node) for node in tree.walk()), default=0)
 
 
 def _cgroup_limit() -> int | None:
@@ -169,14 +183,19 @@ class ResourceError(SpecError):
     """A model that would not fit in the memory limit (exit status 1)."""
 
 
+def _leaf_bytes(leaf: Node, batch: int) -> int:
+    params, buffers, activations = node_cost(leaf)
+    per_sample = activations + working_elements(leaf)
+    return params * BYTES_PER_VALUE + buffers + per_sample * batch * BYTES_PER_VALUE
+
+
 def _largest(node: Node, batch: int) -> Node | None:
     """The primitive layer needing the most memory, to point the error at."""
     best, best_bytes = None, -1
     for leaf in node.walk():
         if not leaf.is_primitive:
             continue
-        params, buffers, activations = node_cost(leaf)
-        size = params * BYTES_PER_VALUE + buffers + activations * batch * BYTES_PER_VALUE
+        size = _leaf_bytes(leaf, batch)
         if size > best_bytes:
             best, best_bytes = leaf, size
     return best
@@ -199,8 +218,7 @@ def check(spec: Spec, limit: int | str | None = "auto", *, batch: int = 1) -> Es
     largest = _largest(spec.tree, batch)
     where = ""
     if largest is not None and largest.path:
-        p, b, a = node_cost(largest)
-        size = p * BYTES_PER_VALUE + b + a * batch * BYTES_PER_VALUE
+        size = _leaf_bytes(largest, batch)
         where = f"; its largest layer is {largest.path} ({human(size)})"
     message = (
         f"model {spec.name!r} needs {found.describe()}, more than the {human(limit)} limit "

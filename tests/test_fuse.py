@@ -160,7 +160,7 @@ def test_cli_build_fuse(capsys):
         "--channels-last",
         "--check",
         "--depth",
-        "0",
+        "1",
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -257,24 +257,33 @@ def test_valid_init_rules_still_build():
 
 
 @pytest.mark.parametrize(
-    "expression, words",
+    "expression, words, blamed",
     [
-        ("2 ** l", "needs numbers"),  # was TypeError from abs() on a list: an internal error
-        ("-l", "needs numbers"),
-        ("l < 1", "not supported"),
-        ("-s", "needs numbers"),
-        ("s * 1000000000000", "needs numbers"),  # string repetition: MemoryError
-        ("l * 1000000000", "needs numbers"),  # list repetition: gigabytes
-        ("round(5, -1000000000000000)", "ndigits"),  # hung computing 10**(10**15)
-        ("(-8) ** 0.5", "not a real number"),  # a complex number reached pydantic
-        ("-" * 200 + "1", "nested more than"),  # recursion depth
+        ("2 ** l", "needs numbers", "l"),  # was TypeError from abs() on a list: an internal error
+        ("-l", "needs numbers", "l"),
+        ("l < 1", "not supported", "l"),
+        ("-s", "needs numbers", "s"),
+        ("s * 1000000000000", "needs numbers", "s"),  # string repetition: MemoryError
+        ("l * 1000000000", "needs numbers", "l"),  # list repetition: gigabytes
+        ("round(5, -1000000000000000)", "ndigits", None),  # hung computing 10**(10**15)
+        ("(-8) ** 0.5", "not a real number", None),  # a complex number reached pydantic
+        ("-" * 200 + "1", "nested more than", None),  # recursion depth
     ],
 )
-def test_expression_errors_are_spec_errors(expression, words):
+def test_expression_errors_are_spec_errors(expression, words, blamed):
+    # a param's value that the expression cannot use is reported where the param is written
+    # (line 4), with the expression (line 6) as a note; the expression's own faults at line 6
     text = HEAD + f"params: {{l: [1, 2], s: abc}}\nbody:\n  c: {{conv: {{out: '${{{expression}}}', kernel: 1}}}}\n"
     with pytest.raises(SpecError) as info:
         archc.loads(text, "f.yaml")
-    assert info.value.location.line == 6 and words in info.value.message
+    error = info.value
+    assert words in error.message
+    if blamed is None:
+        assert error.location.line == 6 and error.field == "body.c.conv.out" and not error.notes
+    else:
+        assert (error.location.line, error.field) == (4, f"params.{blamed}")
+        assert [n.location.line for n in error.notes] == [6]
+        assert error.notes[0].message == f"{blamed} is used here (at body.c.conv.out)"
 
 
 @pytest.mark.parametrize("field", ["alpha: .nan", "beta: .inf", "k: -.inf"])

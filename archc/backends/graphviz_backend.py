@@ -90,16 +90,91 @@ def digraph(
     spec: Spec, *, depth: int | None = None, direction: str = "TB", shapes: bool = True
 ) -> graphviz.Digraph:
     """The diagram of `spec`: `depth` levels expanded (None: all), edges labelled with shapes."""
+    _check_options(depth, direction)
+    return _Drawing(spec, depth, direction, shapes).graph
+
+
+def _check_options(depth: int | None, direction: str) -> None:
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
         raise UsageError(f"depth must be a whole number of at least 1, got {depth!r}")
     if direction not in DIRECTIONS:
         raise UsageError(f"direction must be TB or LR, got {direction!r}")
-    return _Drawing(spec, depth, direction, shapes).graph
 
 
-class _Drawing:
-    def __init__(self, spec: Spec, depth: int | None, direction: str, shapes: bool) -> None:
+class _Folding:
+    """Which subtrees a drawing at `depth` collapses, and which neighbours fold into one box."""
+
+    def __init__(self, depth: int | None, signatures: dict[int, tuple] | None = None) -> None:
         self.depth = depth
+        self.signatures = {} if signatures is None else signatures  # shareable: same tree
+        self.texts: dict[int, tuple[str, Any]] = {}
+
+    def collapsed(self, node: Node, level: int) -> bool:
+        return (
+            self.depth is not None
+            and level >= self.depth
+            and not node.is_primitive
+            and not node.inline
+        )
+
+    def runs(self, nodes: list[Node], level: int) -> list[list[Node]]:
+        """Consecutive nodes grouped when collapsed and structurally identical."""
+        groups: list[list[Node]] = []
+        for node in nodes:
+            prev = groups[-1][-1] if groups else None
+            same = prev is not None and self.collapsed(prev, level) and self.collapsed(node, level)
+            if same and self.signature(prev) == self.signature(node):
+                groups[-1].append(node)
+            else:
+                groups.append([node])
+        return groups
+
+    def signature(self, node: Node) -> tuple:
+        """Everything that makes two subtrees the same module except their own names."""
+        key = id(node)
+        if key not in self.signatures:
+            self.signatures[key] = (
+                node.kind, repr(node.template), node.repeats, self.text(node.params),
+                node.role, node.inline, node.in_shape, node.out_shape,
+                tuple((c.name, self.signature(c)) for c in node.children),
+            )  # fmt: skip
+        return self.signatures[key]
+
+    def text(self, params: Any) -> str:
+        """repr(params), once per params object: a stage's copied blocks share theirs, and
+        pydantic's repr is the slow part of telling 10,000 blocks apart."""
+        key = id(params)
+        if key not in self.texts:
+            self.texts[key] = (repr(params), params)  # params kept, so its id stays its own
+        return self.texts[key][0]
+
+    def boxes(self, nodes: list[Node], level: int, budget: int) -> int:
+        """The boxes and clusters drawing `nodes` at `level` makes (`+` and `concat` joins, at
+        most one per box, not counted), counted only until past `budget`: cheap, so a depth
+        that fits can be chosen before drawing."""
+        total = 0
+        for group in self.runs(splice(nodes), level):
+            node = group[0]
+            if len(group) > 1 or node.is_primitive or self.collapsed(node, level):
+                total += 1
+            else:
+                inner = level if node.inline else level + 1
+                total += 1 + self.boxes(node.children, inner, budget - total - 1)
+            if total > budget:
+                break
+        return total
+
+
+class _Drawing(_Folding):
+    def __init__(
+        self,
+        spec: Spec,
+        depth: int | None,
+        direction: str,
+        shapes: bool,
+        signatures: dict[int, tuple] | None = None,
+    ) -> None:
+        super().__init__(depth, signatures)
         self.direction = direction
         self.graph = graphviz.Digraph(
             spec.name,
@@ -113,7 +188,6 @@ class _Drawing:
             edge_attr=EDGE_ATTR,
         )
         self.edges: list[tuple[Port, str, dict[str, str]]] = []
-        self.signatures: dict[int, tuple] = {}
         self.place(self.graph, "/input", "io", _html("input", fmt_shape(spec.input_shape)))
         out = self.inside(spec.tree, Port("/input", spec.input_shape), 1, self.graph)
         self.place(self.graph, "/output", "io", _html("output", fmt_shape(spec.output_shape)))
@@ -152,14 +226,6 @@ class _Drawing:
     @staticmethod
     def port(node_id: str, shape: Shape) -> Port:
         return Port(node_id, shape)
-
-    def collapsed(self, node: Node, level: int) -> bool:
-        return (
-            self.depth is not None
-            and level >= self.depth
-            and not node.is_primitive
-            and not node.inline
-        )
 
     def box(
         self, into: graphviz.Digraph, node: Node, look: str, label: str, fill: str, src: Port
@@ -210,28 +276,6 @@ class _Drawing:
             src = Port(first.path + "/fold", last.out_shape)
         return src
 
-    def runs(self, nodes: list[Node], level: int) -> list[list[Node]]:
-        """Consecutive nodes grouped when collapsed and structurally identical."""
-        groups: list[list[Node]] = []
-        for node in nodes:
-            prev = groups[-1][-1] if groups else None
-            same = prev is not None and self.collapsed(prev, level) and self.collapsed(node, level)
-            if same and self.signature(prev) == self.signature(node):
-                groups[-1].append(node)
-            else:
-                groups.append([node])
-        return groups
-
-    def signature(self, node: Node) -> tuple:
-        """Everything that makes two subtrees the same module except their own names."""
-        key = id(node)
-        if key not in self.signatures:
-            self.signatures[key] = (
-                node.kind, repr(node.template), node.repeats, repr(node.params),
-                node.role, node.inline, node.in_shape, node.out_shape,
-                tuple((c.name, self.signature(c)) for c in node.children),
-            )  # fmt: skip
-        return self.signatures[key]
 
 
 # ---- labels ------------------------------------------------------------------------------
@@ -337,14 +381,58 @@ def _tooltip(node: Node) -> str:
     )
 
 
-def render(args: Any) -> int:
-    """`archc draw`: write the diagram to args.output (default: <spec stem>.svg here)."""
-    output = (
-        Path(args.output) if args.output else contained(Path.cwd(), Path(args.spec).stem + ".svg")
-    )
-    fmt = graphviz_files.output_format(output)
-    spec = load(args.spec)
-    graph = digraph(spec, depth=args.depth, direction=args.direction, shapes=not args.no_shapes)
-    write_atomic(output, graphviz_files.encode(graph.source, fmt, marker(spec)), force=args.force)
-    print(f"wrote {output}")
-    return 0
+MAX_DRAWN_BOXES = 5_000  # ~7x DenseNet-201's layers; Graphviz takes minutes to lay out much more
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """What `render` wrote: the file, and the depth it chose itself (None if it did not)."""
+
+    path: Path
+    chosen_depth: int | None = None
+
+
+def fitting_depth(
+    spec: Spec, limit: int = MAX_DRAWN_BOXES, signatures: dict[int, tuple] | None = None
+) -> int | None:
+    """None when the whole tree fits in `limit` boxes; else the deepest depth that does (at
+    least 1, however wide the top level is). `signatures` memoizes the folds for the drawing."""
+    signatures = {} if signatures is None else signatures
+    if _Folding(None, signatures).boxes(spec.tree.children, 1, limit) <= limit:
+        return None
+    depth = 1
+    while _Folding(depth + 1, signatures).boxes(spec.tree.children, 1, limit) <= limit:
+        depth += 1
+    return depth
+
+
+def default_output(spec: Spec) -> Path:
+    """`<spec name>.svg` in the current folder (the spec's `name:`, a plain identifier)."""
+    return contained(Path.cwd(), spec.name + ".svg")
+
+
+def render(
+    spec_path: str | Path,
+    output: str | Path | None = None,
+    *,
+    depth: int | None = None,
+    direction: str = "TB",
+    shapes: bool = True,
+    force: bool = False,
+) -> Drawn:
+    """Write the diagram of the spec at `spec_path` to `output` (default: `default_output`).
+
+    Without `depth`, a graph too big for Graphviz is collapsed to the deepest depth that fits
+    (`Drawn.chosen_depth` says which), instead of writing a file no one can render.
+    """
+    if output is not None:
+        graphviz_files.output_format(Path(output))  # a usage error before any work
+    spec = load(spec_path)
+    path = Path(output) if output is not None else default_output(spec)
+    _check_options(depth, direction)
+    signatures: dict[int, tuple] = {}  # the folds found choosing a depth serve the drawing
+    chosen = fitting_depth(spec, signatures=signatures) if depth is None else None
+    graph = _Drawing(spec, depth or chosen, direction, shapes, signatures).graph
+    fmt = graphviz_files.output_format(path)
+    write_atomic(path, graphviz_files.encode(graph.source, fmt, marker(spec)), force=force)
+    return Drawn(path, chosen)

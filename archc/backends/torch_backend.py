@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -13,6 +15,7 @@ from archc.backends import torch_modules
 from archc.backends.torch_modules import Dense, Gate, Parallel, Residual  # noqa: F401 (API)
 from archc.compiler import Spec
 from archc.ir import Node
+from archc.outputs import MARKER, with_zip_comment
 from archc.primitives import Shape, fmt_shape
 
 
@@ -108,3 +111,12 @@ def check_shapes(model: nn.Module, spec: Spec, batch: int = 2) -> list[str]:
     if tuple(out.shape[1:]) != spec.output_shape:
         problems.append(f"model output: static {fmt_shape(spec.output_shape)}, runtime {fmt_shape(tuple(out.shape[1:]))}")
     return problems
+
+
+def state_dict_file(model: nn.Module, spec: Spec) -> bytes:
+    """The bytes of `torch.save(model.state_dict())`, marked as archc's in the zip comment
+    (so a later `--save` may replace it) and still loadable with plain `torch.load`."""
+    buffer = io.BytesIO()  # all or nothing: a failed save leaves no half-written file
+    torch.save(model.state_dict(), buffer)
+    note = f"{MARKER} from {Path(spec.file).name}: the state_dict of {spec.name}; rerun `archc build --save` to update"
+    return with_zip_comment(buffer.getvalue(), note)

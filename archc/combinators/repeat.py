@@ -26,7 +26,7 @@ def repeat(x, raw, path, scope, what):
         close = difflib.get_close_matches(spec.block, list(scope.blocks), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise scope.error(f"unknown block type {spec.block!r}{hint}", path + ("block",))
-    args = {k: x.resolve(v, path + (k,), scope) for k, v in spec.block_args().items()}
+    args = spec.block_args()  # resolved by block(), which also notes where each came from
     return spec, scope.blocks[spec.block], args
 
 
@@ -51,6 +51,10 @@ class Stage(Seq):
         for i in range(spec.depth):
             block_args = args if i == 0 else rest
             child_name = spec.names.format(i=spec.start + i)
+            if last is not None and last[0] is block_args and last[1] == shape:
+                # the blocks left are copies of the last one: refuse now, not after copying
+                if x.count + (spec.depth - i) * last[3] > MAX_NODES:
+                    raise scope.error(f"network has more than {MAX_NODES:,} layers", path)
             if (
                 x.reuse_repeats and last is not None and last[0] is block_args
                 and last[1] == shape and x.count + last[3] <= MAX_NODES
@@ -93,11 +97,16 @@ class Dense(Combinator):
     codegen = CodegenForm(base="Dense", repeated=True, helper=DENSE)
 
     def expand(self, x, raw, path, name, scope, shape) -> Node:
+        from archc.expand import MAX_NODES
+
         spec, block, args = repeat(x, raw, path, scope, "dense")
         in_shape, children = shape, []
         for i in range(spec.depth):
+            before = x.count
             child = x.block(block, args, path, spec.names.format(i=spec.start + i), scope, shape)
             child.location, child.field_path = scope.here(path)
+            if i == 0 and x.count + (spec.depth - 1) * (x.count - before) > MAX_NODES:
+                raise scope.error(f"network would have more than {MAX_NODES:,} layers", path)
             shares_input(scope, child, "the concatenation")
             try:
                 infer.dense_layer_out(shape, child.out_shape)

@@ -64,6 +64,11 @@ class ExprError(ValueError):
     """An expression that is malformed, uses something not allowed, or fails to evaluate."""
 
 
+class ExprValueError(ExprError):
+    """An expression that fails on the values it was given (a string where a number belongs,
+    an index past the end): the values are to blame as much as the expression."""
+
+
 def is_expression(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("${") and value.endswith("}")
 
@@ -93,6 +98,8 @@ def parse(source: str) -> ast.Expression:
             raise ExprError(f"'{type(node).__name__}' is not allowed in expressions")
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, bool)):
             raise ExprError(f"only numbers and booleans are allowed, not {node.value!r}")
+        if isinstance(node, ast.Constant) and abs(node.value) > MAX_MAGNITUDE:
+            raise ExprError(f"number {_show(node.value)} is too large (the limit is 10**15)")
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
                 raise ExprError(f"unknown function; allowed: {', '.join(sorted(FUNCTIONS))}")
@@ -108,20 +115,46 @@ def names(source: str) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called}
 
 
+def _show(number: int | float) -> str:
+    """A short form of a number that may be too large to print or convert to float."""
+    if isinstance(number, int) and number.bit_length() > 1000:  # float() would overflow
+        return f"about {'-' if number < 0 else ''}10**{int(number.bit_length() * math.log10(2))}"
+    return f"{number:.3g}"
+
+
+def culprits(source: str, env: Mapping[str, Any]) -> set[str]:
+    """The names to blame for a false condition: those of the parts of a top-level
+    `a and b and c` that are false (all its names when it is not such a chain)."""
+    body = parse(source).body
+    if not (isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And)):
+        return names(source)
+    blamed: set[str] = set()
+    for part in body.values:
+        try:
+            ok = _eval(part, env)
+        except ExprError:
+            ok = False
+        if not ok:
+            blamed |= {
+                n.id for n in ast.walk(part) if isinstance(n, ast.Name) and n.id not in FUNCTIONS
+            }
+    return blamed or names(source)
+
+
 def _number(value: Any, operation: str) -> Any:
     if not isinstance(value, (int, float)):  # a list or a string would repeat, not multiply
-        raise ExprError(f"{operation} needs numbers, not {type(value).__name__} {value!r:.40}")
+        raise ExprValueError(f"{operation} needs numbers, not {type(value).__name__} {value!r:.40}")
     return value
 
 
 def _check(value: Any) -> Any:
     if isinstance(value, complex):
-        raise ExprError("expression result is not a real number")
+        raise ExprValueError("expression result is not a real number")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
-            raise ExprError("expression result is not a finite number")
+            raise ExprValueError("expression result is not a finite number")
         if abs(value) > MAX_MAGNITUDE:
-            raise ExprError(f"expression result {value:.3g} is out of range")
+            raise ExprValueError(f"expression result {_show(value)} is out of range")
     return value
 
 
@@ -140,11 +173,11 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
         left = _number(_eval(node.left, env), symbol)
         right = _number(_eval(node.right, env), symbol)
         if isinstance(node.op, ast.Pow) and abs(right) > 64:
-            raise ExprError("exponent is too large")
+            raise ExprValueError("exponent is too large")
         try:
             return _check(_BINARY[type(node.op)](left, right))
         except (ZeroDivisionError, TypeError, OverflowError) as exc:
-            raise ExprError(str(exc)) from None
+            raise ExprValueError(str(exc)) from None
     if isinstance(node, ast.UnaryOp):
         operand = _eval(node.operand, env)
         if not isinstance(node.op, ast.Not):
@@ -161,7 +194,7 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
                 if not _COMPARE[type(op)](left, right):
                     return False
             except TypeError as exc:
-                raise ExprError(str(exc)) from None
+                raise ExprValueError(str(exc)) from None
             left = right
         return True
     if isinstance(node, ast.IfExp):
@@ -169,16 +202,16 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
     if isinstance(node, ast.Subscript):
         seq, index = _eval(node.value, env), _eval(node.slice, env)
         if not isinstance(seq, list) or not isinstance(index, int) or isinstance(index, bool):
-            raise ExprError("only a list can be indexed, and only by an integer")
+            raise ExprValueError("only a list can be indexed, and only by an integer")
         if not -len(seq) <= index < len(seq):
-            raise ExprError(f"index {index} is out of range for a list of {len(seq)}")
+            raise ExprValueError(f"index {index} is out of range for a list of {len(seq)}")
         return seq[index]
     if isinstance(node, ast.Call):
         args = [_eval(a, env) for a in node.args]
         try:
             return _check(FUNCTIONS[node.func.id](*args))
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ExprError(f"{node.func.id}(): {exc}") from None
+            raise ExprValueError(f"{node.func.id}(): {exc}") from None
     raise ExprError(f"'{type(node).__name__}' is not allowed")  # pragma: no cover
 
 

@@ -9,6 +9,10 @@ a million `[` stops at the 65th), and alias expansion is charged before it is co
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +36,52 @@ MAX_DEPTH = 64  # nesting of mappings and lists
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
+_TEXT_TAGS = {_TAG + "timestamp"}  # a date in a description is text to archc, not a datetime
+_LINE_BREAK = re.compile(r"\r\n?|\n")  # what editors (and YAML 1.2) count as a line break
+_YAML11_ONLY_BREAKS = ("\x85", "\u2028", "\u2029")  # libyaml breaks lines there; editors do not
+# The constructs that must be closed: when one is left open, the parser notices only where
+# the file stops making sense, often many lines on, so the error names where it opened.
+_OPENED = {
+    "quoted scalar": "quoted string",
+    "flow sequence": "[...] list",
+    "flow mapping": "{...} mapping",
+}
 _RESOLVER = Resolver()
 _CONSTRUCTOR = SafeConstructor()
+
+
+class _Lines:
+    """(line, column) of a character offset as an editor shows them: \\n, \\r\\n and \\r each
+    end a line, and nothing else.
+
+    libyaml and PyYAML count lines YAML 1.1's way, so a U+2028 or U+0085 inside a string
+    shifts every later line number by one; a mark's character index does not drift.
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+        self.starts: list[int] | None = None  # line starts, only for text libyaml miscounts
+        if any(c in text for c in _YAML11_ONLY_BREAKS):
+            self.starts = [0, *(m.end() for m in _LINE_BREAK.finditer(text))]
+
+    def at(self, index: int) -> tuple[int, int]:
+        """1-based line and column of the character at `index`."""
+        text = self.text
+        if index > 0 and text[index - 1 : index + 1] == "\r\n":
+            index -= 1  # the \n of a \r\n is part of the line break the \r starts
+        if self.starts is not None:
+            line = bisect_right(self.starts, index)
+            return line, index - self.starts[line - 1] + 1
+        crlf = text.count("\r\n", 0, index)
+        line = text.count("\n", 0, index) + text.count("\r", 0, index) - crlf + 1
+        start = max(text.rfind("\n", 0, index), text.rfind("\r", 0, index)) + 1
+        return line, index - start + 1
+
+    def of(self, mark: yaml.Mark) -> tuple[int, int]:
+        """`at(mark.index)`, without the search when the parser's own count is right."""
+        if self.starts is None:  # only \n, \r\n and \r: libyaml counts as editors do
+            return mark.line + 1, mark.column + 1
+        return self.at(mark.index)
 
 
 @dataclass
@@ -111,8 +159,9 @@ def _copy(value: Any) -> Any:
 class _Builder:
     """Builds plain data from parser events, recording where every key and value was written."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, lines: _Lines):
         self.file = file
+        self.lines = lines
         self.source = SourceMap(file)
         self.count = 0
         self.stack: list[_Open] = []
@@ -123,8 +172,7 @@ class _Builder:
         self.done = False
 
     def where(self, event: events.Event) -> tuple[int, int]:
-        mark = event.start_mark
-        return mark.line + 1, mark.column + 1
+        return self.lines.of(event.start_mark)
 
     def fail(self, message: str, event: events.Event, path: tuple) -> SpecError:
         return SpecError(message, Location(self.file, *self.where(event)), format_path(path))
@@ -214,6 +262,8 @@ class _Builder:
             tag = _RESOLVER.resolve(ScalarNode, event.value, event.implicit)
         if key and tag == _TAG + "merge":
             raise self.fail("mapping keys must be plain names", event, path)
+        if tag in _TEXT_TAGS:
+            return event.value
         if tag not in _SCALAR_TAGS:
             raise self.fail(f"unsupported YAML tag {tag!r}", event, path)
         node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
@@ -257,7 +307,14 @@ class _Builder:
         if self.count > MAX_VALUES:
             raise self.fail(f"spec has more than {MAX_VALUES:,} keys and values", event, top.path)
         key = self.scalar(event, top.path, key=True)
-        if isinstance(key, bool) or not isinstance(key, (str, int)):
+        if isinstance(key, bool) or key is None:  # YAML 1.1 reads on/off/yes/no/null as values
+            raise self.fail(
+                f"mapping key {event.value!r} is read by YAML as {_yaml_word(key)}; quote it to use it "
+                f"as a name ('{event.value}': ...)",
+                event,
+                top.path,
+            )
+        if not isinstance(key, (str, int)):
             raise self.fail(f"mapping key {key!r} must be a name", event, top.path)
         key = str(key)
         if key in top.value:
@@ -268,10 +325,14 @@ class _Builder:
                 top.path + (key,),
             )
         path = top.path + (key,)
-        mark = event.start_mark
-        self.source.keys[path] = where = (mark.line + 1, mark.column + 1)
+        self.source.keys[path] = where = self.where(event)
         self.log.append((path, where, True))
         top.key = key
+
+
+def _yaml_word(value: bool | None) -> str:
+    """How YAML writes a boolean or null (messages speak YAML, not Python)."""
+    return "null" if value is None else str(value).lower()
 
 
 def _decode(raw: bytes, file: str) -> str:
@@ -282,22 +343,47 @@ def _decode(raw: bytes, file: str) -> str:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise SpecError("spec is not valid UTF-8 text", Location(file, line, col)) from None
+        before = raw[: exc.start].decode("utf-8-sig")  # valid up to the bad byte
+        where = _offset_location(before, len(before), file, chars=True)
+        raise SpecError("spec is not valid UTF-8 text", where) from None
     if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise SpecError("spec contains NUL bytes (is it a binary file?)", Location(file, line, 1))
+        where = _offset_location(text, text.index("\x00"), file, chars=True)
+        raise SpecError("spec contains NUL bytes (is it a binary file?)", where)
     return text
 
 
 def _offset_location(text: str, offset: int, file: str, *, chars: bool = False) -> Location:
     """Location of an offset in characters, or in a parser's units (libyaml counts bytes)."""
     if not chars and _Parser is not yaml.SafeLoader:
-        text = text.encode("utf-8")[:offset].decode("utf-8", "replace")
-        offset = len(text)
-    before = text[:offset]
-    return Location(file, before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1)
+        offset = len(text.encode("utf-8")[:offset].decode("utf-8", "replace"))
+    return Location(file, *_Lines(text).at(offset))
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, lines: _Lines, file: str) -> SpecError:
+    """`invalid YAML` at the cause: where an unclosed quote or bracket opened, with where the
+    parser gave up as a note; otherwise where the parser gave up."""
+    text = lines.text
+    problem = exc.problem or exc.context or "invalid YAML"
+    mark = exc.problem_mark or exc.context_mark
+    index = mark.index if mark else 0
+    end = len(text.rstrip("\r\n"))  # a problem at the end of the file: the end of its last line
+    noticed = Location(file, *lines.at(min(index, end)))
+    if "nesting depth" in problem:  # libyaml's own limit (PyYAML >= 6.0.4) came first
+        return SpecError(f"spec is nested more than {MAX_DEPTH} levels deep", noticed)
+    char = text[index : index + 1]
+    if "cannot start any token" in problem and char:
+        problem = f"found character {char!r} that cannot start any token"
+        if char == "\t":
+            problem += " (YAML indents with spaces, not tabs)"
+    construct = next((v for k, v in _OPENED.items() if k in (exc.context or "")), None)
+    opened = exc.context_mark
+    if construct is None or opened is None or opened.index >= index:
+        return SpecError(f"invalid YAML: {problem}", noticed)
+    error = SpecError(
+        f"invalid YAML: {problem} (in the {construct} that starts here)",
+        Location(file, *lines.at(opened.index)),
+    )
+    return error.note("the parser stopped here", noticed)
 
 
 def load_text(text: str, file: str = "<string>") -> Document:
@@ -317,7 +403,7 @@ def load_text(text: str, file: str = "<string>") -> Document:
     if "\x00" in text:
         where = _offset_location(text, text.index("\x00"), file, chars=True)
         raise SpecError("spec contains NUL bytes (is it a binary file?)", where)
-    builder = _Builder(file)
+    builder = _Builder(file, _Lines(text))
     documents = 0
     try:
         for event in yaml.parse(text, Loader=_Parser):
@@ -332,25 +418,7 @@ def load_text(text: str, file: str = "<string>") -> Document:
         where = _offset_location(text, exc.position, file)
         raise SpecError(f"invalid YAML: {exc.reason}", where) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line, mark.column) if mark else (0, 0)
-        lines = text.split("\n")
-        if text.endswith("\n"):
-            lines.pop()
-        if line >= len(lines):  # the end of the file: point at the end of its last line
-            line, col = max(len(lines) - 1, 0), len(lines[-1]) if lines else 0
-        problem = exc.problem or exc.context or "invalid YAML"
-        if "nesting depth" in problem:  # libyaml's own limit (PyYAML >= 6.0.4) came first
-            raise SpecError(
-                f"spec is nested more than {MAX_DEPTH} levels deep",
-                Location(file, line + 1, col + 1),
-            ) from None
-        char = lines[line][col : col + 1] if lines else ""
-        if "cannot start any token" in problem and char:
-            problem = f"found character {char!r} that cannot start any token"
-            if char == "\t":
-                problem += " (YAML indents with spaces, not tabs)"
-        raise SpecError(f"invalid YAML: {problem}", Location(file, line + 1, col + 1)) from None
+        raise _syntax_error(exc, builder.lines, file) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", Location(file, 1, 1)) from None
     if not builder.done or builder.root is None:
@@ -358,17 +426,44 @@ def load_text(text: str, file: str = "<string>") -> Document:
     return Document(builder.root, builder.source, text)
 
 
+STDIN = "-"  # the spec argument that means standard input
+STDIN_NAME = "<stdin>"  # how messages name it
+
+
+def _is_stdin(info: os.stat_result) -> bool:
+    try:
+        stdin = os.fstat(0)
+    except OSError:  # standard input is closed
+        return False
+    return (stdin.st_dev, stdin.st_ino) == (info.st_dev, info.st_ino)
+
+
+def _spec_file_size(path: Path, name: str) -> int:
+    """The size of a regular spec file. Anything else but standard input (/dev/stdin) is
+    refused before it is opened: opening a FIFO blocks until a writer comes, maybe forever."""
+    info = path.stat()
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(name)
+    if not stat.S_ISREG(info.st_mode) and not _is_stdin(info):
+        raise SpecError(
+            "not a regular file (a FIFO, device or socket); give a spec file, or - for standard input",
+            Location(name, 1, 1),
+        )
+    return info.st_size
+
+
 def load_file(path: str | Path) -> Document:
     """Read and parse a spec file (size-checked before it is parsed)."""
     path = Path(path)
-    name = str(path)
+    name = STDIN_NAME if str(path) == STDIN else str(path)
     try:
-        size = path.stat().st_size
+        size = 0 if str(path) == STDIN else _spec_file_size(path, name)
         if size > MAX_SPEC_BYTES:
             raise SpecError(
                 f"spec is {size:,} bytes; the limit is {MAX_SPEC_BYTES:,}", Location(name, 1, 1)
             )
-        with open(path, "rb") as handle:  # at most one byte over: /dev/zero has no size
+        opened = open(0, "rb", closefd=False) if str(path) == STDIN else open(path, "rb")
+        with opened as handle:  # at most one byte over: a pipe has no size
             raw = handle.read(MAX_SPEC_BYTES + 1)
         if len(raw) > MAX_SPEC_BYTES:
             raise SpecError(

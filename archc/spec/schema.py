@@ -9,8 +9,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import ConfigDict, Field, Strict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from archc.primitives import MAX_CHANNELS, StrictModel
+from archc.primitives import MAX_CHANNELS, Float32, StrictModel
 
+SPEC_VERSION = 1  # the `archc:` value of the spec format this package reads
 MAX_DEPTH_PER_STAGE = 10_000
 MAX_SPATIAL = 1 << 14
 
@@ -52,7 +53,7 @@ class InitRule(StrictModel):
         "default", "zeros", "ones", "constant", "normal", "trunc_normal", "uniform",
         "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform",
     ]  # fmt: skip
-    args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False)] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]] = {}
+    args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False), Float32] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]] = {}
 
     @model_validator(mode="after")
     def _torch_accepts(self) -> InitRule:
@@ -93,7 +94,7 @@ INIT_ARGS = {
 class SpecHeader(StrictModel):
     """The top level of a spec file; `blocks`, `init` and `body` are checked by their own code."""
 
-    archc: Literal[1] = Field(description="spec format version")
+    archc: int = Field(description="spec format version")
     name: str
     description: str = ""
     input: list[Annotated[int, Strict(), Field(ge=1, le=MAX_SPATIAL)]]
@@ -101,6 +102,14 @@ class SpecHeader(StrictModel):
     init: dict[str, dict[str, Any]] = {}
     blocks: dict[str, Any] = {}
     body: dict[str, Any] | list[Any]
+
+    @field_validator("archc", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> int:
+        """Exactly the integer 1: YAML's `true` and `1.0` equal 1 in Python but are not versions."""
+        if type(value) is not int or value != SPEC_VERSION:
+            raise ValueError(f"archc is the spec format version; this archc reads version {SPEC_VERSION}")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -127,6 +136,18 @@ class Template(StrictModel):
     let: dict[str, str] = {}  # derived values, e.g. mid: ${width * base_width // 64}
     requires: list[str] = []
     body: Any
+
+    def reserved_name(self) -> tuple[str, str] | None:
+        """('params' or 'let', name) of a name archc sets itself, which the template must not
+        declare: its value would be silently replaced by (or replace) the real one."""
+        for section in ("params", "let"):
+            for name in getattr(self, section):
+                if name in TEMPLATE_RESERVED:
+                    return section, name
+        return None
+
+
+TEMPLATE_RESERVED = frozenset({"in_channels"})  # set by archc from the block's input shape
 
 
 class Repeat(StrictModel):

@@ -25,6 +25,11 @@ def spec_files(arg: str) -> list[tuple[Path, Path]]:
         return [(file, file.relative_to(path).with_suffix(".py")) for file in found]
     if path.is_file():
         return [(path, Path(path.stem + ".py"))]
+    if arg == "-" or path.exists():
+        raise OutputError(
+            f"{arg}: codegen reads spec files and folders (each output is named after its file), "
+            "not standard input, FIFOs or devices"
+        )
     raise OutputError(f"{arg}: no such file or folder")
 
 
@@ -65,7 +70,7 @@ def write_one(spec_path: Path, target: Path, targets: dict[Path, Path], force: b
         raise OutputError(f"{spec_path} and {targets[target]} would both write {target}")
     targets[target] = spec_path
     text = generate(load(spec_path), display_path(str(spec_path)))
-    if target.is_file() and written_by_archc(target) and target.read_text(encoding="utf-8") == text:
+    if target.is_file() and written_by_archc(target) and target.read_bytes() == text.encode():
         return False  # leave the file (and its modification time) alone
     write_atomic(target, text, force=force)
     return True
