@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from archc.errors import ArchcError
+from archc.errors import ArchcError, UsageError
 
 if TYPE_CHECKING:
     from archc.compiler import Spec
@@ -31,8 +31,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.specs:
         try:
-            spec = load(path)
+            spec = load(path, **spec_options(args))
         except ArchcError as exc:
+            if isinstance(exc, UsageError):  # a bad --set: the same for every spec
+                raise
             if args.debug:
                 traceback.print_exc()
             print(exc.format(), file=sys.stderr)
@@ -50,7 +52,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from archc.compiler import load
     from archc.tables import as_dict, table
 
-    spec = load(args.spec)
+    spec = load(args.spec, **spec_options(args))
     if args.json:
         print(json.dumps(as_dict(spec, args.depth), indent=2))
     else:
@@ -65,7 +67,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from archc.compiler import load
     from archc.tables import table
 
-    spec = load(args.spec)
+    spec = load(args.spec, **spec_options(args))
     save_to = save_path(args.save, spec, force=args.force) if args.save else None
     if args.check:  # the check's forward pass runs at batch 2: estimate that before building
         resources.check(spec, args.max_memory, batch=2)
@@ -123,7 +125,7 @@ def save_path(arg: str, spec: Spec, *, force: bool) -> Path:
 def cmd_codegen(args: argparse.Namespace) -> int:
     from archc.backends.codegen import write_all
 
-    result = write_all(args.specs, Path(args.output), force=args.force)
+    result = write_all(args.specs, Path(args.output), force=args.force, **spec_options(args))
     for target in result.written:
         print(f"wrote {target}")
     for exc in result.errors:
@@ -137,7 +139,7 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
     drawn = render(
         args.spec, args.output, depth=args.depth, direction=args.direction,
-        shapes=not args.no_shapes, force=args.force,
+        shapes=not args.no_shapes, force=args.force, **spec_options(args),
     )  # fmt: skip
     if drawn.chosen_depth is not None:
         print(
@@ -147,6 +149,18 @@ def cmd_draw(args: argparse.Namespace) -> int:
         )
     print(f"wrote {drawn.path}")
     return 0
+
+
+def spec_options(args: argparse.Namespace) -> dict:
+    """--variant and --set, as `archc.load` takes them."""
+    return {"variant": args.variant, "overrides": args.overrides}
+
+
+def add_spec_options(p: argparse.ArgumentParser) -> None:
+    """--variant NAME and --set KEY=VALUE, on every command that reads specs."""
+    p.add_argument("--variant", metavar="NAME", help="build this one of the spec's variants:")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a value in the spec, e.g. params.num_classes=10 (repeatable)")  # fmt: skip
 
 
 def _depth(text: str) -> int:
@@ -193,11 +207,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check specs statically (no torch)")
     s.add_argument("specs", nargs="+", metavar="SPEC")
     s.add_argument("-q", "--quiet", action="store_true")
+    add_spec_options(s)
 
     s = sub.add_parser("summary", help="per-layer shapes, params and MACs (no torch)")
     s.add_argument("spec", metavar="SPEC")
     s.add_argument("--depth", type=_depth, default=None, help="levels of nesting to show")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    add_spec_options(s)
 
     s = sub.add_parser("build", help="build the torch module and print its summary")
     s.add_argument("spec", metavar="SPEC")
@@ -213,6 +229,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fuse", action="store_true",
                    help="inference build: fold batch norms into convolutions, fuse ReLUs, pack weights (eval mode)")  # fmt: skip
     s.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    add_spec_options(s)
     s.add_argument(
         "--max-memory", type=_memory_limit, default="auto", metavar="SIZE",
         help="refuse models estimated to need more (e.g. 8GiB, 512MiB, none; "
@@ -223,6 +240,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders")
     s.add_argument("-o", "--output", default="generated", metavar="DIR")
     s.add_argument("--force", action="store_true", help="overwrite files archc did not write")
+    add_spec_options(s)
 
     s = sub.add_parser("draw", help="render a Graphviz diagram")
     s.add_argument("spec", metavar="SPEC")
@@ -231,6 +249,7 @@ def parser() -> argparse.ArgumentParser:
                    help="collapse below this depth (default: all, or what keeps a huge graph drawable)")  # fmt: skip
     s.add_argument("--direction", choices=("TB", "LR"), default="TB")
     s.add_argument("--no-shapes", action="store_true", help="leave shapes off the edges")
+    add_spec_options(s)
     s.add_argument("--force", action="store_true", help="overwrite a file archc did not write")
     return p
 

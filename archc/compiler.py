@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,7 @@ from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
 from archc.ir import Node
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
+from archc.spec.compose import annotate, compose
 from archc.spec.loader import Document, SourceMap, load_file, load_text
 from archc.spec.schema import (
     FAN_BASED,
@@ -43,6 +45,8 @@ class Spec:
     comments: list[str] = field(default_factory=list)  # the file's leading comment block
     templates: dict[str, Template] = field(default_factory=dict, repr=False)  # blocks it can use
     document: Document | None = field(default=None, repr=False, compare=False)  # what it compiled
+    variants: tuple[str, ...] = ()  # the names under the file's `variants:`
+    variant: str | None = None  # the one compiled (None: the base values)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -146,7 +150,16 @@ def _init_rule(raw: Any, source: SourceMap, path: tuple) -> InitRule:
         raise source.error(f"{kind}: {message}", path + (kind,) + loc) from None
 
 
-def compile_document(doc: Document) -> Spec:
+def compile_document(doc: Document, *, variant: str | None = None, overrides: Sequence[str] = ()) -> Spec:
+    """Compile `doc` after `extends:`, the variant and the KEY=VALUE overrides are applied."""
+    doc = compose(doc, variant=variant, overrides=overrides)
+    try:
+        return _compile(doc)
+    except SpecError as exc:
+        raise annotate(exc, doc.source) from None
+
+
+def _compile(doc: Document) -> Spec:
     source = doc.source
     scope = Scope({}, source, {})
     if not isinstance(doc.data, dict):
@@ -171,17 +184,20 @@ def compile_document(doc: Document) -> Spec:
     templates = {name: block.template for name, block in blocks.items()}
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
-        doc.leading_comments, templates, doc,
+        doc.leading_comments, templates, doc, doc.variants, doc.variant,
     )  # fmt: skip
 
 
-def load(path: str | Path) -> Spec:
-    """Load, validate, expand and infer a spec file."""
-    return compile_document(load_file(path))
+def load(path: str | Path, *, variant: str | None = None, overrides: Sequence[str] = ()) -> Spec:
+    """Load, validate, expand and infer a spec file; `variant` names one of its `variants:`,
+    `overrides` is a list of "KEY=VALUE" strings like `--set` takes."""
+    return compile_document(load_file(path), variant=variant, overrides=overrides)
 
 
-def loads(text: str, file: str = "<string>") -> Spec:
-    return compile_document(load_text(text, file))
+def loads(
+    text: str, file: str = "<string>", *, variant: str | None = None, overrides: Sequence[str] = ()
+) -> Spec:
+    return compile_document(load_text(text, file), variant=variant, overrides=overrides)
 
 
 __all__ = ["Spec", "load", "loads", "library", "format_path", "SpecError"]

@@ -419,6 +419,7 @@ def render(
     direction: str = "TB",
     shapes: bool = True,
     force: bool = False,
+    **options: Any,
 ) -> Drawn:
     """Write the diagram of the spec at `spec_path` to `output` (default: `default_output`).
 
@@ -427,7 +428,7 @@ def render(
     """
     if output is not None:
         graphviz_files.output_format(Path(output))  # a usage error before any work
-    spec = load(spec_path)
+    spec = load(spec_path, **options)  # variant=, overrides=
     path = Path(output) if output is not None else default_output(spec)
     _check_options(depth, direction)
     signatures: dict[int, tuple] = {}  # the folds found choosing a depth serve the drawing

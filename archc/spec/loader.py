@@ -86,20 +86,28 @@ class _Lines:
 
 @dataclass
 class SourceMap:
-    """Maps a field path (tuple of keys and indices) to where it was written."""
+    """Maps a field path (tuple of keys and indices) to where it was written.
+
+    A position is a (line, col) in `file`, or a whole Location: a spec composed from several
+    sources (`extends:`, `--set`) keeps, per path, the file that wrote the value.
+    """
 
     file: str
-    values: dict[tuple, tuple[int, int]] = field(default_factory=dict)  # path -> (line, col)
-    keys: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    values: dict[tuple, tuple[int, int] | Location] = field(default_factory=dict)
+    keys: dict[tuple, tuple[int, int] | Location] = field(default_factory=dict)
+    notes: dict[str, tuple] = field(default_factory=dict)  # file -> Notes for errors located there
+
+    def at(self, where: tuple[int, int] | Location) -> Location:
+        return where if type(where) is Location else Location(self.file, *where)
 
     def locate(self, path: tuple, *, key: bool = False) -> Location | None:
         """The location of `path`, or of its nearest ancestor that was written in the file."""
         path = tuple(path)
         if key and path in self.keys:
-            return Location(self.file, *self.keys[path])
+            return self.at(self.keys[path])
         while True:
             if path in self.values:
-                return Location(self.file, *self.values[path])
+                return self.at(self.values[path])
             if not path:
                 return None
             path = path[:-1]
@@ -115,6 +123,8 @@ class Document:
     data: Any
     source: SourceMap
     text: str = field(default="", repr=False)  # the YAML text it was parsed from
+    variants: tuple[str, ...] = ()  # the names under `variants:` (set by archc.spec.compose)
+    variant: str | None = None  # the one chosen
 
     @property
     def leading_comments(self) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from archc.backends.codegen.render import display_path, generate
 from archc.compiler import load
@@ -42,7 +43,7 @@ class WriteResult:
     errors: list[ArchcError] = field(default_factory=list)  # a spec, argument or target each
 
 
-def write_all(args: list[str], out: Path, *, force: bool = False) -> WriteResult:
+def write_all(args: list[str], out: Path, *, force: bool = False, **options: Any) -> WriteResult:
     """`archc codegen SPEC... -o DIR`: one .py per spec, folders mirrored. A bad argument or
     spec is recorded and the rest are still written; nothing is printed here."""
     result = WriteResult()
@@ -56,7 +57,7 @@ def write_all(args: list[str], out: Path, *, force: bool = False) -> WriteResult
         for spec_path, relative in jobs:
             try:
                 target = contained(out, relative)
-                changed = write_one(spec_path, target, targets, force)
+                changed = write_one(spec_path, target, targets, force, **options)
             except ArchcError as exc:
                 result.errors.append(exc)
                 continue
@@ -64,12 +65,13 @@ def write_all(args: list[str], out: Path, *, force: bool = False) -> WriteResult
     return result
 
 
-def write_one(spec_path: Path, target: Path, targets: dict[Path, Path], force: bool) -> bool:
-    """Generate one spec's file; False when the file was already current (left untouched)."""
+def write_one(spec_path: Path, target: Path, targets: dict[Path, Path], force: bool, **options: Any) -> bool:
+    """Generate one spec's file; False when the file was already current (left untouched).
+    `options` are `load`'s (variant=, overrides=)."""
     if target in targets:
         raise OutputError(f"{spec_path} and {targets[target]} would both write {target}")
     targets[target] = spec_path
-    text = generate(load(spec_path), display_path(str(spec_path)))
+    text = generate(load(spec_path, **options), display_path(str(spec_path)))
     if target.is_file() and written_by_archc(target) and target.read_bytes() == text.encode():
         return False  # leave the file (and its modification time) alone
     write_atomic(target, text, force=force)
