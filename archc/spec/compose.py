@@ -22,7 +22,9 @@ VARIANT_KEYS = ("params", "input", "name")
 _NULLS = ("~", "null", "Null", "NULL")
 
 
-def compose(doc: Document, *, variant: str | None = None, overrides: Sequence[str] = ()) -> Document:
+def compose(
+    doc: Document, *, variant: str | None = None, overrides: Sequence[str] = ()
+) -> Document:
     """`doc` with its base merged in, then `variant` applied, then each KEY=VALUE override."""
     if isinstance(overrides, (str, bytes)):
         raise UsageError("overrides is a list of 'KEY=VALUE' strings, not one string")
@@ -50,11 +52,13 @@ def extended(doc: Document, chain: tuple[str, ...]) -> Document:
         return doc
     ref, at = data["extends"], ("extends",)
     if not isinstance(ref, str) or not ref.strip():
-        raise source.error("extends names a spec file, relative to this one (extends: resnet50.yaml)", at)
-    path = Path(source.file).parent / ref
+        raise source.error(
+            "extends names a spec file, relative to this one (extends: resnet50.yaml)", at
+        )
+    path = Path(os.path.normpath(Path(source.file).parent / ref))
     real = os.path.realpath(path)
     if real in chain:
-        cycle = " -> ".join([*(Path(c).name for c in chain[chain.index(real):]), Path(real).name])
+        cycle = " -> ".join([*(Path(c).name for c in chain[chain.index(real) :]), Path(real).name])
         raise source.error(f"extends cycle: {cycle}", at)
     if len(chain) >= MAX_EXTENDS:
         raise source.error(f"extends chain is longer than {MAX_EXTENDS} files", at)
@@ -72,7 +76,10 @@ def extended(doc: Document, chain: tuple[str, ...]) -> Document:
     child = {k: v for k, v in data.items() if k != "extends"}
     out = SourceMap(source.file, notes=dict(base.source.notes))
     merged = _merge(base.data, child, (), base.source, source, out)
-    return Document(merged, out, doc.text)
+    text = (
+        doc.text if doc.leading_comments else base.text
+    )  # the description, inherited unless rewritten
+    return Document(merged, out, text)
 
 
 def _kind(layer: dict) -> tuple:
@@ -81,10 +88,14 @@ def _kind(layer: dict) -> tuple:
     return tuple(k for k in layer if k not in META_KEYS and k not in PLACE_KEYS)
 
 
-def _merge(base: Any, child: Any, path: tuple, bsrc: SourceMap, csrc: SourceMap, out: SourceMap) -> Any:
+def _merge(
+    base: Any, child: Any, path: tuple, bsrc: SourceMap, csrc: SourceMap, out: SourceMap
+) -> Any:
     """Mappings merge by key (the base's order, new keys after); anything else replaces."""
     layer = len(path) == 2 and path[0] == "body"
-    if not (isinstance(base, dict) and isinstance(child, dict)) or (layer and _kind(base) != _kind(child)):
+    if not (isinstance(base, dict) and isinstance(child, dict)) or (
+        layer and _kind(child) and _kind(base) != _kind(child)
+    ):
         place(out, path, child, csrc, path)  # another kind of layer replaces the base's
         return child
     if path == ("body",):
@@ -114,15 +125,19 @@ def _merge_body(base: dict, child: dict, bsrc: SourceMap, csrc: SourceMap, out: 
         at = path + (name,)
         if layer is None:
             if name not in layers:
-                raise csrc.error(f"no layer {name!r} to delete; layers: {_listing(names)}", at, key=True)
+                raise csrc.error(
+                    f"no layer {name!r} to delete; layers: {_listing(names)}", at, key=True
+                )
             del layers[name]
             names.remove(name)
             continue
         where = None
         if isinstance(layer, dict):
-            given = [k for k in PLACE_KEYS if k in layer]
+            given = [k for k in layer if k in PLACE_KEYS]
             if len(given) > 1:
-                raise csrc.error("a layer goes before or after another, not both", at + (given[1],), key=True)
+                raise csrc.error(
+                    "a layer goes before or after another, not both", at + (given[1],), key=True
+                )
             if given:
                 where = (given[0], layer[given[0]])
                 layer = {k: v for k, v in layer.items() if k not in PLACE_KEYS}
@@ -137,7 +152,10 @@ def _merge_body(base: dict, child: dict, bsrc: SourceMap, csrc: SourceMap, out: 
             key, target = where
             names.remove(name)
             if not isinstance(target, str) or target not in names:
-                raise csrc.error(f"{key}: no layer {target!r} to put {name!r} {key}; layers: {_listing(names)}", at + (key,))
+                raise csrc.error(
+                    f"{key}: no layer {target!r} to put {name!r} {key}; layers: {_listing(names)}",
+                    at + (key,),
+                )
             names.insert(names.index(target) + (key == "after"), name)
     for name in names:
         if name not in touched:
@@ -165,7 +183,9 @@ def _position(out: SourceMap, dst: tuple, src: SourceMap, at: tuple, shift: int 
             into[dst] = loc
 
 
-def place(out: SourceMap, dst: tuple, value: Any, src: SourceMap, at: tuple, shift: int = 0) -> None:
+def place(
+    out: SourceMap, dst: tuple, value: Any, src: SourceMap, at: tuple, shift: int = 0
+) -> None:
     """Record `value` (written at `at` in `src`) as now living at `dst`, everything in it too."""
     stack = [(dst, value, at)]
     while stack:
@@ -209,10 +229,14 @@ def with_variant(doc: Document, variant: str | None) -> Document:
         if problem:
             raise source.error(problem, at + (name,), key=True)
         if not isinstance(spec, dict):
-            raise source.error(f"variant {name!r} is a mapping with params, input or name", at + (name,))
-        for key, value in spec.items():
+            raise source.error(
+                f"variant {name!r} is a mapping with params, input or name", at + (name,)
+            )
+        for key in spec:
             if key not in VARIANT_KEYS:
-                raise source.error(f"a variant sets params, input or name, not {key!r}", at + (name, key), key=True)
+                raise source.error(
+                    f"a variant sets params, input or name, not {key!r}", at + (name, key), key=True
+                )
         if "params" in spec:
             if not isinstance(spec["params"], dict):
                 raise source.error("a variant's params is a mapping", at + (name, "params"))
@@ -286,9 +310,9 @@ def override(doc: Document, arg: str) -> Document:
                 what = "layer" if path == ("body",) else "key"
                 listing = "layers" if what == "layer" else "keys"
                 name = format_path(path + (part,))
-                raise SpecError(f"{name}: no such {what}; {listing}: {_listing(node)}", here, name).note(
-                    f"{format_path(path) or 'the spec'} is here", source.locate(path)
-                )
+                raise SpecError(
+                    f"{name}: no such {what}; {listing}: {_listing(node)}", here, name
+                ).note(f"{format_path(path) or 'the spec'} is here", source.locate(path))
         elif isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 name = format_path(path)
@@ -299,16 +323,22 @@ def override(doc: Document, arg: str) -> Document:
             step = int(part)
         else:
             name = format_path(path)
-            raise SpecError(f"{name} is {node!r}, not a mapping or list; it has no {part!r}", here, name).note(
-                f"{name} is here", source.locate(path)
-            )
+            raise SpecError(
+                f"{name} is {node!r}, not a mapping or list; it has no {part!r}", here, name
+            ).note(f"{name} is here", source.locate(path))
         col += len(part) + 1
         if last:
             previous = source.locate(path + (step,)) if _has(node, step) else None
             node[step] = value
         else:
             child = node[step]
-            node[step] = dict(child) if isinstance(child, dict) else list(child) if isinstance(child, list) else child
+            node[step] = (
+                dict(child)
+                if isinstance(child, dict)
+                else list(child)
+                if isinstance(child, list)
+                else child
+            )
             node = node[step]
         path += (step,)
     out = _copy(source)

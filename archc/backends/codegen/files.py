@@ -65,7 +65,9 @@ def write_all(args: list[str], out: Path, *, force: bool = False, **options: Any
     return result
 
 
-def write_one(spec_path: Path, target: Path, targets: dict[Path, Path], force: bool, **options: Any) -> bool:
+def write_one(
+    spec_path: Path, target: Path, targets: dict[Path, Path], force: bool, **options: Any
+) -> bool:
     """Generate one spec's file; False when the file was already current (left untouched).
     `options` are `load`'s (variant=, overrides=)."""
     if target in targets:
