@@ -367,3 +367,26 @@ def test_extends_cycles_and_long_chains_are_located(tmp_path, capsys):
     lines = error(bad, capsys)
     assert lines[0].startswith(f"{tmp_path / 'tiny.yaml'}:"), lines
     assert lines[-1].startswith(f"{bad}:1:10: note: extended by {bad}"), lines
+
+
+def test_the_readme_examples_work(tmp_path):
+    """The variants and extends examples in the README, pasted into files as they say."""
+    readme = (SPECS.parent / "README.md").read_text()
+    section = readme.split("### Spec files people maintain")[1].split("\n## ")[0]
+    blocks = [b.split("```")[0] for b in section.split("```yaml\n")[1:]]
+    assert len(blocks) == 3
+    (tmp_path / "resnet50.yaml").write_text(RESNET50)
+    for block in blocks:
+        name = block.split("\n")[0].removeprefix("# ").split(":")[0]
+        write(tmp_path, name, block)
+    names = {
+        v: archc.load(tmp_path / "resnet.yaml", variant=v).param_count
+        for v in ("resnet101", "resnet152")
+    }
+    assert names == {v: archc.load(SPECS / f"{v}.yaml").param_count for v in names}
+    assert archc.load(tmp_path / "resnet.yaml", variant="small").name == "resnet50_small"
+    assert archc.load(tmp_path / "features.yaml").output_shape == (2048, 7, 7)
+    tuned = archc.load(tmp_path / "finetune.yaml")
+    assert (tuned.name, tuned.output_shape, list(tuned.document.data["body"])[-2:]) == (
+        "resnet50_finetune", (37,), ["dropout", "fc"],
+    )  # fmt: skip

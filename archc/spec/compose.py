@@ -30,7 +30,8 @@ def compose(
         raise UsageError("overrides is a list of 'KEY=VALUE' strings, not one string")
     if not isinstance(doc.data, dict):
         return doc  # the compiler says what a spec must be
-    doc = extended(doc, _chain(doc.source.file))
+    if "extends" in doc.data:
+        doc = extended(doc, _chain(doc.source.file))
     doc = with_variant(doc, variant)
     for arg in overrides:
         doc = override(doc, arg)
