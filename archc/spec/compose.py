@@ -77,9 +77,8 @@ def extended(doc: Document, chain: tuple[str, ...]) -> Document:
     child = {k: v for k, v in data.items() if k != "extends"}
     out = SourceMap(source.file, notes=dict(base.source.notes))
     merged = _merge(base.data, child, (), base.source, source, out)
-    text = (
-        doc.text if doc.leading_comments else base.text
-    )  # the description, inherited unless rewritten
+    # the leading comments describe the spec: inherited unless the extending file writes its own
+    text = doc.text if doc.leading_comments else base.text
     return Document(merged, out, text)
 
 
