@@ -309,6 +309,7 @@ def test_errors_point_into_the_file_that_wrote_the_value(tmp_path, capsys):
     base.write_text(TINY.replace("kernel: 3", "kernel: -3"))
     lines = error(child, capsys)
     assert lines[0].startswith(f"{base}:9:43: error: "), lines
+    assert lines[1:] == [f"{child}:1:10: note: extended by {child}"], lines
 
 
 EXTENDS_CASES = [

@@ -76,6 +76,7 @@ def extended(doc: Document, chain: tuple[str, ...]) -> Document:
         raise exc.note(f"extended by {source.file}", source.locate(at)) from None
     child = {k: v for k, v in data.items() if k != "extends"}
     out = SourceMap(source.file, notes=dict(base.source.notes))
+    out.notes[str(path)] = (Note(f"extended by {source.file}", source.locate(at)),)
     merged = _merge(base.data, child, (), base.source, source, out)
     # the leading comments describe the spec: inherited unless the extending file writes its own
     text = doc.text if doc.leading_comments else base.text
@@ -363,7 +364,8 @@ def _has(node: dict | list, step: str | int) -> bool:
 
 
 def annotate(exc: SpecError, source: SourceMap) -> SpecError:
-    """Add to an error at a `--set` value the note saying where the file had that value."""
+    """Add to an error the notes for where it is: at a `--set` value, where the file had that
+    value; in a base file, the `extends:` that brought it in."""
     if exc.location is not None:
         for note in source.notes.get(exc.location.file, ()):
             if note not in exc.notes:
