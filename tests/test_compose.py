@@ -391,3 +391,13 @@ def test_the_readme_examples_work(tmp_path):
     assert (tuned.name, tuned.output_shape, list(tuned.document.data["body"])[-2:]) == (
         "resnet50_finetune", (37,), ["dropout", "fc"],
     )  # fmt: skip
+
+
+def test_override_values_go_through_archcs_loader_and_its_limits(tmp_path):
+    path = write(tmp_path, "tiny.yaml", TINY)
+    with pytest.raises(SpecError, match="nested more than 64 levels") as caught:
+        archc.load(path, overrides=["params.width=" + "[" * 100])
+    assert str(caught.value.location).startswith("--set params.width=[[[")
+    with pytest.raises(SpecError, match="unsupported YAML tag") as caught:
+        archc.load(path, overrides=["params.width=!!python/object:os.system x"])
+    assert caught.value.location.col == len("params.width=") + 1
