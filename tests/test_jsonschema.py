@@ -6,8 +6,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import queue
+import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +169,169 @@ def test_every_primitive_has_a_branch():
     node = schema()["$defs"]["node"]["anyOf"]
     keyed = {k for branch in node for k in branch.get("required", [])}
     assert set(PRIMITIVES) <= keyed
+
+
+# ---- yaml-language-server over LSP stdio -------------------------------------------------
+
+LSP_DIR = ROOT / ".cache" / "lsp"
+
+
+def _server() -> list[str]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("yaml-language-server test: node is not installed")
+    found = os.environ.get("ARCHC_YAML_LANGUAGE_SERVER") or next(
+        (
+            str(p)
+            for p in (
+                LSP_DIR / "node_modules" / "yaml-language-server" / "bin" / "yaml-language-server",
+            )
+            if p.exists()
+        ),
+        None,
+    )
+    if found is None:
+        pytest.skip(
+            "yaml-language-server test: the server is not installed "
+            "(npm install --prefix .cache/lsp yaml-language-server; scripts/test.sh does it)"
+        )
+    return [node, found, "--stdio"]
+
+
+class Lsp:
+    def __init__(self, command: list[str]):
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self.next_id = 0
+        self.notifications: list[dict] = []
+        self.deadline = time.monotonic() + 20
+        self.inbox: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def send(self, method: str, params: dict, *, request: bool = True) -> int | None:
+        message: dict = {"jsonrpc": "2.0", "method": method, "params": params}
+        if request:
+            self.next_id += 1
+            message["id"] = self.next_id
+        body = json.dumps(message).encode()
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.flush()
+        return message.get("id")
+
+    def _pump(self) -> None:
+        """Read the server's messages into a queue (a reader thread: reads can then time out)."""
+        stdout = self.proc.stdout
+        while True:
+            length = 0
+            while True:
+                line = stdout.readline()
+                if not line:
+                    self.inbox.put(None)
+                    return
+                if line in (b"\r\n", b"\n"):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            self.inbox.put(json.loads(stdout.read(length)))
+
+    def read(self) -> dict:
+        remaining = self.deadline - time.monotonic()
+        try:
+            message = self.inbox.get(timeout=max(remaining, 0.01))
+        except queue.Empty:
+            raise TimeoutError("yaml-language-server did not answer in time") from None
+        if message is None:
+            raise RuntimeError("yaml-language-server exited")
+        return message
+
+    def request(self, method: str, params: dict) -> dict:
+        wanted = self.send(method, params)
+        while True:
+            message = self.read()
+            if message.get("id") == wanted and "method" not in message:
+                return message.get("result")
+            self._other(message)
+
+    def _other(self, message: dict) -> None:
+        if "method" in message and "id" in message:  # a request from the server: answer it
+            result = (
+                [{}] * len(message["params"].get("items", []))
+                if message["method"] == "workspace/configuration"
+                else None
+            )
+            body = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}).encode()
+            self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            self.proc.stdin.flush()
+        elif "method" in message:
+            self.notifications.append(message)
+
+    def diagnostics(self, uri: str) -> list[dict]:
+        """The first non-empty diagnostics published for `uri` (an empty list: none in time)."""
+        while True:
+            for n in self.notifications:
+                if (
+                    n["method"] == "textDocument/publishDiagnostics"
+                    and n["params"]["uri"] == uri
+                    and n["params"]["diagnostics"]
+                ):
+                    return n["params"]["diagnostics"]
+            try:
+                self._other(self.read())
+            except TimeoutError:
+                return []
+
+    def close(self) -> None:
+        try:
+            self.deadline = time.monotonic() + 5
+            self.request("shutdown", {})
+            self.send("exit", {}, request=False)
+            self.proc.wait(timeout=5)
+        except Exception:
+            self.proc.kill()
+
+
+def test_yaml_language_server_completes_and_flags(tmp_path):
+    command = _server()
+    schema_uri = SCHEMA_FILE.as_uri()
+    text = (
+        f"# yaml-language-server: $schema={schema_uri}\n"
+        "archc: 1\n"
+        "name: m\n"
+        "input: [3, 32, 32]\n"
+        "body:\n"
+        "  c1:\n"
+        "    conv:\n"
+        "      out: 8\n"
+        "      kernal: 3\n"
+        "      \n"
+    )
+    lines = text.splitlines()
+    typo_line = lines.index("      kernal: 3")
+    blank_line = len(lines) - 1
+    doc = tmp_path / "m.yaml"
+    doc.write_text(text, encoding="utf-8")
+    uri = doc.as_uri()
+    lsp = Lsp(command)
+    try:
+        lsp.request("initialize", {
+            "processId": os.getpid(), "rootUri": tmp_path.as_uri(),
+            "capabilities": {"textDocument": {"completion": {"completionItem": {"snippetSupport": False}}}},
+        })  # fmt: skip
+        lsp.send("initialized", {}, request=False)
+        settings = {"yaml": {"validate": True, "completion": True, "hover": True, "schemas": {}}}
+        lsp.send("workspace/didChangeConfiguration", {"settings": settings}, request=False)
+        lsp.send("textDocument/didOpen", {
+            "textDocument": {"uri": uri, "languageId": "yaml", "version": 1, "text": text},
+        }, request=False)  # fmt: skip
+        result = lsp.request("textDocument/completion", {
+            "textDocument": {"uri": uri}, "position": {"line": blank_line, "character": 6},
+        })  # fmt: skip
+        items = result["items"] if isinstance(result, dict) else result
+        labels = {item["label"] for item in items or []}
+        assert {"kernel", "stride", "padding", "groups"} <= labels, sorted(labels)
+        lsp.deadline = time.monotonic() + 8  # diagnostics follow the open within a second
+        diagnostics = lsp.diagnostics(uri)
+        assert any(d["range"]["start"]["line"] == typo_line for d in diagnostics), diagnostics
+    finally:
+        lsp.close()
