@@ -134,6 +134,14 @@ def cmd_codegen(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_schema(args: argparse.Namespace) -> int:
+    from archc.jsonschema import dumps
+
+    sys.stdout.write(dumps())
+    return 0
+
+
+@command
 def cmd_draw(args: argparse.Namespace) -> int:
     from archc.backends.graphviz_backend import MAX_DRAWN_BOXES, render
 
@@ -251,6 +259,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-shapes", action="store_true", help="leave shapes off the edges")
     add_spec_options(s)
     s.add_argument("--force", action="store_true", help="overwrite a file archc did not write")
+
+    sub.add_parser("schema", help="print the JSON Schema of the spec format (for editors)")
     return p
 
 

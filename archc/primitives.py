@@ -46,7 +46,7 @@ Shape = tuple[int, ...]  # (C, H, W) for feature maps, (F,) for flat features; n
 class StrictModel(BaseModel):
     """Every pydantic model of the spec language: unknown fields are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class Params(StrictModel):
@@ -172,12 +172,19 @@ class Conv(Primitive):
 
     class Params(Params):
         out: PosInt
+        """Output channels."""
         kernel: PosPair
+        """Kernel size: an int or [height, width]."""
         stride: PosPair = 1
+        """Stride: an int or [height, width]."""
         padding: NonNegPair = 0
+        """Zero padding on each side: an int or [height, width]."""
         dilation: PosPair = 1
+        """Spacing between kernel elements: an int or [height, width]."""
         groups: PosInt = 1
+        """Channel groups (must divide the input and output channels)."""
         bias: Bool = True
+        """Add a learnable bias."""
 
     def infer(self, p, shape):
         c, h, w = _feature_map("conv", shape)
@@ -228,8 +235,11 @@ class BatchNorm(Primitive):
 
     class Params(Params):
         eps: Annotated[float, Strict(), Field(gt=0, lt=1)] = 1e-5
+        """Added to the variance for numerical stability."""
         momentum: Annotated[float, Strict(), Field(ge=0, le=1)] = 0.1
+        """Weight of the current batch in the running statistics."""
         affine: Bool = True
+        """Learnable scale and shift."""
 
     def infer(self, p, shape):
         return Inferred(shape, 2 * shape[0] if p.affine else 0)
@@ -257,6 +267,7 @@ class _Activation(Primitive):
 
     class Params(Params):
         inplace: Bool = False
+        """Overwrite the input instead of allocating the output."""
 
     def torch_layer(self, p, shape):
         kwargs = {k: v for k, v in p.model_dump().items() if v != type(p).model_fields[k].default}
@@ -274,7 +285,9 @@ class _NoParams(Params):
 
 class _LeakyParams(Params):
     negative_slope: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False), Float32] = 0.01
+    """Slope for negative inputs."""
     inplace: Bool = False
+    """Overwrite the input instead of allocating the output."""
 
 
 _activation("relu", "ReLU")
@@ -294,9 +307,13 @@ class _Pool(Primitive):
 
     class Params(Params):
         kernel: PosPair
+        """Window size: an int or [height, width]."""
         stride: PosPair | None = None  # defaults to the kernel, as in PyTorch
+        """Stride: an int or [height, width] (default: the kernel)."""
         padding: NonNegPair = 0
+        """Padding on each side (at most half the kernel): an int or [height, width]."""
         ceil_mode: Bool = False
+        """Round the output size up instead of down."""
 
     def infer(self, p, shape):
         c, h, w = _feature_map(self.kind, shape)
@@ -346,6 +363,7 @@ class _AdaptivePool(Primitive):
 
     class Params(Params):
         size: PosPair
+        """Output size: an int or [height, width]."""
 
     def infer(self, p, shape):
         c, _, _ = _feature_map(self.kind, shape)
@@ -379,7 +397,9 @@ class Linear(Primitive):
 
     class Params(Params):
         out: PosInt
+        """Output features."""
         bias: Bool = True
+        """Add a learnable bias."""
 
     def infer(self, p, shape):
         if len(shape) != 1:
@@ -403,7 +423,9 @@ class Dropout(Primitive):
 
     class Params(Params):
         p: Annotated[float, Strict(), Field(ge=0, le=1)] = 0.5
+        """Probability of zeroing an element."""
         inplace: Bool = False
+        """Overwrite the input instead of allocating the output."""
 
     def torch_layer(self, p, shape):
         kwargs: dict[str, Any] = {"p": p.p} if p.p != 0.5 else {}
@@ -446,9 +468,13 @@ class LocalResponseNorm(Primitive):
 
     class Params(Params):
         size: PosInt
+        """Number of neighbouring channels to normalise over."""
         alpha: Float = 1e-4
+        """Multiplicative factor."""
         beta: Float = 0.75
+        """Exponent."""
         k: Float = 1.0
+        """Additive factor."""
 
     def infer(self, p, shape):
         _feature_map("lrn", shape)

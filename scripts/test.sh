@@ -18,4 +18,10 @@ if ! command -v dot >/dev/null 2>&1; then
         echo "graphviz's dot is not installed; diagram rendering tests will be skipped"
     fi
 fi
+if command -v npm >/dev/null 2>&1 && [ ! -e .cache/lsp/node_modules/yaml-language-server ]; then
+    echo "installing yaml-language-server into .cache/lsp (for the editor-schema test)..."
+    mkdir -p .cache/lsp
+    npm install --silent --no-audit --no-fund --prefix .cache/lsp yaml-language-server >/dev/null 2>&1 \
+        || echo "could not install yaml-language-server; its test will be skipped"
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -133,6 +133,8 @@ class Document:
         for line in self.text.splitlines():
             if not line.startswith("#"):
                 break
+            if line[1:].strip().startswith("yaml-language-server:"):
+                continue  # an editor modeline (the schema), not the spec's description
             lines.append(line[1:].strip())
         return lines
 

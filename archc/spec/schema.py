@@ -53,7 +53,9 @@ class InitRule(StrictModel):
         "default", "zeros", "ones", "constant", "normal", "trunc_normal", "uniform",
         "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform",
     ]  # fmt: skip
+    """The initialiser (a torch.nn.init function)."""
     args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False), Float32] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]] = {}
+    """The initialiser's arguments (mean, std, a, b, val, gain, mode, nonlinearity)."""
 
     @model_validator(mode="after")
     def _torch_accepts(self) -> InitRule:
@@ -96,12 +98,19 @@ class SpecHeader(StrictModel):
 
     archc: int = Field(description="spec format version")
     name: str
+    """The model's name (a Python identifier; the generated class is named after it)."""
     description: str = ""
+    """What the model is."""
     input: list[Annotated[int, Strict(), Field(ge=1, le=MAX_SPATIAL)]]
+    """Input shape without the batch: [channels, height, width] or [features]."""
     params: dict[str, ArgValue] = {}
+    """Model parameters, usable in ${...} expressions."""
     init: dict[str, dict[str, Any]] = {}
+    """Weight initialisation by layer kind: {conv: {weight: initialiser, bias: initialiser}}."""
     blocks: dict[str, Any] = {}
+    """Block templates defined by this spec, usable as layers by name."""
     body: dict[str, Any] | list[Any]
+    """The network: named layers in order (a mapping) or a list of layers."""
 
     @field_validator("archc", mode="before")
     @classmethod
@@ -132,10 +141,15 @@ class Template(StrictModel):
     """A block type: named parameters (null = required) and one node as its body."""
 
     doc: str = ""
+    """What the block is."""
     params: dict[str, ArgValue | None] = {}
+    """The block's parameters and their defaults (null: required)."""
     let: dict[str, str] = {}  # derived values, e.g. mid: ${width * base_width // 64}
+    """Derived values, e.g. mid: ${width * base_width // 64}."""
     requires: list[str] = []
+    """Conditions (expressions) the arguments must satisfy."""
     body: Any
+    """The block's layer (one node)."""
 
     def reserved_name(self) -> tuple[str, str] | None:
         """('params' or 'let', name) of a name archc sets itself, which the template must not
@@ -156,9 +170,13 @@ class Repeat(StrictModel):
     model_config = ConfigDict(extra="allow")  # the rest are the block's arguments
 
     block: str
+    """The block template repeated."""
     depth: Annotated[int, Strict(), Field(ge=1, le=MAX_DEPTH_PER_STAGE)]
+    """How many blocks."""
     names: str = "{i}"
+    """Pattern naming each block, with one {i}."""
     start: Annotated[int, Strict(), Field(ge=0)] = 0
+    """The first block's number."""
 
     @field_validator("names")
     @classmethod
@@ -172,14 +190,25 @@ class Repeat(StrictModel):
 
 
 class Projection(StrictModel):
+    """A residual's 1x1 convolution shortcut."""
+
     name: str = "downsample"
+    """Name of the projection module."""
     batchnorm: Annotated[bool, Strict()] = True
+    """Follow the convolution with a batch norm."""
     bias: Annotated[bool, Strict()] = False
+    """Give the convolution a bias."""
     always: Annotated[bool, Strict()] = False
+    """Project even when the shape does not change."""
 
 
 class Residual(StrictModel):
+    """A residual connection's settings."""
+
     body: dict[str, Any] | list[Any]
+    """The residual branch's layers."""
     shortcut: Any = "auto"
+    """auto, identity, {projection: {...}} or {custom: {name: layer}}."""
     post: str | None = "relu"
+    """Activation after the sum, or none."""
 

@@ -1,0 +1,336 @@
+"""A JSON Schema (draft 2020-12) of the spec format, for editors (`archc schema`).
+
+Built from the pydantic models (SpecHeader, Template, InitRule, the combinators' options, each
+primitive's Params) and the primitive, combinator and built-in block registries, so a field or
+layer added to any of them appears here without editing this module. The schema is a help for
+editors (completion, hover, early red squiggles): `archc validate` stays the authority, and
+the schema errs on the permissive side where the spec language depends on values (user blocks,
+`${...}` expressions). Never imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from archc.combinators import COMBINATORS
+from archc.expand import META_KEYS
+from archc.primitives import PRIMITIVES
+from archc.spec.schema import INIT_ARGS, InitRule, Projection, SpecHeader, Template
+
+SCHEMA_ID = "https://archc.dev/schema/archc.schema.json"
+EXPRESSION = {
+    "type": "string",
+    "pattern": r"^\$\{.*\}$",
+    "description": "A ${...} expression, evaluated when the spec is expanded.",
+}
+NODE = {"$ref": "#/$defs/node"}
+LAYERS = {"$ref": "#/$defs/layers"}
+ANY_VALUE = {"description": "Any value (checked by archc validate)."}
+
+
+def _inline_refs(schema: dict) -> dict:
+    """A pydantic model schema with its own `$defs` inlined (a standalone fragment)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            if "$ref" in value and value["$ref"].startswith("#/$defs/"):
+                target = walk(copy.deepcopy(defs[value["$ref"].rsplit("/", 1)[1]]))
+                return {**target, **{k: walk(v) for k, v in value.items() if k != "$ref"}}
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(schema)
+
+
+def _allow_expressions(value: Any) -> Any:
+    """Every number (or boolean) may also be written as a `${...}` expression."""
+    if isinstance(value, list):
+        return [_allow_expressions(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    value = {k: _allow_expressions(v) for k, v in value.items()}
+    if value.get("type") in ("integer", "number", "boolean"):
+        keep = {k: value.pop(k) for k in ("description", "default", "title") if k in value}
+        return {"anyOf": [value, EXPRESSION], **keep}
+    return value
+
+
+def _model(model: type, **replace: dict) -> dict:
+    """The JSON Schema of a pydantic model, numbers accepting expressions, some properties
+    replaced (keeping the model's description of them)."""
+    schema = _allow_expressions(_inline_refs(model.model_json_schema()))
+    _drop_titles(schema)
+    for name, sub in replace.items():
+        description = schema["properties"][name].get("description")
+        schema["properties"][name] = {
+            **sub,
+            **({"description": description} if description else {}),
+        }
+    return schema
+
+
+def _drop_titles(value: Any) -> None:
+    """Pydantic's generated titles ("Out", "Params") say nothing the key does not."""
+    if isinstance(value, dict):
+        value.pop("title", None) if isinstance(value.get("title"), str) else None
+        for v in value.values():
+            _drop_titles(v)
+    elif isinstance(value, list):
+        for v in value:
+            _drop_titles(v)
+
+
+def _one_key(key: str, value: dict, description: str) -> dict:
+    """A node written as a mapping with the one type key `key` (plus the meta keys)."""
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {key: {"description": description, **value}, **_meta()},
+        "required": [key],
+        "additionalProperties": False,
+    }
+
+
+def _meta() -> dict:
+    meta = {
+        "if": {
+            "description": "Keep the layer only when this is true (a boolean or ${...} expression).",
+            "anyOf": [{"type": "boolean"}, EXPRESSION],
+        },
+        "inline": {
+            "description": "Splice this combinator's layers into the parent (no module of its own).",
+            "anyOf": [{"type": "boolean"}, EXPRESSION],
+        },
+    }
+    assert set(meta) == set(META_KEYS), "archc.expand.META_KEYS changed"
+    return meta
+
+
+def _primitive_nodes() -> list[dict]:
+    nodes = []
+    for kind, prim in sorted(PRIMITIVES.items()):
+        params = _model(prim.Params)
+        params["description"] = f"{kind} settings."
+        forms: list[dict] = [params, EXPRESSION]
+        if prim.shorthand is not None:
+            short = copy.deepcopy(params["properties"][prim.shorthand])
+            short["description"] = f"Shorthand for {{{prim.shorthand}: value}}."
+            forms.insert(1, short)
+        if not params.get("required"):
+            forms.append({"type": "null", "description": "All settings at their defaults."})
+        nodes.append(_one_key(kind, {"anyOf": forms}, f"A {kind} layer."))
+    return nodes
+
+
+def _shortcut() -> dict:
+    return {
+        "anyOf": [
+            {
+                "enum": ["auto", "identity"],
+                "description": "auto: a projection only when the shape changes.",
+            },
+            _one_key(
+                "projection",
+                {"anyOf": [_model(Projection), {"type": "null"}]},
+                "A 1x1 conv projection.",
+            ),
+            _one_key(
+                "custom", {"$ref": "#/$defs/named_layers"}, "A custom shortcut: {name: layer}."
+            ),
+        ]
+    }
+
+
+def _combinator_nodes() -> list[dict]:
+    nodes = []
+    for kind, comb in sorted(COMBINATORS.items()):
+        if comb.options is None:
+            value = LAYERS
+        else:
+            replace = {}
+            fields = comb.options.model_fields
+            if "body" in fields:
+                replace["body"] = LAYERS
+            if "shortcut" in fields:
+                replace["shortcut"] = _shortcut()
+            if "block" in fields:
+                replace["block"] = {"type": "string"}
+            value = _model(comb.options, **replace)
+            if value.get("additionalProperties") is True:
+                value["additionalProperties"] = ANY_VALUE  # the repeated block's arguments
+        description = comb.meaning.replace("`", "")
+        nodes.append(_one_key(kind, value, f"{comb.syntax.replace('`', '')}: {description}"))
+    return nodes
+
+
+def _library_nodes() -> tuple[list[str], list[dict]]:
+    from archc.compiler import library  # the built-in blocks, read from archc/blocks/*.yaml
+
+    names, nodes = [], []
+    for name, block in sorted(library().items()):
+        params = block.template.params
+        args = {
+            "type": "object",
+            "description": f"{name}'s arguments.",
+            "properties": {
+                p: {
+                    "description": f"{p} (default: {json.dumps(d)})."
+                    if d is not None
+                    else f"{p} (required)."
+                }
+                for p, d in params.items()
+            },
+            "additionalProperties": False,
+        }
+        required = [p for p, d in params.items() if d is None]
+        if required:
+            args["required"] = required
+        forms = [args] if required else [args, {"type": "null"}]
+        names.append(name)
+        nodes.append(
+            _one_key(name, {"anyOf": forms}, block.template.doc or f"The built-in block {name}.")
+        )
+    return names, nodes
+
+
+def _init() -> dict:
+    kinds = sorted(INIT_ARGS)
+    rule_args = _model(InitRule)["properties"]["args"]
+    rule = {
+        "description": "An initialiser: a name (zeros) or {name: {args}}.",
+        "anyOf": [
+            {"enum": kinds},
+            *[
+                _one_key(
+                    k, {**rule_args, "description": f"{k}'s arguments."}, f"The {k} initialiser."
+                )
+                for k in kinds
+            ],
+        ],
+    }
+    for form in rule["anyOf"][1:]:
+        for meta in META_KEYS:
+            del form["properties"][meta]  # an initialiser has no meta keys
+    tensors = {
+        "type": "object",
+        "properties": {
+            "weight": {**rule, "description": "How the weight is initialised."},
+            "bias": {**rule, "description": "How the bias is initialised."},
+        },
+        "additionalProperties": False,
+    }
+    weighted = sorted(k for k, p in PRIMITIVES.items() if p.has_weights)
+    return {
+        "type": "object",
+        "properties": {
+            k: {**tensors, "description": f"Initialisation of every {k}."} for k in weighted
+        },
+        "additionalProperties": False,
+    }
+
+
+def schema() -> dict:
+    """The JSON Schema of a spec file."""
+    library_names, library_nodes = _library_nodes()
+    known = sorted({*PRIMITIVES, *COMBINATORS, *library_names})
+    user_block = {
+        "type": "object",
+        "description": "A block defined in this spec, with its arguments.",
+        "minProperties": 1,
+        "propertyNames": {"not": {"enum": known}},
+        "additionalProperties": ANY_VALUE,
+    }
+    node = {
+        "description": "A layer: a kind or block name, a list of layers, or {kind: settings}.",
+        "anyOf": [
+            {
+                "description": "A layer kind or block name.",
+                "anyOf": [{"enum": known}, {"type": "string"}],
+            },
+            {"type": "array", "items": NODE, "description": "Layers in sequence."},
+            *_primitive_nodes(),
+            *_combinator_nodes(),
+            *library_nodes,
+            user_block,
+        ],
+    }
+    template = _model(Template, body=NODE)
+    template["properties"]["params"]["additionalProperties"] = ANY_VALUE
+    top = _model(
+        SpecHeader,
+        body=LAYERS,
+        init=_init(),
+        blocks={"type": "object", "additionalProperties": {"$ref": "#/$defs/template"}},
+    )
+    top["properties"]["archc"]["const"] = 1
+    _composition(top)
+    top.update(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": SCHEMA_ID,
+            "title": "archc spec",
+            "$defs": {
+                "node": node,
+                "named_layers": {
+                    "type": "object",
+                    "description": "Named layers, in order.",
+                    "additionalProperties": NODE,
+                },
+                "layers": {
+                    "description": "Named layers in order (a mapping) or a list of layers.",
+                    "anyOf": [{"$ref": "#/$defs/named_layers"}, {"type": "array", "items": NODE}],
+                },
+                "template": template,
+            },
+        }
+    )
+    return top
+
+
+def _composition(top: dict) -> None:
+    """`extends:` and `variants:` are merged away before SpecHeader sees them (archc.spec.compose),
+    so they are added here; a spec that extends another may leave out what its base has, and a
+    top-level layer may be `~` to delete an inherited one."""
+    props = top["properties"]
+    props["extends"] = {
+        "type": "string",
+        "description": "A base spec (path relative to this file) whose keys and layers this one merges over.",
+    }
+    props["variants"] = {
+        "type": "object",
+        "description": "Named sets of values: choose one with --variant NAME (variant= in the API).",
+        "additionalProperties": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "One variant: the params, input and name it sets.",
+            "properties": {
+                "params": {"type": "object", "description": "Values for params the spec already has."},
+                "input": props["input"],
+                "name": {"type": "string", "description": "The model's name (default: the variant's key)."},
+            },
+        },
+    }
+    props["body"] = {
+        "description": props["body"].get("description", "The network's layers."),
+        "anyOf": [
+            LAYERS,
+            {
+                "type": "object",
+                "description": "Named layers; with extends, `~` deletes an inherited layer.",
+                "additionalProperties": {"anyOf": [NODE, {"type": "null"}]},
+            },
+        ],
+    }
+    required = top.pop("required", [])
+    top["if"] = {"required": ["extends"]}
+    top["else"] = {"required": required}
+
+
+def dumps() -> str:
+    """The schema as committed in schema/archc.schema.json: sorted keys, 2-space indent."""
+    return json.dumps(schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
