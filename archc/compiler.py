@@ -17,6 +17,7 @@ from archc.ir import Node
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
 from archc.spec.compose import annotate, compose
+from archc.spec.defaults import kind_defaults
 from archc.spec.loader import Document, SourceMap, load_file, load_text
 from archc.spec.schema import (
     FAN_BASED,
@@ -174,13 +175,14 @@ def _compile(doc: Document) -> Spec:
             raise source.error(f"block {name!r} is already defined in the built-in library", ("blocks", name), key=True)
         blocks[name] = block
     init = _init_rules(header.init, source)
+    defaults = kind_defaults(header.defaults, source)
     for key in header.params:
         problem = check_name(key)
         if problem:
             raise source.error(problem, ("params", key), key=True)
     shape = tuple(header.input)
     origins = {key: (Origin(key, source, ("params", key)),) for key in header.params}
-    tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks, origins=origins), shape)
+    tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks, origins=origins), shape, defaults)
     templates = {name: block.template for name, block in blocks.items()}
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,

@@ -164,7 +164,8 @@ def pydantic_error(scope: Scope, exc: ValidationError, path: tuple, what: str, r
 class Expander:
     reuse_repeats = True  # copy identical repeated stage blocks instead of re-expanding them
 
-    def __init__(self) -> None:
+    def __init__(self, defaults: dict[str, dict[str, Any]] | None = None) -> None:
+        self.defaults = defaults or {}  # per layer kind, already checked (archc.spec.defaults)
         self.count = 0
         self.depth = 0  # layers being expanded, outermost first
         self._params_cache: dict[tuple, BaseModel] = {}
@@ -304,6 +305,8 @@ class Expander:
             if prim.shorthand is None:
                 raise scope.error(f"{kind} takes a mapping of settings, got {value!r}", path)
             value = {prim.shorthand: value}
+        if kind in self.defaults:  # the layer's own settings win
+            value = {**self.defaults[kind], **value}
         unresolved = raw if isinstance(raw, dict) or prim.shorthand is None else {prim.shorthand: raw}
         params = self.validate(prim.Params, value, path, scope, f"{kind} {name!r}", unresolved)
         try:
@@ -448,13 +451,13 @@ def assign_paths(node: Node, prefix: str = "") -> None:
         seen[child.name] = child
 
 
-def expand(body: Any, path: tuple, scope: Scope, shape: Shape) -> Node:
+def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | None = None) -> Node:
     # Expansion allocates many objects and no reference cycles, so Python's cycle collector
     # would only rescan the growing tree (30% of the time at 10,000 blocks): pause it.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        expander = Expander()
+        expander = Expander(defaults)
         root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
         root.location, root.field_path = scope.here(path)
         assign_paths(root)

@@ -109,6 +109,8 @@ class SpecHeader(StrictModel):
     """Weight initialisation by layer kind: {conv: {weight: initialiser, bias: initialiser}}."""
     blocks: dict[str, Any] = {}
     """Block templates defined by this spec, usable as layers by name."""
+    defaults: dict[str, dict[str, Any]] = {}
+    """Settings every layer of a kind gets unless it sets them itself, inside blocks too: {batchnorm: {eps: 0.001}}."""
     body: dict[str, Any] | list[Any]
     """The network: named layers in order (a mapping) or a list of layers."""
 

@@ -1,0 +1,52 @@
+"""`defaults:` settings per layer kind, checked where they are written.
+
+Each setting is checked on its own against the primitive's field (type and range), so a value
+that passes here is valid in every layer it reaches; the merge itself (the layer's own settings
+win) happens as each primitive is expanded (`Expander.primitive`), inside block templates too.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from typing import Annotated, Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from archc.primitives import PRIMITIVES
+from archc.spec.loader import SourceMap
+
+
+@cache
+def _field(kind: str, name: str) -> TypeAdapter:
+    field = PRIMITIVES[kind].Params.model_fields[name]
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)])  # py3.10 syntax
+
+
+def kind_defaults(raw: dict[str, Any], source: SourceMap) -> dict[str, dict[str, Any]]:
+    """The checked defaults; a located error for an unknown kind or setting, or a bad value."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, settings in raw.items():
+        path = ("defaults", kind)
+        if kind not in PRIMITIVES:
+            close = difflib.get_close_matches(kind, list(PRIMITIVES), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise source.error(f"defaults apply to layer kinds; {kind!r} is not one{hint}", path, key=True)
+        if not isinstance(settings, dict):
+            raise source.error(f"defaults for {kind} are a mapping of settings, got {settings!r}", path)
+        fields = PRIMITIVES[kind].Params.model_fields
+        for name, value in settings.items():
+            if name not in fields:
+                known = ", ".join(fields)
+                raise source.error(f"{kind} has no setting {name!r} (settings: {known})", path + (name,), key=True)
+            if fields[name].is_required():
+                raise source.error(
+                    f"{kind} {name} is what each layer says for itself; it has no default", path + (name,), key=True
+                )
+            try:
+                _field(kind, name).validate_python(value)
+            except ValidationError as exc:
+                message = exc.errors()[0]["msg"]
+                raise source.error(f"defaults: {kind} {name}: {message} (got {value!r})", path + (name,)) from None
+        out[kind] = dict(settings)
+    return out

@@ -1,0 +1,68 @@
+"""`defaults:` per layer kind: settings every layer of a kind gets unless it sets them itself."""
+
+from __future__ import annotations
+
+import pytest
+
+import archc
+from archc.errors import SpecError
+from conftest import assert_spec_error
+
+HEAD = "archc: 1\nname: d\ninput: [3, 16, 16]\n"
+BODY = """body:
+  stem: {conv: {out: 64, kernel: 3, padding: 1, bias: false}}
+  bn: batchnorm
+  own: {batchnorm: {eps: 0.1}}
+  layer1: {stage: {block: bottleneck, depth: 2, width: 16}}
+"""
+DEFAULTS = "defaults:\n  batchnorm: {eps: 0.001, momentum: 0.01}\n"
+
+
+def batchnorms(spec) -> dict[str, tuple[float, float]]:
+    return {n.path: (n.params.eps, n.params.momentum) for n in spec.tree.walk() if n.kind == "batchnorm"}
+
+
+def test_defaults_reach_every_layer_of_the_kind_inside_library_blocks_too():
+    found = batchnorms(archc.loads(HEAD + DEFAULTS + BODY, "d.yaml"))
+    assert found.pop("own") == (0.1, 0.01)  # its own eps wins, the default momentum still applies
+    assert found and all(v == (0.001, 0.01) for v in found.values()), found
+    assert {"layer1.0.bn1", "layer1.1.bn3"} <= set(found)  # inside the built-in bottleneck
+
+
+def test_a_spec_with_defaults_equals_the_same_spec_written_out():
+    written = BODY.replace("bn: batchnorm", "bn: {batchnorm: {eps: 0.001, momentum: 0.01}}")
+    written = written.replace("eps: 0.1}", "eps: 0.1, momentum: 0.01}")
+    written = written.replace("  layer1: {stage: {block: bottleneck, depth: 2, width: 16}}\n", "")
+    with_defaults = BODY.replace("  layer1: {stage: {block: bottleneck, depth: 2, width: 16}}\n", "")
+    a = archc.loads(HEAD + DEFAULTS + with_defaults, "d.yaml")
+    b = archc.loads(HEAD + written, "d.yaml")
+    assert batchnorms(a) == batchnorms(b)
+    assert archc.codegen(a) == archc.codegen(b)
+    torch = pytest.importorskip("torch")
+    model = archc.build(a, seed=0)
+    assert [m.eps for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)] == [0.001, 0.1]
+    reference = archc.build(b, seed=0)
+    reference.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 16, 16)
+    model.train(), reference.train()
+    assert torch.equal(model(x), reference(x))  # train mode: momentum and eps both matter
+    assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+@pytest.mark.parametrize(
+    ("defaults", "col", "words"),
+    [
+        ("  batchnorm: {eps: 2}\n", 20, "batchnorm eps: Input should be less than 1 (got 2)"),
+        ("  batchnrom: {eps: 0.1}\n", 3, "did you mean 'batchnorm'?"),
+        ("  batchnorm: {epss: 0.1}\n", 15, "batchnorm has no setting 'epss'"),
+        ("  conv: {out: 3}\n", 10, "conv out is what each layer says for itself"),
+        ("  relu: {inplace: maybe}\n", 19, "valid boolean"),
+        ("  leaky_relu: {negative_slope: 1.0e+300}\n", 32, "float32"),
+    ],
+)
+def test_bad_defaults_are_refused_where_written(defaults, col, words, write_spec, capsys):
+    path = write_spec(HEAD + "defaults:\n" + defaults + BODY)
+    assert_spec_error(path, 5, words, capsys)
+    with pytest.raises(SpecError) as info:
+        archc.load(path)
+    assert (info.value.location.line, info.value.location.col) == (5, col)
