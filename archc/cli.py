@@ -134,6 +134,28 @@ def cmd_codegen(args: argparse.Namespace) -> int:
 
 
 @command
+def cmd_list(args: argparse.Namespace) -> int:
+    from archc.compiler import load
+    from archc.registry import family, shipped
+
+    rows = []
+    for name, path in shipped().items():
+        spec = load(path)
+        rows.append({
+            "name": name, "family": family(name), "params": spec.param_count, "macs": spec.macs,
+            "input": list(spec.input_shape),
+        })  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<20} {'family':<14} {'params':>13} {'GMACs':>8}  input")
+    for row in rows:
+        shape = "×".join(map(str, row["input"]))
+        print(f"{row['name']:<20} {row['family']:<14} {row['params']:>13,} {row['macs'] / 1e9:>8.3f}  {shape}")
+    return 0
+
+
+@command
 def cmd_schema(args: argparse.Namespace) -> int:
     from archc.jsonschema import dumps
 
@@ -261,6 +283,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="overwrite a file archc did not write")
 
     sub.add_parser("schema", help="print the JSON Schema of the spec format (for editors)")
+
+    s = sub.add_parser("list", help="the shipped models: name, family, params, MACs, input (no torch)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 

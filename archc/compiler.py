@@ -193,7 +193,9 @@ def _compile(doc: Document) -> Spec:
 def load(path: str | Path, *, variant: str | None = None, overrides: Sequence[str] = ()) -> Spec:
     """Load, validate, expand and infer a spec file; `variant` names one of its `variants:`,
     `overrides` is a list of "KEY=VALUE" strings like `--set` takes."""
-    return compile_document(load_file(path), variant=variant, overrides=overrides)
+    from archc.registry import resolve  # a shipped model's name works where a path does
+
+    return compile_document(load_file(resolve(path)), variant=variant, overrides=overrides)
 
 
 def loads(

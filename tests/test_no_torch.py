@@ -25,8 +25,10 @@ print("TORCH_MODULES", len(heavy))
         ["validate", "specs/resnet50.yaml"],
         ["summary", "specs/resnet50.yaml"],
         ["summary", "specs/resnet50.yaml", "--json"],
+        ["list"],
+        ["summary", "resnet50"],
     ],
-    ids=["validate", "summary", "summary-json"],
+    ids=["validate", "summary", "summary-json", "list", "summary-by-name"],
 )
 def test_static_commands_do_not_import_torch(argv):
     out = subprocess.run(

@@ -10,11 +10,13 @@ from archc.backends.codegen.render import display_path, generate
 from archc.compiler import load
 from archc.errors import ArchcError
 from archc.outputs import OutputError, contained, write_atomic, written_by_archc
+from archc.registry import resolve
 
 
 def spec_files(arg: str) -> list[tuple[Path, Path]]:
-    """(spec file, output path relative to the output folder) for a file or a folder."""
-    path = Path(arg)
+    """(spec file, output path relative to the output folder) for a file, a folder or the name
+    of a shipped model."""
+    path = Path(resolve(arg))
     if path.is_dir():
         found = sorted(
             f for f in path.rglob("*")

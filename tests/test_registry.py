@@ -1,0 +1,61 @@
+"""Shipped models by name: `archc list`, and a name wherever a spec path goes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import archc
+from archc.errors import SpecError
+from archc.registry import family, shipped
+from conftest import ALL_SPECS, SPECS, run_archc
+
+
+def test_every_shipped_spec_is_listed_with_its_real_figures():
+    done = run_archc("list", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert set(rows) == {p.relative_to(SPECS).with_suffix("").as_posix() for p in ALL_SPECS}
+    for path in ALL_SPECS:
+        spec = archc.load(path)
+        row = rows[path.relative_to(SPECS).with_suffix("").as_posix()]
+        assert (row["params"], row["macs"], row["input"]) == (spec.param_count, spec.macs, list(spec.input_shape))
+
+
+def test_the_table_names_each_family():
+    done = run_archc("list")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["name", "family", "params", "GMACs", "input"]
+    assert any(line.split()[:2] == ["wide_resnet50_2", "wide_resnet"] for line in lines)
+    assert [family(n) for n in ("resnet50", "resnext50_32x4d", "vgg16_bn", "densenet121", "d2l/nin")] == [
+        "resnet", "resnext", "vgg", "densenet", "d2l",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["resnet50", "d2l/nin"])
+def test_a_name_works_where_a_path_does(name):
+    assert archc.load(name).tree == archc.load(shipped()[name]).tree
+    done = run_archc("summary", name, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["params"] == archc.load(shipped()[name]).param_count
+
+
+def test_codegen_takes_a_name(tmp_path):
+    done = run_archc("codegen", "resnet18", "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "resnet18.py").read_text() == (SPECS.parent / "generated" / "resnet18.py").read_text()
+
+
+def test_an_existing_path_wins_over_a_name(tmp_path, monkeypatch):
+    (tmp_path / "resnet50").write_text("archc: 1\nname: mine\ninput: [4]\nbody:\n  fc: {linear: 2}\n")
+    monkeypatch.chdir(tmp_path)
+    assert archc.load("resnet50").name == "mine"
+
+
+def test_an_unknown_name_suggests_shipped_ones():
+    with pytest.raises(SpecError, match=r"no shipped model named 'resnt50'; did you mean 'resnet50'"):
+        archc.load("resnt50")
+    done = run_archc("validate", "resnt50")
+    assert done.returncode == 1 and "did you mean 'resnet50'" in done.stderr and "Traceback" not in done.stderr
