@@ -42,8 +42,12 @@ def resolve(arg: str | Path) -> str | Path:
     models = shipped()
     if text in models:
         return models[text]
-    if Path(text).suffix in (".yaml", ".yml") or not models:
-        return arg  # a missing file: the loader says so
+    folders = {name.split("/", 1)[0] for name in models if "/" in name}
+    looks_like_a_path = Path(text).is_absolute() or Path(text).suffix or (
+        "/" in text and text.split("/", 1)[0] not in folders
+    )
+    if looks_like_a_path or not models:
+        return arg  # a missing file: the caller says so
     close = difflib.get_close_matches(text, list(models), n=3)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; `archc list` shows them"
     raise SpecError(f"no such file, and no shipped model named {text!r}{hint}", Location(text, 1, 1))

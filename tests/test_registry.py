@@ -59,3 +59,9 @@ def test_an_unknown_name_suggests_shipped_ones():
         archc.load("resnt50")
     done = run_archc("validate", "resnt50")
     assert done.returncode == 1 and "did you mean 'resnet50'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_missing_path_is_still_a_missing_file(tmp_path):
+    for missing in (tmp_path / "nope", "specs/nope.yaml", "elsewhere/resnet50"):
+        with pytest.raises(SpecError, match=r"error: no such file$"):
+            archc.load(missing)
