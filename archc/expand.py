@@ -165,7 +165,7 @@ class Expander:
     reuse_repeats = True  # copy identical repeated stage blocks instead of re-expanding them
 
     def __init__(self, defaults: dict[str, dict[str, Any]] | None = None) -> None:
-        self.defaults = defaults or {}  # per layer kind, already checked (archc.spec.defaults)
+        self.defaults = defaults or {}  # per layer kind, already checked (archc.spec.defaults.Defaults)
         self.count = 0
         self.depth = 0  # layers being expanded, outermost first
         self._params_cache: dict[tuple, BaseModel] = {}
@@ -305,14 +305,21 @@ class Expander:
             if prim.shorthand is None:
                 raise scope.error(f"{kind} takes a mapping of settings, got {value!r}", path)
             value = {prim.shorthand: value}
-        if kind in self.defaults:  # the layer's own settings win
-            value = {**self.defaults[kind], **value}
+        used = {k: v for k, v in self.defaults.get(kind, {}).items() if k not in value}
         unresolved = raw if isinstance(raw, dict) or prim.shorthand is None else {prim.shorthand: raw}
-        params = self.validate(prim.Params, value, path, scope, f"{kind} {name!r}", unresolved)
         try:
-            result = prim.infer(params, shape)
-        except ShapeError as exc:
-            raise scope.error(f"{name}: {exc}", path) from None
+            params = self.validate(prim.Params, {**used, **value}, path, scope, f"{kind} {name!r}", unresolved)
+            try:
+                result = prim.infer(params, shape)
+            except ShapeError as exc:
+                raise scope.error(f"{name}: {exc}", path) from None
+        except SpecError as exc:
+            if used and valid(prim, value, shape):  # the defaults' doing: say so, at them
+                location, field = scope.here(path)
+                block = f" of block {scope.trail[-1]!r}" if scope.trail else ""
+                layer = Note(f"layer {name!r}{block} takes them here (at {field})", location)
+                raise with_notes(self.defaults.error(kind, used, exc, layer), scope.uses) from None
+            raise
         return Node(
             name, kind, params, in_shape=shape, out_shape=result.out_shape,
             param_count=result.params, macs=result.macs,
@@ -429,6 +436,15 @@ class Expander:
         except expr.ExprError as exc:
             message = f"let {key} = {value}: {exc}"
             raise expression_error(inner, exc, message, block.path + ("let", key), value[2:-1]) from None
+
+
+def valid(prim, settings: dict, shape: Shape) -> bool:
+    """Whether a primitive with these settings takes this input (no error to locate)."""
+    try:
+        prim.infer(prim.Params.model_validate(settings), shape)
+    except (ValidationError, ShapeError):
+        return False
+    return True
 
 
 def assign_paths(node: Node, prefix: str = "") -> None:

@@ -66,3 +66,40 @@ def test_bad_defaults_are_refused_where_written(defaults, col, words, write_spec
     with pytest.raises(SpecError) as info:
         archc.load(path)
     assert (info.value.location.line, info.value.location.col) == (5, col)
+
+
+def test_settings_of_union_type_take_defaults_too():
+    """A conv's stride, padding and dilation are an int or a pair: checked, not a crash."""
+    spec = archc.loads(HEAD + "defaults:\n  conv: {stride: [1, 1], padding: [0, 0]}\n" + BODY, "d.yaml")
+    assert spec.tree.find("stem").params.padding == 1  # its own padding wins
+    assert spec.tree.find("layer1.0.conv2").params.stride == 1  # written by bottleneck itself
+    assert (spec.tree.find("layer1.0.conv1").params.stride, spec.tree.find("stem").params.stride) == ((1, 1),) * 2
+    assert spec.output_shape == archc.loads(HEAD + BODY, "d.yaml").output_shape
+
+
+@pytest.mark.parametrize("value", ["[1, 2, 3]", "0", "x"])
+def test_a_bad_union_typed_default_is_a_located_error(value, write_spec, capsys):
+    path = write_spec(HEAD + f"defaults:\n  conv: {{stride: {value}}}\n" + BODY)
+    assert_spec_error(path, 5, "defaults: conv stride", capsys)
+
+
+def test_a_default_that_breaks_a_layer_is_blamed_at_the_default_with_the_layer_as_a_note(write_spec, capsys):
+    body = BODY.replace("bias: false}", "bias: false, groups: 1}")  # the stem keeps groups 1
+    path = write_spec(HEAD + "defaults:\n  conv: {groups: 32}\n" + body)
+    with pytest.raises(SpecError) as info:
+        archc.load(path)
+    error = info.value
+    assert (error.location.line, error.location.col, error.field) == (5, 18, "defaults.conv.groups")
+    assert "the defaults for conv (groups: 32) make a layer invalid" in error.message
+    assert "groups=32 must divide both input channels (64) and out (16)" in error.message
+    (note,) = error.notes  # the layer, inside the built-in bottleneck: where the stage uses it
+    assert "layer 'conv1' of block 'bottleneck' takes them here (at body.layer1.stage)" in note.message
+    assert (note.location.line, note.location.col) == (10, 19)
+    assert_spec_error(path, 5, "make a layer invalid", capsys)
+
+
+def test_a_layer_that_is_wrong_by_itself_is_blamed_at_the_layer(write_spec):
+    body = BODY.replace("{eps: 0.1}", "{eps: 2}")
+    with pytest.raises(SpecError) as info:
+        archc.load(write_spec(HEAD + DEFAULTS + body))
+    assert info.value.field == "body.own.batchnorm.eps" and not info.value.notes

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from archc.errors import Note, SpecError
 from archc.primitives import PRIMITIVES
 from archc.spec.loader import SourceMap
 
@@ -20,10 +21,32 @@ from archc.spec.loader import SourceMap
 @cache
 def _field(kind: str, name: str) -> TypeAdapter:
     field = PRIMITIVES[kind].Params.model_fields[name]
+    if not field.metadata:  # a plain or union type (a conv's stride): Annotated needs metadata
+        return TypeAdapter(field.annotation)
     return TypeAdapter(Annotated[(field.annotation, *field.metadata)])  # py3.10 syntax
 
 
-def kind_defaults(raw: dict[str, Any], source: SourceMap) -> dict[str, dict[str, Any]]:
+class Defaults(dict):
+    """kind -> its default settings, knowing where the spec wrote them (for errors a default
+    causes in a layer far away, inside a block template)."""
+
+    def __init__(self, settings: dict[str, dict[str, Any]], source: SourceMap):
+        super().__init__(settings)
+        self.source = source
+
+    def error(self, kind: str, used: dict[str, Any], cause: SpecError, layer: Note) -> SpecError:
+        """`cause`, an error in one layer that only the defaults it took (`used`) bring about,
+        reported at the default (the setting the error names, else the kind's entry) with the
+        layer as a note."""
+        named = [k for k in used if cause.field.endswith(f".{k}")] or (list(used) if len(used) == 1 else [])
+        path = ("defaults", kind) + tuple(named[:1])
+        shown = ", ".join(f"{k}: {v!r}" for k, v in used.items())
+        message = cause.message.split(" (in block '")[0]
+        error = self.source.error(f"the defaults for {kind} ({shown}) make a layer invalid: {message}", path)
+        return error.note(layer.message, layer.location)
+
+
+def kind_defaults(raw: dict[str, Any], source: SourceMap) -> Defaults:
     """The checked defaults; a located error for an unknown kind or setting, or a bad value."""
     out: dict[str, dict[str, Any]] = {}
     for kind, settings in raw.items():
@@ -49,4 +72,4 @@ def kind_defaults(raw: dict[str, Any], source: SourceMap) -> dict[str, dict[str,
                 message = exc.errors()[0]["msg"]
                 raise source.error(f"defaults: {kind} {name}: {message} (got {value!r})", path + (name,)) from None
         out[kind] = dict(settings)
-    return out
+    return Defaults(out, source)
