@@ -136,8 +136,10 @@ def cmd_codegen(args: argparse.Namespace) -> int:
 @command
 def cmd_list(args: argparse.Namespace) -> int:
     from archc.compiler import load
-    from archc.registry import family, shipped
+    from archc.registry import SPECS_DIR, family, shipped
 
+    if not shipped():
+        raise ArchcError(f"no shipped specs in {SPECS_DIR} (this archc was installed without them)")
     rows = []
     for name, path in shipped().items():
         spec = load(path)

@@ -2,8 +2,11 @@
 
 `archc build resnet50` and `archc.load("d2l/nin")` find `specs/resnet50.yaml` and
 `specs/d2l/nin.yaml`. A path that exists always wins over a name, so a file called `resnet50`
-in the current folder is read as that file. The specs live beside the package in a checkout
-(the README's set-up installs archc from one, editable), which is where this looks.
+in the current folder is read as that file.
+
+The specs are kept once, in the repository's `specs/` beside the package: a checkout (the
+README's editable install) reads them there, and a wheel carries the same files as the package
+data `archc/specs/` (pyproject.toml maps the folder in), which is looked for first.
 """
 
 from __future__ import annotations
@@ -14,7 +17,17 @@ from pathlib import Path
 
 from archc.errors import Location, SpecError
 
-SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+PACKAGE = Path(__file__).resolve().parent
+
+
+def specs_dir(package: Path = PACKAGE) -> Path:
+    """The shipped specs: the package data archc/specs of a wheel (the build maps specs/ in),
+    else the checkout's specs/ beside the package (an editable install)."""
+    packaged = package / "specs"
+    return packaged if packaged.is_dir() else package.parent / "specs"
+
+
+SPECS_DIR = specs_dir()
 _FAMILY = re.compile(r"^([a-z_]+?)_?\d")  # resnet50 -> resnet, wide_resnet50_2 -> wide_resnet
 
 

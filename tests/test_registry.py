@@ -65,3 +65,45 @@ def test_a_missing_path_is_still_a_missing_file(tmp_path):
     for missing in (tmp_path / "nope", "specs/nope.yaml", "elsewhere/resnet50"):
         with pytest.raises(SpecError, match=r"error: no such file$"):
             archc.load(missing)
+
+
+def test_a_wheel_carries_every_package_and_the_shipped_specs():
+    """pyproject.toml lists archc's packages by hand (to map specs/ in as archc/specs, once):
+    a new package folder left off the list would be missing from every wheel."""
+    tomllib = pytest.importorskip("tomllib")
+    root = SPECS.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {
+        ".".join(p.parent.relative_to(root).parts) for p in (root / "archc").rglob("__init__.py")
+    }
+    spec_folders = {"archc.specs"} | {
+        "archc.specs." + ".".join(d.relative_to(SPECS).parts) for d in SPECS.rglob("*") if d.is_dir()
+    }
+    assert set(config["packages"]) == packages | spec_folders
+    assert config["package-dir"] == {"archc.specs": "specs"}
+    for folder in spec_folders:
+        assert config["package-data"][folder] == ["*.yaml"]
+
+
+def test_installed_without_a_checkout_the_packaged_specs_are_used(tmp_path, monkeypatch):
+    """In a wheel, archc/specs (package data) holds the shipped specs; it is looked for first."""
+    from archc import registry
+
+    package = tmp_path / "archc"
+    assert registry.specs_dir(package) == tmp_path / "specs"  # no package data: the checkout's
+    (package / "specs" / "d2l").mkdir(parents=True)
+    (package / "specs" / "d2l" / "tiny.yaml").write_text("archc: 1\nname: tiny\ninput: [4]\nbody:\n  fc: {linear: 2}\n")
+    assert registry.specs_dir(package) == package / "specs"
+    monkeypatch.setattr(registry, "SPECS_DIR", registry.specs_dir(package))
+    assert list(registry.shipped()) == ["d2l/tiny"]
+    assert archc.load("d2l/tiny").param_count == 10
+    assert registry.specs_dir() == SPECS.resolve()  # this checkout
+
+
+def test_list_without_shipped_specs_says_so(tmp_path, monkeypatch, capsys):
+    from archc import registry
+    from archc.cli import main
+
+    monkeypatch.setattr(registry, "SPECS_DIR", tmp_path / "specs")
+    assert main(["list"]) == 1
+    assert f"error: no shipped specs in {tmp_path / 'specs'}" in capsys.readouterr().err
