@@ -320,10 +320,13 @@ class Expander:
                 layer = Note(f"layer {name!r}{block} takes them here (at {field})", location)
                 raise with_notes(self.defaults.error(kind, used, exc, layer), scope.uses) from None
             raise
-        return Node(
+        node = Node(
             name, kind, params, in_shape=shape, out_shape=result.out_shape,
             param_count=result.params, macs=result.macs,
         )  # fmt: skip
+        if used:
+            node.defaulted = {k: self.defaults.where(kind, k) for k in used}
+        return node
 
     def children(self, raw, path, scope, shape, *, chain: bool, role: str = "") -> list[Node]:
         """Expand a mapping (named) or list (0, 1, ...) of nodes, in order."""

@@ -42,6 +42,8 @@ class Node:
     out_shape: Shape = ()
     param_count: int = 0
     macs: int = 0
+    # settings a primitive took from the spec's `defaults:` -> where they are written, for errors
+    defaulted: dict[str, tuple[Location | None, str]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def spec_kind(self) -> str:

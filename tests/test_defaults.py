@@ -103,3 +103,37 @@ def test_a_layer_that_is_wrong_by_itself_is_blamed_at_the_layer(write_spec):
     with pytest.raises(SpecError) as info:
         archc.load(write_spec(HEAD + DEFAULTS + body))
     assert info.value.field == "body.own.batchnorm.eps" and not info.value.notes
+
+
+PREACT = """archc: 1
+name: pre
+input: [8, 8, 8]
+defaults:
+  relu: {inplace: true}
+blocks:
+  preact:
+    params: {c: null}
+    body:
+      residual:
+        body:
+          r: relu
+          conv: {conv: {out: "${c}", kernel: 3, padding: 1}}
+        post: none
+body:
+  ok: relu
+  b: {preact: {c: 8}}
+"""
+
+
+def test_an_in_place_default_that_would_overwrite_a_shared_input_is_blamed_at_the_default(write_spec, capsys):
+    path = write_spec(PREACT)
+    with pytest.raises(SpecError) as info:
+        archc.load(path)
+    error = info.value
+    assert (error.location.line, error.location.col, error.field) == (5, 19, "defaults.relu.inplace")
+    assert "set inplace: false on the layer or in the defaults" in error.message
+    assert [(n.location.line, n.location.col) for n in error.notes] == [(12, 14), (17, 15)]
+    assert "layer 'r' takes inplace: true from the defaults" in error.notes[0].message
+    assert_spec_error(path, 5, "an in-place relu here would overwrite the input", capsys)
+    fixed = archc.loads(PREACT.replace("r: relu", "r: {relu: {inplace: false}}"), "pre.yaml")
+    assert fixed.tree.find("ok").params.inplace and not fixed.tree.find("b.r").params.inplace

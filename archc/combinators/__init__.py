@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from archc import infer
+from archc.errors import Note
 from archc.ir import Node, splice
 from archc.primitives import Shape
 
@@ -141,6 +142,11 @@ def shares_input(scope: Scope, node: Node, other: str) -> None:
         )
         if scope.anchor is None and first.location is not None:
             error.location, error.field = first.location, first.field_path
+        if "inplace" in first.defaulted:  # the spec's defaults made it in-place: blame them
+            layer = Note(f"layer {first.name!r} takes inplace: true from the defaults (at {error.field})", error.location)
+            error.message = error.message.replace("set inplace: false", "set inplace: false on the layer or in the defaults")
+            error.location, error.field = first.defaulted["inplace"]
+            error.notes.insert(0, layer)
         raise error
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from archc.errors import Note, SpecError
+from archc.errors import Location, Note, SpecError, format_path
 from archc.primitives import PRIMITIVES
 from archc.spec.loader import SourceMap
 
@@ -33,6 +33,15 @@ class Defaults(dict):
     def __init__(self, settings: dict[str, dict[str, Any]], source: SourceMap):
         super().__init__(settings)
         self.source = source
+        self._where: dict[tuple[str, str], tuple[Location | None, str]] = {}
+
+    def where(self, kind: str, setting: str) -> tuple[Location | None, str]:
+        """The location and field path of one default setting."""
+        key = (kind, setting)
+        if key not in self._where:
+            path = ("defaults", kind, setting)
+            self._where[key] = (self.source.locate(path), format_path(path))
+        return self._where[key]
 
     def error(self, kind: str, used: dict[str, Any], cause: SpecError, layer: Note) -> SpecError:
         """`cause`, an error in one layer that only the defaults it took (`used`) bring about,
