@@ -1,0 +1,223 @@
+"""EfficientNet B0-B7 and V2 S/M/L: torchvision parity, stochastic depth, compound scaling.
+
+Each of torchvision's 11 EfficientNet builders is a variant of specs/efficientnet.yaml or
+specs/efficientnet_v2.yaml. Compared with `torchvision.models.<name>(weights=None)`: the
+state_dict (keys, order), initial weights under one seed bit for bit, outputs in eval and in
+training (stochastic depth and dropout draw the same random numbers), each block's stochastic
+depth probability, and the published parameter and GFLOPS figures. Forward passes use 64x64
+inputs to keep the suite fast (B7 and V2-L are big): the networks are fully convolutional up
+to the global pool, so nothing but the spatial size changes.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+
+import archc
+from archc.backends.torch_backend import check_shapes
+from conftest import ROOT, SPECS
+from reference import TORCHVISION
+
+torchvision = pytest.importorskip("torchvision")
+
+V1 = [f"efficientnet_b{i}" for i in range(8)]
+V2 = [f"efficientnet_v2_{s}" for s in "sml"]
+BUILDERS = V1 + V2
+SMALL = ["input=[3, 64, 64]"]  # the same network on a small input
+RUFF = shutil.which("ruff") or next(
+    (str(p) for p in (ROOT / ".venv/bin/ruff", Path(sys.executable).parent / "ruff") if p.exists()), None
+)
+
+
+def spec_file(name: str) -> Path:
+    return SPECS / ("efficientnet_v2.yaml" if name in V2 else "efficientnet.yaml")
+
+
+@cache
+def spec(name: str, small: bool = False):
+    return archc.load(spec_file(name), variant=name, overrides=SMALL if small else ())
+
+
+def reference(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return getattr(torchvision.models, name)(weights=None)
+
+
+def calibrate(model: torch.nn.Module) -> None:
+    """Give every batch norm the statistics of a real batch. Freshly initialised EfficientNets
+    shrink their activations towards zero block after block (depthwise convolutions initialised
+    by fan-out), so outputs of order 1e-14 would make any comparison pass."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 1.0  # running statistics := this batch's
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(7)))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.eval()
+
+
+def blocks(features: torch.nn.Module):
+    """(path, block) of every MBConv / FusedMBConv: features.1 ... features.N-2, each a stage."""
+    for i, stage in list(features.named_children())[1:-1]:
+        for j, block in stage.named_children():
+            yield f"features.{i}.{j}", block
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_matches_torchvision(name):
+    ref = reference(name)
+    ours = archc.build(spec_file(name), variant=name, seed=0)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    initial = ours.state_dict()
+    for key, tensor in ref.state_dict().items():  # same seed, same weights: same init order
+        assert torch.equal(initial[key], tensor), key
+    calibrate(ref)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = ref(x), ours(x)
+    assert expected.abs().max() > 0.1  # activations of a sensible size, not vanishing
+    assert (got - expected).abs().max().item() <= 1e-5
+
+    # training: batch statistics, dropout and stochastic depth draw the same random numbers
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    ref.train(), ours.train()
+    with torch.no_grad():
+        torch.manual_seed(3)
+        expected = ref(x)
+        torch.manual_seed(3)
+        got = ours(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_stochastic_depth_probabilities_match_torchvision(name):
+    """torchvision's sd_prob = 0.2 * stage_block_id / total_stage_blocks, applied where the block
+    has its skip connection (stride 1, same channels); the spec writes it with block_id and
+    total_blocks, computed statically (the summary shows it)."""
+    ref = reference(name)
+    ours = archc.build(spec(name, small=True))
+    theirs = dict(blocks(ref.features))
+    mine = dict(blocks(ours.features))
+    assert list(mine) == list(theirs)
+    static = {n.path: n for n in spec(name, small=True).tree.walk() if n.kind == "stochastic_depth"}
+    applied = 0
+    for path, block in theirs.items():
+        if block.use_res_connect:
+            assert mine[path].stochastic_depth.p == block.stochastic_depth.p, path
+            assert static[f"{path}.stochastic_depth"].params.p == block.stochastic_depth.p
+            assert mine[path].stochastic_depth.mode == "row"
+            applied += 1
+        else:  # torchvision keeps the module but never calls it: archc leaves it out
+            assert not hasattr(mine[path], "stochastic_depth"), path
+    assert applied == len(static) > 0
+    # the last block's probability is 0.2 * (total - 1) / total
+    total = len(theirs)
+    last = list(theirs.values())[-1]
+    assert last.stochastic_depth.p == pytest.approx(0.2 * (total - 1) / total)
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_published_params_and_macs(name):
+    params, gflops = TORCHVISION[name]
+    assert spec(name).param_count == params
+    assert abs(spec(name).macs / 1e9 - gflops) / gflops < 0.01
+    assert spec(name).output_shape == (1000,)
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_static_shapes_equal_runtime(name):
+    model = archc.build(spec(name, small=True))
+    assert check_shapes(model, spec(name, small=True), batch=1) == []
+
+
+def _import(path: Path):
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[path.stem] = module
+    module_spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_generated_code_equals_live_build(name, tmp_path):
+    text = archc.codegen(spec(name, small=True))
+    tree = ast.parse(text)
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"torch", "collections", "math"}, imported
+    assert "class StochasticDepth(nn.Module):" in text  # carried as source, not imported
+    file = tmp_path / f"gen_{name}.py"
+    file.write_text(text)
+    factory = getattr(_import(file), [n.name for n in tree.body if isinstance(n, ast.FunctionDef)][-1])
+    torch.manual_seed(0)
+    live = archc.build(spec(name, small=True))
+    torch.manual_seed(0)
+    generated = factory()
+    for (key, a), (key2, b) in zip(live.state_dict().items(), generated.state_dict().items()):
+        assert key == key2 and torch.equal(a, b), key  # same init, same order
+    calibrate(live)
+    generated.load_state_dict(live.state_dict(), strict=True)
+    generated.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(generated(x), live(x), rtol=1e-5, atol=1e-5)
+    if RUFF is not None:
+        config = ["--config", str(ROOT / "pyproject.toml"), "--no-cache"]
+        for command in (["check"], ["format", "--check"]):
+            result = subprocess.run([RUFF, *command, *config, str(file)], capture_output=True, text=True)
+            assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_fuse_keeps_outputs(name):
+    model = archc.build(spec(name, small=True), seed=0)
+    calibrate(model)
+    for m in model.modules():  # a near-zero variance folded in would magnify float rounding
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.clamp_(min=0.1)
+    fused = archc.fuse(model, spec(name, small=True))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = model(x), fused(x)
+    assert expected.abs().max() > 0.1
+    assert (got - expected).abs().max().item() <= 1e-4
+    # every batch norm was folded, into depthwise convolutions too
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_v2_s"])
+def test_draw_renders(name, tmp_path):
+    graph = archc.draw(spec(name))
+    assert "stochastic depth 0.1" in graph.source  # the probability, computed statically
+    assert graph.source.count("mul") >= 2 * len(spec(name).tree.children[0].children)  # SE gates
+    if shutil.which("dot"):
+        out = tmp_path / f"{name}.svg"
+        graph.render(outfile=out, cleanup=True)
+        assert out.read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_compound_scaling_is_written_once():
+    """B0-B7 are one table: the variants set only the multipliers, dropout, batch norm and input."""
+    text = spec_file("efficientnet_b0").read_text()
+    assert text.count("stage:") == 7
+    b0, b7 = spec("efficientnet_b0"), spec("efficientnet_b7")
+    assert b0.variants == tuple(V1)
+    stages = lambda s: [len(n.children) for n in s.tree.children[0].children[1:-1]]  # noqa: E731
+    assert stages(b0) == [1, 2, 2, 3, 3, 4, 1]
+    assert stages(b7) == [4, 7, 7, 10, 10, 13, 4]  # ceil(n * 3.1)
+    bn = [n for n in b7.tree.walk() if n.kind == "batchnorm"]
+    assert {(n.params.eps, n.params.momentum) for n in bn} == {(0.001, 0.01)}
