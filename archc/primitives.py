@@ -150,6 +150,10 @@ class Primitive:
     def label(self, p: Any, out_shape: Shape) -> str:
         return self.kind
 
+    def detail(self, p: Any) -> str:
+        """A setting the summary table shows beside the kind (most layers: none)."""
+        return ""
+
     def working_elements(self, p: Any, in_shape: Shape) -> int:
         """Elements of the temporary tensors a forward pass allocates besides its output, per
         sample (for the memory estimate); most layers need none."""
@@ -454,6 +458,9 @@ class StochasticDepth(Primitive):
 
     def torch_layer(self, p, shape):
         return TorchLayer("StochasticDepth", (p.p, p.mode), own=True)
+
+    def detail(self, p):
+        return f"p={p.p:.4g}" + ("" if p.mode == "row" else f", {p.mode}")
 
     def label(self, p, out_shape):
         return f"stochastic depth {p.p:.4g}" + ("" if p.mode == "row" else f" {p.mode}")

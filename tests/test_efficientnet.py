@@ -221,3 +221,137 @@ def test_compound_scaling_is_written_once():
     assert stages(b7) == [4, 7, 7, 10, 10, 13, 4]  # ceil(n * 3.1)
     bn = [n for n in b7.tree.walk() if n.kind == "batchnorm"]
     assert {(n.params.eps, n.params.momentum) for n in bn} == {(0.001, 0.01)}
+
+
+# ---- the language features EfficientNet needed ------------------------------------------------
+
+POSITION_SPEC = """
+archc: 1
+name: position
+input: [3, 8, 8]
+params: {p: 0.2}
+blocks:
+  blk:
+    params: {out: ~, stride: 1, p: 0.2}
+    let: {sd: "${p * block_id / total_blocks}"}
+    body:
+      residual:
+        body:
+          conv: {conv: {out: "${out}", kernel: 3, padding: 1, stride: "${stride}"}}
+          drop: {stochastic_depth: "${sd}"}
+        post: none
+body:
+  a: {stage: {block: blk, depth: 2, out: 4}}
+  b: {stage: {block: blk, depth: 3, out: 8, stride: 2, p: "${p * 2}"}}
+  c: {stage: {block: blk, depth: 1, out: 8, p: "${block_id / 100}"}}
+"""
+
+
+def test_stage_blocks_know_their_place_in_the_network():
+    """block_id counts every stage's blocks in network order, total_blocks is their number;
+    both are static, so the summary and the generated code show each block's value."""
+    spec = archc.loads(POSITION_SPEC)
+    p = {n.path: n.params.p for n in spec.tree.walk() if n.kind == "stochastic_depth"}
+    assert p == {
+        "a.0.drop": 0.0, "a.1.drop": 0.2 * 1 / 6,
+        "b.0.drop": 0.4 * 2 / 6, "b.1.drop": 0.4 * 3 / 6, "b.2.drop": 0.4 * 4 / 6,
+        "c.0.drop": (5 / 100) * 5 / 6,  # a stage argument reads the position too
+    }  # fmt: skip
+    rows = {r["name"]: r["type"] for r in archc.summary(spec)["layers"]}
+    assert rows["b.1.drop"] == "stochastic_depth p=0.2"
+    source = archc.codegen(spec)
+    assert "StochasticDepth(" in source and "import archc" not in source
+
+
+def test_block_position_names_are_reserved_and_scoped(write_spec):
+    from archc.errors import SpecError
+
+    reserved = POSITION_SPEC.replace("params: {out: ~, stride: 1, p: 0.2}", "params: {out: ~, stride: 1, p: 0.2, block_id: 0}")
+    with pytest.raises(SpecError, match="block_id"):
+        archc.loads(reserved)
+    outside = POSITION_SPEC.replace("c: {stage: {block: blk, depth: 1, out: 8, p: \"${block_id / 100}\"}}", "c: {blk: {out: 8}}")
+    with pytest.raises(SpecError, match="block_id"):  # a block outside a stage has no position
+        archc.loads(outside)
+
+
+@pytest.mark.parametrize("mode", ["row", "batch"])
+def test_stochastic_depth_is_torchvisions(mode):
+    from archc.backends.torch_modules import StochasticDepth
+    from torchvision.ops import StochasticDepth as Reference
+
+    x = torch.randn(64, 3, 4, 4)
+    for p in (0.0, 0.3, 1.0):
+        ours, ref = StochasticDepth(p, mode), Reference(p, mode)
+        torch.manual_seed(0)
+        expected = ref(x)
+        torch.manual_seed(0)
+        got = ours(x)
+        assert torch.equal(got, expected)
+        assert torch.equal(ours.eval()(x), x)  # identity in eval
+    ours = StochasticDepth(0.5, mode)
+    torch.manual_seed(1)
+    out = ours(x)
+    per_row = out.flatten(1)
+    kept = (per_row == 2 * x.flatten(1)).all(1)  # survivors scaled by 1 / (1 - p)
+    dropped = (per_row == 0).all(1)
+    assert (kept | dropped).all()
+    assert (kept.all() or dropped.all()) if mode == "batch" else (0 < kept.sum() < 64)
+
+
+def test_stochastic_depth_settings_are_checked():
+    from archc.errors import SpecError
+
+    bad = POSITION_SPEC.replace('drop: {stochastic_depth: "${sd}"}', "drop: {stochastic_depth: {p: 1.5}}")
+    with pytest.raises(SpecError, match="p should be less than or equal to 1"):
+        archc.loads(bad)
+    bad = POSITION_SPEC.replace('drop: {stochastic_depth: "${sd}"}', "drop: {stochastic_depth: {p: 0.1, mode: rows}}")
+    with pytest.raises(SpecError, match="mode"):
+        archc.loads(bad)
+
+
+def test_make_divisible_is_torchvisions():
+    from archc.spec import expr
+    from torchvision.models._utils import _make_divisible
+
+    for channels in (3, 8, 16, 17, 24, 32, 40, 80, 112, 192, 320, 1280):
+        for mult in (0.25, 0.5, 0.75, 1.0, 1.1, 1.2, 1.4, 1.6, 1.8, 2.0, 6, 4.5):
+            env = {"c": channels, "m": mult}
+            assert expr.evaluate("make_divisible(c * m, 8)", env) == _make_divisible(channels * mult, 8)
+            assert expr.evaluate("make_divisible(c * m, 8, 16)", env) == _make_divisible(channels * mult, 8, 16)
+    with pytest.raises(expr.ExprError):
+        expr.evaluate("make_divisible(10, 0)", {})
+    import math
+
+    assert expr.evaluate("sqrt(1000)", {}) == math.sqrt(1000)
+
+
+def test_defaults_read_model_params(write_spec):
+    from archc.errors import SpecError
+
+    text = """archc: 1
+name: d
+input: [3, 8, 8]
+params: {eps: 0.001}
+defaults:
+  batchnorm: {eps: "${eps}", momentum: "${eps * 10}"}
+body:
+  conv: {conv: {out: 4, kernel: 1}}
+  bn: batchnorm
+"""
+    spec = archc.loads(text)
+    bn = next(n for n in spec.tree.walk() if n.kind == "batchnorm")
+    assert (bn.params.eps, bn.params.momentum) == (0.001, 0.01)
+    with pytest.raises(SpecError) as info:
+        archc.loads(text.replace('"${eps * 10}"', '"${eps * 10000}"'))
+    assert info.value.location.line == 6 and "momentum" in str(info.value)
+
+
+def test_uniform_fan_init_is_efficientnets():
+    """uniform(±1/sqrt(fan_out)) for a linear: torchvision's init_range = 1 / sqrt(out_features)."""
+    spec = spec_file("efficientnet_b0")
+    for num_classes in (10, 1000):
+        model = archc.build(archc.load(spec, overrides=[f"params.num_classes={num_classes}", *SMALL]), seed=0)
+        weight = model.classifier[1].weight
+        bound = 1 / num_classes**0.5
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
+        assert torch.equal(model.classifier[1].bias, torch.zeros(num_classes))
