@@ -426,7 +426,7 @@ class Expander:
         node = self.node(block.template.body, block.path + ("body",), name, inner, shape)
         if node is None:
             raise scope.error(f"block {block.name!r} expands to nothing", path)
-        node.template = TemplateUse(block.name, values)
+        node.template = TemplateUse(block.name, values, dict(position or {}))
         return node
 
     def argument_origins(self, block: BlockDef, raw: Any, path: tuple, scope: Scope) -> dict[str, tuple[Origin, ...]]:
