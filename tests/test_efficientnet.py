@@ -34,7 +34,8 @@ V2 = [f"efficientnet_v2_{s}" for s in "sml"]
 BUILDERS = V1 + V2
 SMALL = ["input=[3, 64, 64]"]  # the same network on a small input
 RUFF = shutil.which("ruff") or next(
-    (str(p) for p in (ROOT / ".venv/bin/ruff", Path(sys.executable).parent / "ruff") if p.exists()), None
+    (str(p) for p in (ROOT / ".venv/bin/ruff", Path(sys.executable).parent / "ruff") if p.exists()),
+    None,
 )
 
 
@@ -156,13 +157,17 @@ def _import(path: Path):
 def test_generated_code_equals_live_build(name, tmp_path):
     text = archc.codegen(spec(name, small=True))
     tree = ast.parse(text)
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported = {
+        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert imported <= {"torch", "collections", "math"}, imported
     assert "class StochasticDepth(nn.Module):" in text  # carried as source, not imported
     file = tmp_path / f"gen_{name}.py"
     file.write_text(text)
-    factory = getattr(_import(file), [n.name for n in tree.body if isinstance(n, ast.FunctionDef)][-1])
+    factory = getattr(
+        _import(file), [n.name for n in tree.body if isinstance(n, ast.FunctionDef)][-1]
+    )
     torch.manual_seed(0)
     live = archc.build(spec(name, small=True))
     torch.manual_seed(0)
@@ -178,7 +183,9 @@ def test_generated_code_equals_live_build(name, tmp_path):
     if RUFF is not None:
         config = ["--config", str(ROOT / "pyproject.toml"), "--no-cache"]
         for command in (["check"], ["format", "--check"]):
-            result = subprocess.run([RUFF, *command, *config, str(file)], capture_output=True, text=True)
+            result = subprocess.run(
+                [RUFF, *command, *config, str(file)], capture_output=True, text=True
+            )
             assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -213,10 +220,10 @@ def test_draw_renders(name, tmp_path):
 def test_compound_scaling_is_written_once():
     """B0-B7 are one table: the variants set only the multipliers, dropout, batch norm and input."""
     text = spec_file("efficientnet_b0").read_text()
-    assert text.count("stage:") == 7
+    assert text.count("mbconv_stage:") == 7
     b0, b7 = spec("efficientnet_b0"), spec("efficientnet_b7")
     assert b0.variants == tuple(V1)
-    stages = lambda s: [len(n.children) for n in s.tree.children[0].children[1:-1]]  # noqa: E731
+    stages = lambda s: [len(n.registered()) for n in s.tree.children[0].children[1:-1]]  # noqa: E731
     assert stages(b0) == [1, 2, 2, 3, 3, 4, 1]
     assert stages(b7) == [4, 7, 7, 10, 10, 13, 4]  # ceil(n * 3.1)
     bn = [n for n in b7.tree.walk() if n.kind == "batchnorm"]
@@ -266,18 +273,23 @@ def test_stage_blocks_know_their_place_in_the_network():
 def test_block_position_names_are_reserved_and_scoped(write_spec):
     from archc.errors import SpecError
 
-    reserved = POSITION_SPEC.replace("params: {out: ~, stride: 1, p: 0.2}", "params: {out: ~, stride: 1, p: 0.2, block_id: 0}")
+    reserved = POSITION_SPEC.replace(
+        "params: {out: ~, stride: 1, p: 0.2}", "params: {out: ~, stride: 1, p: 0.2, block_id: 0}"
+    )
     with pytest.raises(SpecError, match="block_id"):
         archc.loads(reserved)
-    outside = POSITION_SPEC.replace("c: {stage: {block: blk, depth: 1, out: 8, p: \"${block_id / 100}\"}}", "c: {blk: {out: 8}}")
+    outside = POSITION_SPEC.replace(
+        'c: {stage: {block: blk, depth: 1, out: 8, p: "${block_id / 100}"}}', "c: {blk: {out: 8}}"
+    )
     with pytest.raises(SpecError, match="block_id"):  # a block outside a stage has no position
         archc.loads(outside)
 
 
 @pytest.mark.parametrize("mode", ["row", "batch"])
 def test_stochastic_depth_is_torchvisions(mode):
-    from archc.backends.torch_modules import StochasticDepth
     from torchvision.ops import StochasticDepth as Reference
+
+    from archc.backends.torch_modules import StochasticDepth
 
     x = torch.randn(64, 3, 4, 4)
     for p in (0.0, 0.3, 1.0):
@@ -301,23 +313,32 @@ def test_stochastic_depth_is_torchvisions(mode):
 def test_stochastic_depth_settings_are_checked():
     from archc.errors import SpecError
 
-    bad = POSITION_SPEC.replace('drop: {stochastic_depth: "${sd}"}', "drop: {stochastic_depth: {p: 1.5}}")
+    bad = POSITION_SPEC.replace(
+        'drop: {stochastic_depth: "${sd}"}', "drop: {stochastic_depth: {p: 1.5}}"
+    )
     with pytest.raises(SpecError, match="p should be less than or equal to 1"):
         archc.loads(bad)
-    bad = POSITION_SPEC.replace('drop: {stochastic_depth: "${sd}"}', "drop: {stochastic_depth: {p: 0.1, mode: rows}}")
+    bad = POSITION_SPEC.replace(
+        'drop: {stochastic_depth: "${sd}"}', "drop: {stochastic_depth: {p: 0.1, mode: rows}}"
+    )
     with pytest.raises(SpecError, match="mode"):
         archc.loads(bad)
 
 
 def test_make_divisible_is_torchvisions():
-    from archc.spec import expr
     from torchvision.models._utils import _make_divisible
+
+    from archc.spec import expr
 
     for channels in (3, 8, 16, 17, 24, 32, 40, 80, 112, 192, 320, 1280):
         for mult in (0.25, 0.5, 0.75, 1.0, 1.1, 1.2, 1.4, 1.6, 1.8, 2.0, 6, 4.5):
             env = {"c": channels, "m": mult}
-            assert expr.evaluate("make_divisible(c * m, 8)", env) == _make_divisible(channels * mult, 8)
-            assert expr.evaluate("make_divisible(c * m, 8, 16)", env) == _make_divisible(channels * mult, 8, 16)
+            assert expr.evaluate("make_divisible(c * m, 8)", env) == _make_divisible(
+                channels * mult, 8
+            )
+            assert expr.evaluate("make_divisible(c * m, 8, 16)", env) == _make_divisible(
+                channels * mult, 8, 16
+            )
     with pytest.raises(expr.ExprError):
         expr.evaluate("make_divisible(10, 0)", {})
     import math
@@ -350,7 +371,9 @@ def test_uniform_fan_init_is_efficientnets():
     """uniform(±1/sqrt(fan_out)) for a linear: torchvision's init_range = 1 / sqrt(out_features)."""
     spec = spec_file("efficientnet_b0")
     for num_classes in (10, 1000):
-        model = archc.build(archc.load(spec, overrides=[f"params.num_classes={num_classes}", *SMALL]), seed=0)
+        model = archc.build(
+            archc.load(spec, overrides=[f"params.num_classes={num_classes}", *SMALL]), seed=0
+        )
         weight = model.classifier[1].weight
         bound = 1 / num_classes**0.5
         assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
