@@ -505,7 +505,7 @@ def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | 
             total = expander.stage_blocks
             expander = Expander(defaults, total_blocks=total)
             root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
-            if expander.stage_blocks != total:  # pragma: no cover - depths reading total_blocks
+            if expander.stage_blocks != total:  # a stage's depth read total_blocks
                 raise scope.error("the number of stage blocks depends on total_blocks", path)
         root.location, root.field_path = scope.here(path)
         assign_paths(root)

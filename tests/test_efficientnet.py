@@ -285,6 +285,26 @@ def test_block_position_names_are_reserved_and_scoped(write_spec):
         archc.loads(outside)
 
 
+def test_a_depth_reading_total_blocks_is_refused():
+    from archc.errors import SpecError
+
+    text = """archc: 1
+name: circular
+input: [3, 8, 8]
+blocks:
+  inner:
+    params: {}
+    body: identity
+  outer:
+    params: {}
+    body: {stage: {block: inner, depth: "${total_blocks}"}}
+body:
+  s: {stage: {block: outer, depth: 2}}
+"""
+    with pytest.raises(SpecError, match="number of stage blocks depends on total_blocks"):
+        archc.loads(text)
+
+
 @pytest.mark.parametrize("mode", ["row", "batch"])
 def test_stochastic_depth_is_torchvisions(mode):
     from torchvision.ops import StochasticDepth as Reference
