@@ -201,10 +201,7 @@ class Expander:
         identifier-like word of the source, a superset of the variables it reads; errors are
         not memoised.
         """
-        words = self.words(source)
-        if any(w in POSITION and w in env for w in words):
-            self.position_reads += 1
-        key = (source, *[(w, type(env[w]), repr(env[w])) for w in words if w in env])
+        key = (source, *[(w, type(env[w]), repr(env[w])) for w in self.words(source) if w in env])
         if key in self._values:
             return self._values[key]
         value = self._values[key] = expr.evaluate(source, env)
@@ -218,6 +215,10 @@ class Expander:
         self.stage_blocks += 1
         total = self.total_blocks if self.total_blocks is not None else block_id + 1
         return {"block_id": block_id, "total_blocks": total}
+
+    def with_position(self, env: dict[str, Any], position: dict[str, int]) -> PositionEnv:
+        """`env` plus a stage block's position, noting when an expression reads it."""
+        return PositionEnv({**env, **position}, self)
 
     def validate(self, model: type[BaseModel], data: Any, path: tuple, scope: Scope, what: str, raw: Any = None):
         """`data` checked by `model`; `raw` is `data` before `${}` were resolved, to blame."""
@@ -399,7 +400,9 @@ class Expander:
         if missing:
             raise scope.error(f"block {block.name!r} needs parameter {missing[0]!r}", path)
         values = {**declared, **args}
-        env = {**values, "in_channels": shape[0], **(position or {})}
+        env = {**values, "in_channels": shape[0]}
+        if position is not None:
+            env = self.with_position(env, position)
         origins = self.argument_origins(block, raw, path, scope)
         inner = Scope(
             env=env,
@@ -459,6 +462,21 @@ class Expander:
         except expr.ExprError as exc:
             message = f"let {key} = {value}: {exc}"
             raise expression_error(inner, exc, message, block.path + ("let", key), value[2:-1]) from None
+
+
+class PositionEnv(dict):
+    """The variables of a stage block, its position among them: reading `block_id` or
+    `total_blocks` is counted (`Expander.position_reads`), so the network is expanded again once
+    their total is known, and the stage does not copy a block whose values depend on it."""
+
+    def __init__(self, values: dict[str, Any], expander: Expander):
+        super().__init__(values)
+        self.expander = expander
+
+    def __getitem__(self, key: str) -> Any:
+        if key in POSITION:
+            self.expander.position_reads += 1
+        return super().__getitem__(key)
 
 
 def valid(prim, settings: dict, shape: Shape) -> bool:

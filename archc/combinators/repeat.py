@@ -70,7 +70,7 @@ class Stage(Seq):
             else:
                 before, reads = x.count, x.position_reads
                 # the arguments may read the block's position too (`sd: ${0.2 * block_id / total_blocks}`)
-                here = replace(scope, env={**scope.env, **position})
+                here = replace(scope, env=x.with_position(scope.env, position))
                 child = x.block(block, block_args, path, child_name, here, shape, position)
                 child.location, child.field_path = scope.here(path)
                 # a block that read its position differs from the next: expand each in full
