@@ -136,15 +136,15 @@ def cmd_codegen(args: argparse.Namespace) -> int:
 @command
 def cmd_list(args: argparse.Namespace) -> int:
     from archc.compiler import load
-    from archc.registry import SPECS_DIR, family, shipped
+    from archc.registry import SPECS_DIR, models
 
-    if not shipped():
+    if not models():
         raise ArchcError(f"no shipped specs in {SPECS_DIR} (this archc was installed without them)")
     rows = []
-    for name, path in shipped().items():
-        spec = load(path)
+    for name, model in models().items():
+        spec = load(model.path, variant=model.variant)
         rows.append({
-            "name": name, "family": family(name), "params": spec.param_count, "macs": spec.macs,
+            "name": name, "family": model.family, "params": spec.param_count, "macs": spec.macs,
             "input": list(spec.input_shape),
         })  # fmt: skip
     if args.json:

@@ -14,7 +14,7 @@ from archc.cli import main
 from archc.errors import SpecError, UsageError
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-RESNET50 = (SPECS / "resnet50.yaml").read_text()
+RESNET50 = (Path(__file__).parent / "data" / "resnet50.yaml").read_text()  # a one-model spec
 
 TINY = """\
 archc: 1
@@ -144,7 +144,7 @@ def test_variants(tmp_path):
     assert (big.name, big.input_shape, big.output_shape) == ("bignet", (3, 64, 64), (100,))
     hand = TINY.replace("name: tiny", "name: wide").replace("width: 8}", "width: 16}")
     hand = hand.split("variants:")[0] + "body:" + hand.split("body:")[1]
-    same(wide, archc.loads(hand, str(tmp_path / "hand" / "tiny.yaml")))
+    same(wide, archc.loads(hand, str(tmp_path / "hand" / "wide.yaml")))  # functions: the variant
     assert "class Bignet" in archc.codegen(big) and "num_classes: int = 100" in archc.codegen(big)
 
 
@@ -154,7 +154,10 @@ def test_variant_on_the_command_line(tmp_path, capsys):
     assert "ok (bignet:" in capsys.readouterr().out
     assert main(["summary", str(path), "--variant", "wide", "--set", "params.num_classes=3"]) == 0
     assert main(["codegen", str(path), "-o", str(tmp_path / "gen"), "--variant", "big"]) == 0
-    assert "class Bignet" in (tmp_path / "gen" / "tiny.py").read_text()
+    assert "class Bignet" in (tmp_path / "gen" / "big.py").read_text()  # named after the variant
+    assert main(["codegen", str(path), "-o", str(tmp_path / "all")]) == 0  # each variant a file
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["big.py", "wide.py"]
+    assert "def wide(" in (tmp_path / "all" / "wide.py").read_text()
 
 
 def test_unknown_variant_lists_the_known_ones(tmp_path, capsys):

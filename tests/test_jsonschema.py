@@ -83,7 +83,7 @@ def test_shipped_spec_validates_and_has_modeline(validator, spec):
 def test_modeline_is_not_part_of_the_description():
     from archc.compiler import load
 
-    spec = load(ROOT / "specs" / "resnet18.yaml")
+    spec = load(ROOT / "specs" / "resnet.yaml")
     assert spec.comments and not any("yaml-language-server" in c for c in spec.comments)
 
 
