@@ -23,8 +23,8 @@ def reference(name: str) -> torch.nn.Module:
 
 
 def test_every_resnet_family_spec_is_present():
-    expected = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2"}  # fmt: skip
+    expected = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"}  # fmt: skip
     assert expected <= set(PARITY)
 
 
