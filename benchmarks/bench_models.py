@@ -22,7 +22,7 @@ EVAL_MODELS = ["resnet18", "resnet50", "densenet121", "googlenet", "vgg16"]
 def pair(name: str):
     """(archc model, torchvision model) with identical weights, or None when the spec is missing."""
     path = spec_path(name)
-    if not path.exists():
+    if path is None:
         return None
     theirs = torchvision_ctor(name)()
     ours = archc.build(path)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in args.models.split(","):
-        spec = archc.load(ROOT / "specs" / f"{name}.yaml")
+        spec = archc.load(name)
         flops_per_image = (
             3
             * 2

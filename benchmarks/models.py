@@ -10,21 +10,25 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.harness import SPECS
-
 # torchvision's GoogLeNet defaults differ from the paper model the spec describes
 EXTRA_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True}}
 
 
 def parity_specs() -> list[str]:
-    """Stems of specs/*.yaml that name a torchvision model (read at run time: the set grows)."""
+    """Shipped models named after a torchvision builder (read at run time: the set grows)."""
     import torchvision
 
-    return sorted(p.stem for p in SPECS.glob("*.yaml") if hasattr(torchvision.models, p.stem))
+    from archc.registry import models
+
+    return sorted(n for n in models() if callable(getattr(torchvision.models, n, None)))
 
 
-def spec_path(name: str) -> Path:
-    return SPECS / f"{name}.yaml"
+def spec_path(name: str) -> str | None:
+    """What archc loads for a shipped model (its name: a file's, or a family spec's variant),
+    None when archc ships no such model."""
+    from archc.registry import models
+
+    return name if name in models() else None
 
 
 def torchvision_ctor(name: str) -> Callable[[], object]:
