@@ -210,7 +210,7 @@ class Residual(StrictModel):
     body: dict[str, Any] | list[Any]
     """The residual branch's layers."""
     shortcut: Any = "auto"
-    """auto, identity, {projection: {...}} or {custom: {name: layer}}."""
+    """auto, identity, if_shapes_match, {projection: {...}} or {custom: {name: layer}}."""
     post: str | None = "relu"
     """Activation after the sum, or none."""
 
