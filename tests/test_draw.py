@@ -131,6 +131,8 @@ def expected_shapes(spec) -> dict[str, str]:
             out[node.path + "/add"] = fmt_shape(body[-1].out_shape)
         elif node.kind == "parallel":
             out[node.path + "/concat"] = fmt_shape(node.out_shape)
+        elif node.kind == "gate":
+            out[node.path + "/mul"] = fmt_shape(node.out_shape)
         elif node.kind == "dense":
             after = [c.in_shape for c in node.children[1:]] + [node.out_shape]
             out.update({f"{node.path}/concat{i}": fmt_shape(s) for i, s in enumerate(after)})
@@ -280,9 +282,11 @@ def test_every_shipped_spec_draws_with_static_shapes(path):
     top = parse(digraph(spec, depth=1).source)
     check_edges(spec, top)
     assert len(top.nodes) <= len(full.nodes)
-    for node in spec.tree.walk():  # every join is drawn at full depth
+    for node in spec.tree.walk():  # every join is drawn at full depth (and only those)
         if node.kind in ("residual", "parallel") and not node.inline:
-            assert f"{node.path}/{'add' if node.kind == 'residual' else 'concat'}" in full.nodes
+            joined = node.settings.get("use_res_connect", True)  # a conditional skip may not be
+            join = f"{node.path}/{'add' if node.kind == 'residual' else 'concat'}"
+            assert (join in full.nodes) == joined
         if node.kind == "dense":
             assert f"{node.path}/concat{len(node.children) - 1}" in full.nodes
 
