@@ -37,12 +37,14 @@ def _spec(
     spec_or_path: Spec | str | Path, variant: str | None = None, overrides: Sequence[str] = ()
 ) -> Spec:
     """A compiled spec as given, or the file (or shipped model name) compiled with the variant
-    and overrides (which a compiled spec cannot take: it has them already)."""
+    and overrides (a compiled spec has them already: another variant, or overrides, refused)."""
     from archc.compiler import Spec, load
 
     if isinstance(spec_or_path, Spec):
-        if variant is not None or overrides:
-            raise TypeError("variant and overrides apply to a spec file, not a compiled Spec")
+        if variant is not None and variant != spec_or_path.variant:
+            raise ValueError(f"the spec was compiled as variant {spec_or_path.variant!r}, not {variant!r}")
+        if overrides:
+            raise ValueError("overrides apply to a spec file, not a compiled Spec")
         return spec_or_path
     return load(spec_or_path, variant=variant, overrides=overrides)
 
@@ -64,10 +66,10 @@ def build(
     spec_or_path: Spec | str | Path,
     *,
     seed: int | None = None,
+    variant: str | None = None,
     max_memory: int | str | None = "auto",
     fuse: bool = False,
     channels_last: bool = False,
-    variant: str | None = None,
     overrides: Sequence[str] = (),
 ):
     """A live, initialised `torch.nn.Module` for the spec (of a file: its `variant`, with
@@ -78,6 +80,7 @@ def build(
     (bytes, a size like "8GiB", "auto" for half this machine's memory, or None for no limit)
     it raises `archc.resources.ResourceError` instead of running into the OOM killer.
 
+    `variant` picks one of a spec file's `variants:` (`variant="efficientnet_b3"`).
     `fuse=True` gives an inference model (see `archc.fuse`); `channels_last=True` puts its
     parameters and inputs in the channels-last memory format.
     """

@@ -72,15 +72,16 @@ class ConvNormAct2(nn.Sequential):
 
 
 class SqueezeExcitation(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018): the input scaled channel by channel by
-    scale_activation(fc2(activation(fc1(avgpool(x))))); torchvision's SqueezeExcitation.
+    """Squeeze-and-excitation (Hu et al. 2017; torchvision's SqueezeExcitation): the input scaled
+    per channel by scale_activation(fc2(activation(fc1(avgpool(x))))): SiLU and a sigmoid in
+    EfficientNet, ReLU and a hard sigmoid in MobileNetV3 (act, scale).
     """
 
     def __init__(self, in_channels: int, squeeze: int) -> None:
         super().__init__()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(in_channels, squeeze, kernel_size=1)
-        self.activation = nn.ReLU()
+        self.activation = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(squeeze, in_channels, kernel_size=1)
         self.scale_activation = nn.Hardsigmoid()
 

@@ -171,7 +171,7 @@ def test_squeeze_excitation_block_is_torchvisions_with_hardsigmoid():
     ops = pytest.importorskip("torchvision.ops")
     s = archc.loads(
         "archc: 1\nname: se\ninput: [72, 7, 7]\n"
-        "body:\n  se: {squeeze_excitation: {squeeze: 24, scale: hardsigmoid}}\n"
+        "body:\n  se: {squeeze_excitation: {squeeze: 24, act: relu, scale: hardsigmoid}}\n"
     )
     ours = archc.build(s, seed=0).eval()
     ref = ops.SqueezeExcitation(72, 24, scale_activation=nn.Hardsigmoid).eval()
@@ -269,9 +269,9 @@ def test_make_divisible_is_torchvisions(v, divisor, expected):
 
 
 def test_make_divisible_refuses_what_makes_no_sense():
-    with pytest.raises(expr.ExprValueError, match="divisor must be positive"):
+    with pytest.raises(expr.ExprValueError, match="the divisor is a whole number"):
         expr.evaluate("make_divisible(32, 0)", {})
-    with pytest.raises(expr.ExprValueError, match="needs numbers"):
+    with pytest.raises(expr.ExprValueError, match="takes numbers"):
         expr.evaluate("make_divisible(w, 8)", {"w": [1, 2]})
 
 

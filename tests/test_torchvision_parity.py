@@ -13,9 +13,7 @@ from reference import TORCHVISION
 
 torchvision = pytest.importorskip("torchvision")
 
-PARITY = sorted(
-    p.stem for p in SPECS.glob("*.yaml") if callable(getattr(torchvision.models, p.stem, None))
-)  # a builder function (torchvision.models.mnasnet is a module: its builders are variants)
+PARITY = sorted(p.stem for p in SPECS.glob("*.yaml") if callable(getattr(torchvision.models, p.stem, None)))
 EXTRA_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True}}
 
 

@@ -58,7 +58,7 @@ class Defaults(dict):
 
 def kind_defaults(raw: dict[str, Any], source: SourceMap, params: dict[str, Any] | None = None) -> Defaults:
     """The checked defaults; a located error for an unknown kind or setting, or a bad value.
-    A `${...}` value is evaluated over the model's `params` (MNASNet's `${1 - 0.9997}`)."""
+    A value may be a `${}` expression over the model's `params` (so a variant can set it)."""
     out: dict[str, dict[str, Any]] = {}
     for kind, settings in raw.items():
         path = ("defaults", kind)
@@ -73,9 +73,9 @@ def kind_defaults(raw: dict[str, Any], source: SourceMap, params: dict[str, Any]
         for name, value in settings.items():
             if expr.is_expression(value):
                 try:
-                    settings[name] = value = expr.evaluate(value[2:-1], params or {})
+                    value = settings[name] = expr.evaluate(value[2:-1], params or {})
                 except expr.ExprError as exc:
-                    raise source.error(f"defaults: {kind} {name}: in {value}: {exc}", path + (name,)) from None
+                    raise source.error(f"defaults: {kind} {name}: in {settings[name]}: {exc}", path + (name,)) from None
             if name not in fields:
                 known = ", ".join(fields)
                 raise source.error(f"{kind} has no setting {name!r} (settings: {known})", path + (name,), key=True)

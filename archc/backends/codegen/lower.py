@@ -79,6 +79,7 @@ class Lowering:
             order=len(self.instances),
             form=node.combinator.codegen,
             settings=dict(node.settings),
+            position=node.template.position if node.template is not None else {},
         )
         self.instances.append(inst)
         if inst.form.groups is not None:
