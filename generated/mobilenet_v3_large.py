@@ -299,7 +299,7 @@ class MobileNetV3Large(nn.Module):
         return x
 
 
-def mobilenet_v3(num_classes: int = 1000, dropout: float = 0.2) -> MobileNetV3Large:
+def mobilenet_v3_large(num_classes: int = 1000, dropout: float = 0.2) -> MobileNetV3Large:
     """mobilenet_v3_large with freshly initialised weights.
 
     Fixed in this file: large=True (change the spec and regenerate).

@@ -5,7 +5,7 @@ stacks of inverted residuals, every width scaled by the depth multiplier alpha (
 a multiple of 8). Batch norm momentum 1 - 0.9997 (the paper's TensorFlow decay 0.9997).
 Matches torchvision.models.mnasnet0_5 / 0_75 / 1_0 / 1_3: same state_dict, same outputs.
 
-Model mnasnet1_0: input 3x224x224, output 1000; 4,383,312 parameters, 314,415,872 MACs (0.31 G).
+Model mnasnet1_3: input 3x224x224, output 1000; 6,282,256 parameters, 526,362,432 MACs (0.53 G).
 """
 
 import torch
@@ -55,42 +55,42 @@ class InvertedResidual(nn.Module):
         return out
 
 
-class Mnasnet1_0(nn.Module):
-    """The mnasnet1_0 network: 3x224x224 in, 1000 out."""
+class Mnasnet1_3(nn.Module):
+    """The mnasnet1_3 network: 3x224x224 in, 1000 out."""
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Conv2d(3, 32, kernel_size=3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(32, momentum=0.00029999999999996696),
+            nn.Conv2d(3, 40, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(40, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, kernel_size=3, padding=1, groups=32, bias=False),
-            nn.BatchNorm2d(32, momentum=0.00029999999999996696),
+            nn.Conv2d(40, 40, kernel_size=3, padding=1, groups=40, bias=False),
+            nn.BatchNorm2d(40, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
-            nn.Conv2d(32, 16, kernel_size=1, bias=False),
-            nn.BatchNorm2d(16, momentum=0.00029999999999996696),
+            nn.Conv2d(40, 24, kernel_size=1, bias=False),
+            nn.BatchNorm2d(24, momentum=0.00029999999999996696),
             nn.Sequential(
-                InvertedResidual(16, 24, 3, 48, 1, stride=2),
-                *[InvertedResidual(24, 24, 3, 72, 1, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(24, 32, 3, 72, 1, stride=2),
+                *[InvertedResidual(32, 32, 3, 96, 1, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(24, 40, 5, 72, 2, stride=2),
-                *[InvertedResidual(40, 40, 5, 120, 2, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(32, 56, 5, 96, 2, stride=2),
+                *[InvertedResidual(56, 56, 5, 168, 2, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(40, 80, 5, 240, 2, stride=2),
-                *[InvertedResidual(80, 80, 5, 480, 2, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(56, 104, 5, 336, 2, stride=2),
+                *[InvertedResidual(104, 104, 5, 624, 2, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(80, 96, 3, 480, 1),
-                InvertedResidual(96, 96, 3, 576, 1, use_res_connect=True),
+                InvertedResidual(104, 128, 3, 624, 1),
+                InvertedResidual(128, 128, 3, 768, 1, use_res_connect=True),
             ),
             nn.Sequential(
-                InvertedResidual(96, 192, 5, 576, 2, stride=2),
-                *[InvertedResidual(192, 192, 5, 1152, 2, use_res_connect=True) for _ in range(3)],
+                InvertedResidual(128, 248, 5, 768, 2, stride=2),
+                *[InvertedResidual(248, 248, 5, 1488, 2, use_res_connect=True) for _ in range(3)],
             ),
-            nn.Sequential(InvertedResidual(192, 320, 3, 1152, 1)),
-            nn.Conv2d(320, 1280, kernel_size=1, bias=False),
+            nn.Sequential(InvertedResidual(248, 416, 3, 1488, 1)),
+            nn.Conv2d(416, 1280, kernel_size=1, bias=False),
             nn.BatchNorm2d(1280, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
         )
@@ -118,9 +118,9 @@ class Mnasnet1_0(nn.Module):
         return x
 
 
-def mnasnet(num_classes: int = 1000, dropout: float = 0.2) -> Mnasnet1_0:
-    """mnasnet1_0 with freshly initialised weights.
+def mnasnet1_3(num_classes: int = 1000, dropout: float = 0.2) -> Mnasnet1_3:
+    """mnasnet1_3 with freshly initialised weights.
 
-    Fixed in this file: alpha=1.0 (change the spec and regenerate).
+    Fixed in this file: alpha=1.3 (change the spec and regenerate).
     """
-    return Mnasnet1_0(num_classes=num_classes, dropout=dropout)
+    return Mnasnet1_3(num_classes=num_classes, dropout=dropout)

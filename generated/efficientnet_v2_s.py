@@ -368,7 +368,7 @@ class EfficientNetV2S(nn.Module):
         return x
 
 
-def efficientnet_v2(num_classes: int = 1000, dropout: float = 0.2) -> EfficientNetV2S:
+def efficientnet_v2_s(num_classes: int = 1000, dropout: float = 0.2) -> EfficientNetV2S:
     """efficientnet_v2_s with freshly initialised weights.
 
     Fixed in this file: stem=24, depths=[2, 4, 4, 6, 9, 15, 0], widths=[24, 48, 64, 128, 160, 256,
