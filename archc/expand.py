@@ -296,13 +296,14 @@ class Expander:
     def split(self, raw: Any, path: tuple, scope: Scope) -> tuple[str, Any, tuple, dict]:
         if isinstance(raw, list):
             return "seq", raw, path, {}
-        if isinstance(raw, str) and raw and not expr.is_expression(raw):
-            return raw, None, path, {}
+        if isinstance(raw, str) and raw:
+            return self.kind(raw, path, scope, key=False), None, path, {}
         if isinstance(raw, dict):
             meta = {k: v for k, v in raw.items() if k in META_KEYS}
             kinds = [k for k in raw if k not in META_KEYS]
             if len(kinds) == 1:
-                return kinds[0], raw[kinds[0]], path + (kinds[0],), meta
+                kind = self.kind(kinds[0], path + (kinds[0],), scope, key=True)
+                return kind, raw[kinds[0]], path + (kinds[0],), meta
             if not kinds:
                 raise scope.error("layer has no type (expected e.g. {conv: {...}})", path)
             raise scope.error(
@@ -314,6 +315,21 @@ class Expander:
         raise scope.error(
             f"expected a layer, like `relu` or `{{conv: {{...}}}}`, got {raw!r}", path
         )
+
+    def kind(self, written: str, path: tuple, scope: Scope, *, key: bool) -> str:
+        """A layer's kind as written, or, for `${...}`, the layer kind the expression names
+        (MobileNetV3's blocks choose `relu` or `hardswish`), refused at the expression when
+        it names none."""
+        if not expr.is_expression(written):
+            return written
+        kind = self.resolve(written, path, scope)
+        if isinstance(kind, str) and (kind in PRIMITIVES or kind in COMBINATORS or kind in scope.blocks):
+            return kind
+        known = [*PRIMITIVES, *scope.blocks]
+        close = difflib.get_close_matches(kind, known, n=1) if isinstance(kind, str) else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        message = f"{written} gives {kind!r}, which is not a layer or block type{hint}"
+        raise scope.blame(message, path, self.reads(written))
 
     def primitive(self, kind, raw, path, name, scope, shape) -> Node:
         prim = PRIMITIVES[kind]

@@ -44,6 +44,9 @@ class Node:
     out_shape: Shape = ()
     param_count: int = 0
     macs: int = 0
+    # a combinator's settings that are not layers, by name: a conditional residual's
+    # use_res_connect (whether its shortcut is added); generated code keeps them as attributes
+    settings: dict[str, Any] = field(default_factory=dict)
     # settings a primitive took from the spec's `defaults:` -> where they are written, for errors
     defaulted: dict[str, tuple[Location | None, str]] = field(default_factory=dict, compare=False, repr=False)
 

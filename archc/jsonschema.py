@@ -132,8 +132,9 @@ def _shortcut() -> dict:
     return {
         "anyOf": [
             {
-                "enum": ["auto", "identity"],
-                "description": "auto: a projection only when the shape changes.",
+                "enum": ["auto", "identity", "if_shapes_match"],
+                "description": "auto: a projection only when the shape changes; if_shapes_match: "
+                "the input added only where the body keeps its shape (MobileNet's use_res_connect).",
             },
             _one_key(
                 "projection",

@@ -87,8 +87,9 @@ class ConvBnSilu2(nn.Sequential):
 
 
 class SqueezeExcitation(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2017; torchvision's SqueezeExcitation with SiLU): the input
-    scaled per channel by a sigmoid of a two-layer bottleneck of its global average.
+    """Squeeze-and-excitation (Hu et al. 2017; torchvision's SqueezeExcitation): the input scaled
+    per channel by scale_activation(fc2(activation(fc1(avgpool(x))))): SiLU and a sigmoid in
+    EfficientNet, ReLU and a hard sigmoid in MobileNetV3 (act, scale).
     """
 
     def __init__(self, in_channels: int, squeeze: int) -> None:

@@ -31,6 +31,14 @@ TORCHVISION = {
     "densenet161": (28_681_000, 7.728),
     "densenet169": (14_149_480, 3.36),
     "densenet201": (20_013_928, 4.291),
+    # the efficient families (issue 13), from the weights' meta in torchvision/models/
+    "mobilenet_v2": (3_504_872, 0.301),
+    "mobilenet_v3_large": (5_483_032, 0.217),
+    "mobilenet_v3_small": (2_542_856, 0.057),
+    "mnasnet0_5": (2_218_512, 0.104),
+    "mnasnet0_75": (3_170_208, 0.215),
+    "mnasnet1_0": (4_383_312, 0.314),
+    "mnasnet1_3": (6_282_256, 0.526),
     # EfficientNet, from the weights' meta in torchvision/models/efficientnet.py (GFLOPS at each
     # weight's crop size: 224, 240, 288, 300, 380, 456, 528, 600; V2: 384, 480, 480)
     "efficientnet_b0": (5_288_548, 0.386),

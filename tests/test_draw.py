@@ -282,9 +282,11 @@ def test_every_shipped_model_draws_with_static_shapes(name):
     top = parse(digraph(spec, depth=1).source)
     check_edges(spec, top)
     assert len(top.nodes) <= len(full.nodes)
-    for node in spec.tree.walk():  # every join is drawn at full depth
+    for node in spec.tree.walk():  # every join is drawn at full depth (and only those)
         if node.kind in ("residual", "parallel") and not node.inline:
-            assert f"{node.path}/{'add' if node.kind == 'residual' else 'concat'}" in full.nodes
+            joined = node.settings.get("use_res_connect", True)  # a conditional skip may not be
+            join = f"{node.path}/{'add' if node.kind == 'residual' else 'concat'}"
+            assert (join in full.nodes) == joined
         if node.kind == "dense":
             assert f"{node.path}/concat{len(node.children) - 1}" in full.nodes
 

@@ -43,6 +43,11 @@ class ForwardWriter(Protocol):
     def line(self, statement: str) -> None:
         """One statement of forward's body, as written."""
 
+    def setting(self, name: str, default: Any) -> Any:
+        """How forward reads the node setting `name` (`Node.settings`): its value when every
+        instance of the class has the same one (`default` when they have none), else the
+        attribute (`self.name`) the constructor sets from an argument."""
+
     def returns(self, function: str, args: list[str | list[str]]) -> None:
         """`return function(*args)`, laid out to fit; an argument that is a list is written as a
         list display of its items."""

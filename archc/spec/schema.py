@@ -54,7 +54,7 @@ class InitRule(StrictModel):
         "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan",
     ]  # fmt: skip
     """The initialiser (a torch.nn.init function)."""
-    args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False), Float32] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]] = {}
+    args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False), Float32] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear", "sigmoid"]] = {}
     """The initialiser's arguments (mean, std, a, b, val, gain, mode, nonlinearity)."""
 
     @model_validator(mode="after")
@@ -74,7 +74,7 @@ class InitRule(StrictModel):
         return self
 
 
-INIT_CHOICES = {"mode": ("fan_in", "fan_out"), "nonlinearity": ("relu", "leaky_relu", "linear")}
+INIT_CHOICES = {"mode": ("fan_in", "fan_out"), "nonlinearity": ("relu", "leaky_relu", "linear", "sigmoid")}
 FAN_BASED = frozenset({"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan"})
 
 
@@ -212,7 +212,7 @@ class Residual(StrictModel):
     body: dict[str, Any] | list[Any]
     """The residual branch's layers."""
     shortcut: Any = "auto"
-    """auto, identity, {projection: {...}} or {custom: {name: layer}}."""
+    """auto, identity, if_shapes_match, {projection: {...}} or {custom: {name: layer}}."""
     post: str | None = "relu"
     """Activation after the sum, or none."""
 

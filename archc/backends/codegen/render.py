@@ -7,6 +7,7 @@ import tokenize
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -15,9 +16,17 @@ from archc.backends.codegen.classes import ClassDef, build_classes, define, name
 from archc.backends.codegen.emit import Emitter, is_attribute
 from archc.backends.codegen.layout import Atom, Call, Expr, Prefixed, docstring, layout
 from archc.backends.codegen.lower import Lowering, weighted_layers
-from archc.backends.codegen.names import LOCALS, Namespace, camel, literal, python_name, shape_text
+from archc.backends.codegen.names import (
+    LOCALS,
+    MISSING,
+    Namespace,
+    camel,
+    literal,
+    python_name,
+    shape_text,
+)
 from archc.backends.codegen.probe import Probe, probe
-from archc.backends.codegen.terms import INLINE, MODEL, Child
+from archc.backends.codegen.terms import INLINE, MODEL, Child, Hole
 from archc.combinators import COMBINATORS
 from archc.compiler import Spec
 from archc.outputs import MARKER
@@ -68,12 +77,29 @@ class ForwardWriter:
     """The body of a generated class's forward, written by its combinator's `CodegenForm.forward`
     (the `archc.combinators.ForwardWriter` protocol) from the class's grouped children."""
 
-    def __init__(self, groups: list[tuple[str, list]], emitter: Emitter, indent: int = 8):
+    def __init__(
+        self,
+        groups: list[tuple[str, list]],
+        emitter: Emitter,
+        indent: int = 8,
+        settings: dict[str, Hole] | None = None,
+    ):
         self.entries = dict(groups)  # every child of such a class is named: no runs
         self.groups = list(self.entries)
         self.emitter, self.indent = emitter, indent
+        self.settings = settings or {}
         self.names = Namespace(LOCALS)
         self.lines: list[str] = []
+        self.init: list[str] = []  # `self.name = argument` for the settings forward reads
+
+    def setting(self, name: str, default: Any) -> Any:
+        hole = self.settings.get(name)
+        if hole is None:
+            return default
+        if hole.const is not MISSING:
+            return hole.const
+        self.init.append(" " * self.indent + f"self.{name} = {hole.expr}")
+        return f"self.{name}"
 
     def chain(self, group: str, source: str, var: str) -> None:
         lines = self.emitter.chain(self.entries.get(group, []), source, var)
@@ -116,8 +142,9 @@ def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
     view.init = ["        super().__init__()"]
     for _, entries in klass.groups:
         view.init += emitter.attributes(entries, 8, none_first=True)
-    writer = ForwardWriter(klass.groups, emitter)
+    writer = ForwardWriter(klass.groups, emitter, settings=klass.settings)
     klass.form.forward(writer)
+    view.init[1:1] = writer.init  # settings first, as torchvision sets use_res_connect
     view.forward = {"lines": writer.lines}
     return view
 
