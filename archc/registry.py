@@ -34,7 +34,8 @@ def specs_dir(package: Path = PACKAGE) -> Path:
 
 
 SPECS_DIR = specs_dir()
-_FAMILY = re.compile(r"^([a-z_]+?)_?\d")  # resnet50 -> resnet, wide_resnet50_2 -> wide_resnet
+# densenet121 -> densenet, wide_resnet50_2 -> wide_resnet, mobilenet_v2 -> mobilenet_v2 (a version)
+_FAMILY = re.compile(r"^([a-z_]+?(?:_v\d+)?)(?:_?\d|$)")
 
 
 @dataclass(frozen=True)
