@@ -24,7 +24,7 @@ from archc.ir import Node, TemplateUse
 from archc.primitives import PRIMITIVES, Shape, ShapeError
 from archc.spec import expr
 from archc.spec.loader import SourceMap
-from archc.spec.schema import NAME_RE, Template, check_name
+from archc.spec.schema import NAME_RE, Template, check_module_name
 
 _WORD = re.compile(r"(?!\d)\w+")  # identifiers (and a few harmless extras such as e5 in 1e5)
 MAX_NODES = 100_000  # >100x any shipped model (DenseNet-201: ~700); refused in about a second
@@ -333,7 +333,7 @@ class Expander:
         if isinstance(raw, dict):
             items = list(raw.items())
             for key, _ in items:
-                problem = check_name(key)
+                problem = check_module_name(key)
                 if problem:
                     raise scope.error(problem, path + (key,), key=True)
             entries = [(key, path + (key,), value) for key, value in items]

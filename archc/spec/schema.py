@@ -32,11 +32,28 @@ RESERVED_NAMES = frozenset(
 
 
 def check_name(name: str) -> str | None:
-    """Why `name` cannot name a module, or None if it can."""
+    """Why `name` cannot be an identifier (a block, a parameter, a variant), or None if it can."""
     if not NAME_RE.match(name):
         return f"{name!r} is not a valid name (letters, digits and _, not starting with a digit)"
     if keyword.iskeyword(name):
         return f"{name!r} is a Python keyword and cannot name a module"
+    if name in RESERVED_NAMES or name.startswith("_"):
+        return f"{name!r} is reserved by torch.nn.Module"
+    return None
+
+
+def check_module_name(name: Any) -> str | None:
+    """Why `name` cannot name a module, or None if it can: any name torch's `add_module`
+    accepts (a non-empty string without dots, `block1-0` or `class` too) that is not one of
+    nn.Module's own attributes; names starting with _ are left to torch's and archc's internals."""
+    if not isinstance(name, str):
+        return f"{name!r} is not a valid name (a layer name is a string)"
+    if not name:
+        return "a layer name cannot be empty"
+    if "." in name:
+        return f"{name!r} is not a valid name (a module name cannot contain '.', the state_dict separator)"
+    if not name.isprintable() or any(c.isspace() for c in name):
+        return f"{name!r} is not a valid name (no spaces or control characters)"
     if name in RESERVED_NAMES or name.startswith("_"):
         return f"{name!r} is reserved by torch.nn.Module"
     return None
@@ -183,8 +200,8 @@ class Repeat(StrictModel):
     @field_validator("names")
     @classmethod
     def _names(cls, value: str) -> str:
-        if value.count("{i}") != 1 or not NAME_RE.match(value.replace("{i}", "0").lstrip("0123456789") or "x"):
-            raise ValueError("names is a pattern with one {i}, e.g. '{i}' or 'denselayer{i}'")
+        if value.count("{i}") != 1 or check_module_name(value.replace("{i}", "0")) or "{" in value.replace("{i}", ""):
+            raise ValueError("names is a pattern with one {i} making module names, e.g. '{i}', 'denselayer{i}' or 'block1-{i}'")
         return value
 
     def block_args(self) -> dict[str, Any]:
