@@ -18,18 +18,19 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from archc.combinators import COMBINATORS
+from archc.combinators import COMBINATORS, shares_input
 from archc.errors import Location, Note, SpecError, format_path
+from archc.ir import Head as HeadUse
 from archc.ir import Node, TemplateUse
 from archc.primitives import PRIMITIVES, Shape, ShapeError
 from archc.spec import expr
 from archc.spec.loader import SourceMap
-from archc.spec.schema import NAME_RE, Template, check_module_name
+from archc.spec.schema import NAME_RE, Head, Template, check_module_name
 
 _WORD = re.compile(r"(?!\d)\w+")  # identifiers (and a few harmless extras such as e5 in 1e5)
 MAX_NODES = 100_000  # >100x any shipped model (DenseNet-201: ~700); refused in about a second
 MAX_NESTING = 100  # combinators and blocks inside each other (real models: under 10)
-META_KEYS = ("if", "inline")
+META_KEYS = ("if", "inline", "head")
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ class Expander:
     def __init__(self, defaults: dict[str, dict[str, Any]] | None = None) -> None:
         self.defaults = defaults or {}  # per layer kind, already checked (archc.spec.defaults.Defaults)
         self.count = 0
+        self.heads_at: tuple | None = None  # the path of the model's body: where heads may be
         self.depth = 0  # layers being expanded, outermost first
         self._params_cache: dict[tuple, BaseModel] = {}
         self._reads: dict[str, tuple[str, ...]] = {}  # expression -> the names it reads
@@ -231,6 +233,8 @@ class Expander:
         if self.count > MAX_NODES:
             raise scope.error(f"network has more than {MAX_NODES:,} layers", path)
         kind, params, params_path, meta = self.split(raw, path, scope)
+        if "head" in meta:  # children() takes it off the model's own layers
+            raise scope.error("only the model's top-level layers can be heads", path + ("head",), key=True)
         if "if" in meta:
             condition = self.resolve(meta["if"], path + ("if",), scope)
             if not isinstance(condition, bool):
@@ -345,12 +349,15 @@ class Expander:
             raise scope.error("needs at least one layer", path)
         out: list[Node] = []
         for name, child_path, value in entries:
-            child = self.node(value, child_path, name, scope, shape)
+            if path == self.heads_at and isinstance(value, dict) and "head" in value:
+                child = self.head(value, child_path, name, scope, out)
+            else:
+                child = self.node(value, child_path, name, scope, shape)
             if child is None:
                 continue
             child.role = role
             out.append(child)
-            if chain:
+            if chain and child.head is None:
                 shape = child.out_shape
         if isinstance(raw, list):
             index = 0  # list children are numbered like nn.Sequential, inline groups spliced in
@@ -359,6 +366,24 @@ class Expander:
                     leaf.name = str(index)
                     index += 1
         return out
+
+    def head(self, raw: dict, path: tuple, name: str, scope: Scope, before: list[Node]) -> Node | None:
+        """A top-level layer with `head: {from, output}`: fed the output of the earlier layer
+        `from` names, it is an extra output of the model (None when its `if` is false)."""
+        settings = self.validate(Head, self.resolve(raw["head"], path + ("head",), scope), path + ("head",), scope, f"head {name!r}")
+        tap = next((n for n in before if n.name == settings.source and n.head is None and not n.inline), None)
+        if tap is None:
+            known = ", ".join(n.name for n in before if n.head is None and not n.inline) or "none"
+            raise scope.error(
+                f"head {name!r} reads {settings.source!r}, which is not an earlier top-level layer (earlier: {known})",
+                path + ("head", "from"),
+            )
+        node = self.node({k: v for k, v in raw.items() if k != "head"}, path, name, scope, tap.out_shape)
+        if node is None:
+            return None
+        shares_input(scope, node, f"the layers after {tap.name!r}")
+        node.head = HeadUse(settings.source, settings.output or name)
+        return node
 
     def block(self, block: BlockDef, raw, path, name, scope, shape) -> Node:
         if block.name in scope.trail:
@@ -477,6 +502,7 @@ def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | 
     gc.disable()
     try:
         expander = Expander(defaults)
+        expander.heads_at = path
         root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
         root.location, root.field_path = scope.here(path)
         assign_paths(root)

@@ -19,10 +19,13 @@ class Seq(Combinator):
         children = x.children(raw, path, scope, shape, chain=True)
         if not children:
             raise scope.error("every layer of this sequence is switched off by 'if'", path)
-        return self.finish(Node(name, self.kind, children=children), shape, children[-1].out_shape)
+        main = [c for c in children if c.head is None]  # heads (the model's) are extra outputs
+        return self.finish(Node(name, self.kind, children=children), shape, main[-1].out_shape)
 
     def chains(self, node):
-        return [] if node.inline else [splice(node.children)]  # an inline one runs in its parent's
+        if node.inline:
+            return []  # an inline one runs in its parent's
+        return [splice([c for c in node.children if c.head is None])] + [[c] for c in node.children if c.head]
 
     def build(self, node, modules):
         from torch import nn

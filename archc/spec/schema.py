@@ -128,8 +128,21 @@ class SpecHeader(StrictModel):
     """Block templates defined by this spec, usable as layers by name."""
     defaults: dict[str, dict[str, Any]] = {}
     """Settings every layer of a kind gets unless it sets them itself, inside blocks too: {batchnorm: {eps: 0.001}}."""
+    outputs: list[str] = []
+    """Train-mode outputs, in order: the main output's name, then the heads' outputs (each head's
+    `output`); heads switched off by `if` are left out. Default: out, then the heads in body order."""
     body: dict[str, Any] | list[Any]
     """The network: named layers in order (a mapping) or a list of layers."""
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if check_name(name):
+                raise ValueError(f"{name!r}: outputs are Python identifiers (the fields of the output tuple)")
+        if len(set(value)) != len(value):
+            raise ValueError("outputs names each output once")
+        return value
 
     @field_validator("archc", mode="before")
     @classmethod
@@ -219,6 +232,22 @@ class Projection(StrictModel):
     """Give the convolution a bias."""
     always: Annotated[bool, Strict()] = False
     """Project even when the shape does not change."""
+
+
+class Head(StrictModel):
+    """`head:` on a top-level layer: an auxiliary output (GoogLeNet's aux1, Inception v3's AuxLogits)."""
+
+    source: str = Field(alias="from")
+    """The earlier top-level layer whose output the head reads."""
+    output: str | None = None
+    """The output's name (a field of the train-mode output tuple); default the layer's name."""
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, value: str | None) -> str | None:
+        if value is not None and check_name(value):
+            raise ValueError(f"output {value!r} is not a Python identifier (it names a field of the output tuple)")
+        return value
 
 
 class Residual(StrictModel):
