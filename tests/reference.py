@@ -29,3 +29,10 @@ TORCHVISION = {
     "densenet169": (14_149_480, 3.36),
     "densenet201": (20_013_928, 4.291),
 }
+
+# googlenet's weights are published without its auxiliary heads (the builder drops them after
+# loading unless aux_logits=True is asked for), so its meta num_params counts the eval network
+# only; the default builder, weights=None, has both heads. Inception v3's meta counts AuxLogits.
+META_WITHOUT_HEADS = {"googlenet"}
+DEFAULT_BUILDER_PARAMS = {"googlenet": 13_004_888}  # sum(p.numel()) of googlenet(weights=None)
+

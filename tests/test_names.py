@@ -9,11 +9,11 @@ import subprocess
 
 import pytest
 import torch
+from test_codegen import RUFF, assert_equals_live, factory, module, source
 
 import archc
 from archc.backends.torch_backend import check_shapes
 from conftest import ROOT, assert_spec_error
-from test_codegen import RUFF, assert_equals_live, factory, module, source
 
 HEAD = "archc: 1\nname: t\ninput: [3, 16, 16]\n"
 

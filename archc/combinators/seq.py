@@ -33,4 +33,17 @@ class Seq(Combinator):
         return nn.Sequential(modules)
 
     def draw(self, d, node, src, level, into):
-        return d.chain(node.children, src, level, into)
+        heads = [c for c in node.children if c.head is not None]
+        if not heads:
+            return d.chain(node.children, src, level, into)
+        taps, segment = {}, []  # the model's heads: each fed by the layer it reads
+        for child in node.children:
+            if child.head is None:
+                segment.append(child)
+            if any(h.head.source == child.name for h in heads):
+                src, segment = d.chain(segment, src, level, into), []
+                taps[child.name] = src
+        src = d.chain(segment, src, level, into) if segment else src
+        for head in heads:
+            d.extra_output(d.draw(head, taps[head.head.source], level, into), f"{head.head.output} (train)")
+        return src
