@@ -217,10 +217,6 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ..
     main, *rest = header.outputs
     if main in names:
         raise source.error(f"outputs starts with the main output's name, not the head output {main!r}", ("outputs", 0))
-    for name in names:
-        if name not in rest:
-            node = heads[names.index(name)]
-            raise SpecError(f"head output {name!r} is missing from outputs: ({', '.join(header.outputs)})", node.location, node.field_path)
     body = header.body if isinstance(header.body, dict) else {}
     declared = {  # every head the body writes, those an `if` switched off too
         (v["head"].get("output") or key) if isinstance(v.get("head"), dict) else key
@@ -230,6 +226,10 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ..
     for i, name in enumerate(rest, 1):
         if name not in declared:
             raise source.error(f"outputs names {name!r}, which no head gives (heads: {', '.join(sorted(declared)) or 'none'})", ("outputs", i))
+    for name in names:
+        if name not in rest:
+            node = heads[names.index(name)]
+            raise SpecError(f"head output {name!r} is missing from outputs: ({', '.join(header.outputs)})", node.location, node.field_path)
     return (main, *[n for n in rest if n in names])
 
 

@@ -17,7 +17,9 @@ from conftest import ROOT, assert_spec_error
 
 HEAD = "archc: 1\nname: t\ninput: [3, 16, 16]\n"
 
-NAMES = HEAD + """\
+NAMES = (
+    HEAD
+    + """\
 body:
   stem-conv: {conv: {out: 8, kernel: 3, padding: 1}}
   class: relu
@@ -33,6 +35,7 @@ body:
   flatten: flatten
   fc-out: {linear: 10}
 """
+)
 
 
 @pytest.fixture
@@ -77,7 +80,9 @@ def test_generated_code_with_torch_names_is_ruff_clean(names_spec, tmp_path):
     config = ["--config", str(ROOT / "pyproject.toml"), "--no-cache"]
     check = subprocess.run([RUFF, "check", *config, str(file)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
-    fmt = subprocess.run([RUFF, "format", "--check", "--diff", *config, str(file)], capture_output=True, text=True)
+    fmt = subprocess.run(
+        [RUFF, "format", "--check", "--diff", *config, str(file)], capture_output=True, text=True
+    )
     assert fmt.returncode == 0, fmt.stdout
 
 
@@ -87,9 +92,25 @@ BAD = [
     ("space", HEAD + 'body:\n  "a b": relu\n', 5, "no spaces"),
     ("nn-attribute", HEAD + "body:\n  forward: relu\n", 5, "reserved by torch.nn.Module"),
     ("private", HEAD + "body:\n  _modules: relu\n", 5, "reserved by torch.nn.Module"),
-    ("pattern-dot", HEAD + "body:\n  s: {stage: {block: basic, depth: 2, width: 3, names: 'b.{i}'}}\n", 5, "names is a pattern"),
-    ("pattern-two", HEAD + "body:\n  s: {stage: {block: basic, depth: 2, width: 3, names: '{i}-{i}'}}\n", 5, "names is a pattern"),
-    ("shortcut", HEAD + "body:\n  r:\n    residual:\n      body: {c: {conv: {out: 3, kernel: 1}}}\n      shortcut: {custom: {a.b: identity}}\n", 8, "cannot contain '.'"),
+    (
+        "pattern-dot",
+        HEAD + "body:\n  s: {stage: {block: basic, depth: 2, width: 3, names: 'b.{i}'}}\n",
+        5,
+        "names is a pattern",
+    ),
+    (
+        "pattern-two",
+        HEAD + "body:\n  s: {stage: {block: basic, depth: 2, width: 3, names: '{i}-{i}'}}\n",
+        5,
+        "names is a pattern",
+    ),
+    (
+        "shortcut",
+        HEAD
+        + "body:\n  r:\n    residual:\n      body: {c: {conv: {out: 3, kernel: 1}}}\n      shortcut: {custom: {a.b: identity}}\n",
+        8,
+        "cannot contain '.'",
+    ),
 ]
 
 
