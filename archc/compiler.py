@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from archc.combinators import COMBINATORS
-from archc.errors import SpecError, format_path
+from archc.errors import SpecError, UsageError, format_path
 from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
 from archc.ir import Node
 from archc.primitives import PRIMITIVES
@@ -236,9 +236,15 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ..
 def load(path: str | Path, *, variant: str | None = None, overrides: Sequence[str] = ()) -> Spec:
     """Load, validate, expand and infer a spec file; `variant` names one of its `variants:`,
     `overrides` is a list of "KEY=VALUE" strings like `--set` takes."""
-    from archc.registry import resolve  # a shipped model's name works where a path does
+    from archc.registry import find  # a shipped model's name works where a path does
 
-    return compile_document(load_file(resolve(path)), variant=variant, overrides=overrides)
+    path, implied = find(path)
+    if implied is not None and variant is not None and variant != implied:
+        raise UsageError(
+            f"{implied!r} is itself a variant of {Path(path).name}; give the file with "
+            f"--variant {variant}, or the model's name alone"
+        )
+    return compile_document(load_file(path), variant=variant or implied, overrides=overrides)
 
 
 def loads(

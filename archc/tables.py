@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from archc import infer
 from archc.compiler import Spec
 from archc.ir import Node
 from archc.primitives import fmt_shape
@@ -53,6 +54,7 @@ def as_dict(spec: Spec, depth: int | None = None) -> dict[str, Any]:
         "macs": spec.macs,
         "outputs": list(spec.outputs),
         "heads": heads(spec),
+        "depth": infer.depth(spec.tree),
         "layers": rows(spec, depth),
     }
 
@@ -66,6 +68,43 @@ def heads(spec: Spec) -> list[dict[str, Any]]:
          "params": n.param_count, "macs": n.macs}
         for n in spec.head_order()
     ]  # fmt: skip
+
+
+def compare(specs: list[Spec]) -> list[dict[str, Any]]:
+    """One row per model for a side-by-side view (`summary --variants`, several specs)."""
+    from archc.resources import estimate
+
+    return [
+        {
+            "name": spec.name, "file": spec.file, "variant": spec.variant,
+            "input_shape": list(spec.input_shape), "output_shape": list(spec.output_shape),
+            "params": spec.param_count, "macs": spec.macs,
+            "activation_bytes": estimate(spec, batch=1).activation_bytes,
+            "depth": infer.depth(spec.tree),
+        }
+        for spec in specs
+    ]  # fmt: skip
+
+
+def comparison(models: list[dict[str, Any]]) -> str:
+    """The side-by-side table a person reads: a model per row."""
+    from archc.resources import human as size
+
+    header = ("model", "params", "MACs", "input", "output", "activations", "depth")
+    lines = [
+        (m["name"], f"{m['params']:,}", human(m["macs"]), fmt_shape(m["input_shape"]),
+         fmt_shape(m["output_shape"]), size(m["activation_bytes"]), str(m["depth"]))
+        for m in models
+    ]  # fmt: skip
+    widths = [max(len(x) for x in col) for col in zip(header, *lines)]
+    align = ("<", ">", ">", ">", ">", ">", ">")
+
+    def fmt(cells) -> str:
+        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
+
+    rule = "-" * len(fmt(header))
+    return "\n".join([fmt(header), rule, *(fmt(line) for line in lines),
+                      "activations: at batch 1, float32; MACs: conv + linear; depth: weight layers on the longest path"])  # fmt: skip
 
 
 def human(n: int) -> str:

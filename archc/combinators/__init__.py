@@ -112,6 +112,11 @@ class Combinator:
         """Runs of nodes that execute one after another, each feeding only the next."""
         return []
 
+    def depth(self, node: Node, of: Callable[[Node], int]) -> int:
+        """Weight layers on the longest path through `node`, `of` giving a child's: the
+        children run one after another unless the combinator says otherwise."""
+        return sum(of(child) for child in node.children)
+
     def build(self, node: Node, modules: dict) -> Any:
         """The torch module running `node`, given its registered children's modules by name."""
         raise NotImplementedError

@@ -58,6 +58,9 @@ class Parallel(Combinator):
     def chains(self, node):
         return [splice([branch]) for branch in node.children]
 
+    def depth(self, node, of):
+        return max((of(branch) for branch in node.children), default=0)
+
     def build(self, node, modules):
         from archc.backends.torch_modules import Parallel
 

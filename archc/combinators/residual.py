@@ -136,6 +136,10 @@ class Residual(Combinator):
     def chains(self, node):
         return [splice(node.role_children(role)) for role in ROLES]
 
+    def depth(self, node, of):
+        longest = max(sum(of(c) for c in node.role_children(r)) for r in ("body", "shortcut"))
+        return longest + sum(of(c) for c in node.role_children("post"))
+
     def build(self, node, modules):
         from archc.backends.torch_modules import Residual
 

@@ -22,6 +22,9 @@ class Seq(Combinator):
         main = [c for c in children if c.head is None]  # heads (the model's) are extra outputs
         return self.finish(Node(name, self.kind, children=children), shape, main[-1].out_shape)
 
+    def depth(self, node, of):
+        return sum(of(c) for c in node.children if c.head is None)  # to the main output
+
     def chains(self, node):
         if node.inline:
             return []  # an inline one runs in its parent's

@@ -197,7 +197,8 @@ def generate(spec: Spec, source: str | None = None) -> str:
         module.reserve(cls)
     model.name = module.create_name(camel(spec.name))
     outputs = module.create_name(f"{camel(spec.name)}Outputs") if spec.heads else ""
-    stem = Path(spec.file).stem  # the function is named after the file, as torchvision's are
+    # the function is named after the file (a family's after the variant), as torchvision's are
+    stem = spec.variant or Path(spec.file).stem
     factory = module.create_name(
         stem if NAME_RE.match(stem) and python_name(stem) == stem else spec.name
     )

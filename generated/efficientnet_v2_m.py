@@ -6,8 +6,8 @@ large feature maps), then MBConv stages with squeeze-and-excitation. The variant
 in the stem width, the blocks and channels per stage (a seventh stage for M and L), the
 dropout and the input size. Batch norm eps is TensorFlow's 1e-3.
 
-Model efficientnet_v2_s: input 3x384x384, output 1000; 21,458,488 parameters, 8,365,617,152 MACs
-(8.37 G).
+Model efficientnet_v2_m: input 3x480x480, output 1000; 54,139,356 parameters, 24,582,460,384 MACs
+(24.58 G).
 """
 
 import math
@@ -235,7 +235,7 @@ class MbconvStage(nn.Sequential):
     """
 
     def __init__(self) -> None:
-        super().__init__(Mbconv(0.0), Mbconv(0.005))
+        super().__init__(Mbconv(0.0), Mbconv(0.0035087719298245615), Mbconv(0.007017543859649123))
 
 
 class MbconvStage2(nn.Sequential):
@@ -253,12 +253,14 @@ class MbconvStage2(nn.Sequential):
         arg_1_block_hidden: int,
         arg_2_sd_prob: float,
         arg_3_sd_prob: float,
+        arg_4_sd_prob: float,
     ) -> None:
         super().__init__(
             MbconvPlain(in_channels, out, arg_0_block_hidden),
             Mbconv2(out, arg_1_sd_prob, arg_1_block_hidden),
             Mbconv2(out, arg_2_sd_prob, arg_1_block_hidden),
             Mbconv2(out, arg_3_sd_prob, arg_1_block_hidden),
+            Mbconv2(out, arg_4_sd_prob, arg_1_block_hidden),
         )
 
 
@@ -270,12 +272,13 @@ class MbconvStage3(nn.Sequential):
 
     def __init__(self) -> None:
         super().__init__(
-            MbconvPlain2(64, 128, 256, 16, stride=2),
-            Mbconv3(128, 0.05500000000000001, 512, 32),
-            Mbconv3(128, 0.06000000000000001, 512, 32),
-            Mbconv3(128, 0.065, 512, 32),
-            Mbconv3(128, 0.07, 512, 32),
-            Mbconv3(128, 0.075, 512, 32),
+            MbconvPlain2(80, 160, 320, 20, stride=2),
+            Mbconv3(160, 0.04912280701754387, 640, 40),
+            Mbconv3(160, 0.05263157894736842, 640, 40),
+            Mbconv3(160, 0.056140350877192984, 640, 40),
+            Mbconv3(160, 0.05964912280701755, 640, 40),
+            Mbconv3(160, 0.06315789473684211, 640, 40),
+            Mbconv3(160, 0.06666666666666667, 640, 40),
         )
 
 
@@ -287,15 +290,20 @@ class MbconvStage4(nn.Sequential):
 
     def __init__(self) -> None:
         super().__init__(
-            MbconvPlain2(128, 160, 768, 32),
-            Mbconv3(160, 0.085, 960, 40),
-            Mbconv3(160, 0.09, 960, 40),
-            Mbconv3(160, 0.095, 960, 40),
-            Mbconv3(160, 0.1, 960, 40),
-            Mbconv3(160, 0.10500000000000001, 960, 40),
-            Mbconv3(160, 0.11000000000000001, 960, 40),
-            Mbconv3(160, 0.11500000000000002, 960, 40),
-            Mbconv3(160, 0.12000000000000002, 960, 40),
+            MbconvPlain2(160, 176, 960, 40),
+            Mbconv3(176, 0.0736842105263158, 1056, 44),
+            Mbconv3(176, 0.07719298245614035, 1056, 44),
+            Mbconv3(176, 0.08070175438596493, 1056, 44),
+            Mbconv3(176, 0.08421052631578949, 1056, 44),
+            Mbconv3(176, 0.08771929824561403, 1056, 44),
+            Mbconv3(176, 0.0912280701754386, 1056, 44),
+            Mbconv3(176, 0.09473684210526316, 1056, 44),
+            Mbconv3(176, 0.09824561403508773, 1056, 44),
+            Mbconv3(176, 0.10175438596491229, 1056, 44),
+            Mbconv3(176, 0.10526315789473684, 1056, 44),
+            Mbconv3(176, 0.10877192982456141, 1056, 44),
+            Mbconv3(176, 0.11228070175438597, 1056, 44),
+            Mbconv3(176, 0.11578947368421054, 1056, 44),
         )
 
 
@@ -307,38 +315,76 @@ class MbconvStage5(nn.Sequential):
 
     def __init__(self) -> None:
         super().__init__(
-            MbconvPlain2(160, 256, 960, 40, stride=2),
-            Mbconv3(256, 0.13, 1536, 64),
-            Mbconv3(256, 0.135, 1536, 64),
-            Mbconv3(256, 0.14, 1536, 64),
-            Mbconv3(256, 0.14500000000000002, 1536, 64),
-            Mbconv3(256, 0.15, 1536, 64),
-            Mbconv3(256, 0.155, 1536, 64),
-            Mbconv3(256, 0.16, 1536, 64),
-            Mbconv3(256, 0.165, 1536, 64),
-            Mbconv3(256, 0.17, 1536, 64),
-            Mbconv3(256, 0.175, 1536, 64),
-            Mbconv3(256, 0.18, 1536, 64),
-            Mbconv3(256, 0.185, 1536, 64),
-            Mbconv3(256, 0.19, 1536, 64),
-            Mbconv3(256, 0.195, 1536, 64),
+            MbconvPlain2(176, 304, 1056, 44, stride=2),
+            Mbconv3(304, 0.12280701754385964, 1824, 76),
+            Mbconv3(304, 0.12631578947368421, 1824, 76),
+            Mbconv3(304, 0.1298245614035088, 1824, 76),
+            Mbconv3(304, 0.13333333333333333, 1824, 76),
+            Mbconv3(304, 0.1368421052631579, 1824, 76),
+            Mbconv3(304, 0.14035087719298245, 1824, 76),
+            Mbconv3(304, 0.14385964912280705, 1824, 76),
+            Mbconv3(304, 0.1473684210526316, 1824, 76),
+            Mbconv3(304, 0.15087719298245614, 1824, 76),
+            Mbconv3(304, 0.1543859649122807, 1824, 76),
+            Mbconv3(304, 0.15789473684210525, 1824, 76),
+            Mbconv3(304, 0.16140350877192985, 1824, 76),
+            Mbconv3(304, 0.1649122807017544, 1824, 76),
+            Mbconv3(304, 0.16842105263157897, 1824, 76),
+            Mbconv3(304, 0.17192982456140352, 1824, 76),
+            Mbconv3(304, 0.17543859649122806, 1824, 76),
+            Mbconv3(304, 0.17894736842105266, 1824, 76),
         )
 
 
-class EfficientNetV2S(nn.Module):
-    """The efficientnet_v2_s network: 3x384x384 in, 1000 out."""
+class MbconvStage6(nn.Sequential):
+    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
+    of them: the first carries the stride and the width change and has a skip connection only when
+    it has neither; every skip has stochastic depth.
+    """
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+    def __init__(self) -> None:
+        super().__init__(
+            MbconvPlain2(304, 512, 1824, 76),
+            Mbconv3(512, 0.18596491228070178, 3072, 128),
+            Mbconv3(512, 0.18947368421052632, 3072, 128),
+            Mbconv3(512, 0.19298245614035087, 3072, 128),
+            Mbconv3(512, 0.19649122807017547, 3072, 128),
+        )
+
+
+class EfficientNetV2M(nn.Module):
+    """The efficientnet_v2_m network: 3x480x480 in, 1000 out."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.3) -> None:
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 24, 1, stride=2),
             MbconvStage(),
-            MbconvStage2(24, 48, 96, 0.015000000000000003, 192, 0.02, 0.025),
-            MbconvStage2(48, 64, 192, 0.035, 256, 0.04, 0.045),
+            MbconvStage2(
+                24,
+                48,
+                96,
+                0.014035087719298246,
+                192,
+                0.017543859649122806,
+                0.02105263157894737,
+                0.024561403508771933,
+            ),
+            MbconvStage2(
+                48,
+                80,
+                192,
+                0.031578947368421054,
+                320,
+                0.03508771929824561,
+                0.03859649122807018,
+                0.04210526315789474,
+            ),
             MbconvStage3(),
             MbconvStage4(),
             MbconvStage5(),
-            ConvBnSilu(256, 1280, 0, kernel=1),
+            MbconvStage6(),
+            ConvBnSilu(512, 1280, 0, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
@@ -360,17 +406,17 @@ class EfficientNetV2S(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # 1280x12x12
+        x = self.features(x)  # 1280x15x15
         x = self.avgpool(x)  # 1280x1x1
         x = self.flatten(x)  # 1280
         x = self.classifier(x)  # 1000
         return x
 
 
-def efficientnet_v2(num_classes: int = 1000, dropout: float = 0.2) -> EfficientNetV2S:
-    """efficientnet_v2_s with freshly initialised weights.
+def efficientnet_v2_m(num_classes: int = 1000, dropout: float = 0.3) -> EfficientNetV2M:
+    """efficientnet_v2_m with freshly initialised weights.
 
-    Fixed in this file: stem=24, depths=[2, 4, 4, 6, 9, 15, 0], widths=[24, 48, 64, 128, 160, 256,
-    0] (change the spec and regenerate).
+    Fixed in this file: stem=24, depths=[3, 5, 5, 7, 14, 18, 5], widths=[24, 48, 80, 160, 176, 304,
+    512] (change the spec and regenerate).
     """
-    return EfficientNetV2S(num_classes=num_classes, dropout=dropout)
+    return EfficientNetV2M(num_classes=num_classes, dropout=dropout)

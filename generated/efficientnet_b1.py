@@ -6,7 +6,7 @@ multiplier (channels rounded to multiples of 8 by make_divisible), a depth multi
 (blocks per stage rounded up), its dropout and input size; B5-B7 use TensorFlow's batch
 norm settings. Stochastic depth grows from 0 to 0.2 over the network's 16+ blocks.
 
-Model efficientnet_b0: input 3x224x224, output 1000; 5,288,548 parameters, 385,814,752 MACs (0.39
+Model efficientnet_b1: input 3x240x240, output 1000; 7,794,184 parameters, 686,802,832 MACs (0.69
 G).
 """
 
@@ -116,11 +116,11 @@ class MbconvBlock(nn.Sequential):
     convolution alone at expand_ratio 1).
     """
 
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
+    def __init__(self, in_channels: int, squeeze: int, bn_eps: float, bn_momentum: float) -> None:
         super().__init__(
-            ConvBnSilu(32, 32, 1, bn_eps, bn_momentum, groups=32),
-            SqueezeExcitation(32, 8),
-            ConvBnSilu2(32, 16, bn_eps, bn_momentum),
+            ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
+            SqueezeExcitation(in_channels, squeeze),
+            ConvBnSilu2(in_channels, 16, bn_eps, bn_momentum),
         )
 
 
@@ -168,7 +168,7 @@ class MbconvPlain(nn.Sequential):
 
     def __init__(self, bn_eps: float, bn_momentum: float) -> None:
         super().__init__()
-        self.block = MbconvBlock(bn_eps, bn_momentum)
+        self.block = MbconvBlock(32, 8, bn_eps, bn_momentum)
 
 
 class MbconvPlain2(nn.Sequential):
@@ -203,6 +203,24 @@ class MbconvPlain2(nn.Sequential):
 
 
 class Mbconv(nn.Module):
+    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
+    stochastic depth with a probability growing with the block's place in the network
+    (stochastic_depth_prob * block_id / total_blocks), plus the input.
+    """
+
+    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
+        super().__init__()
+        self.block = MbconvBlock(16, 4, bn_eps, bn_momentum)
+        self.stochastic_depth = StochasticDepth(0.008695652173913044, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        out = self.stochastic_depth(out)
+        out = out + x
+        return out
+
+
+class Mbconv2(nn.Module):
     """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
     stochastic depth with a probability growing with the block's place in the network
     (stochastic_depth_prob * block_id / total_blocks), plus the input.
@@ -246,17 +264,7 @@ class MbconvStage(nn.Sequential):
     """
 
     def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(MbconvPlain(bn_eps, bn_momentum))
-
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(MbconvPlain2(192, 3, 320, bn_eps, bn_momentum, 1152, 48, 1))
+        super().__init__(MbconvPlain(bn_eps, bn_momentum), Mbconv(bn_eps, bn_momentum))
 
 
 class MbconvStage2(nn.Sequential):
@@ -280,11 +288,9 @@ class MbconvStage2(nn.Sequential):
         arg_1_sd_prob: float,
         arg_1_block_hidden: int,
         arg_1_block_squeeze: int,
-        depth_: int,
         arg_2_sd_prob: float,
         arg_2_block_hidden: int,
         arg_2_block_squeeze: int,
-        arg_2_block_layer1_padding: int,
         stride: int = 1,
     ) -> None:
         super().__init__(
@@ -299,7 +305,7 @@ class MbconvStage2(nn.Sequential):
                 arg_0_block_layer1_padding,
                 stride=stride,
             ),
-            Mbconv(
+            Mbconv2(
                 out,
                 kernel,
                 arg_1_sd_prob,
@@ -310,7 +316,7 @@ class MbconvStage2(nn.Sequential):
                 arg_0_block_layer1_padding,
             ),
             *[
-                Mbconv(
+                Mbconv2(
                     out,
                     kernel,
                     arg_2_sd_prob,
@@ -318,9 +324,9 @@ class MbconvStage2(nn.Sequential):
                     bn_momentum_,
                     arg_2_block_hidden,
                     arg_2_block_squeeze,
-                    arg_2_block_layer1_padding,
+                    arg_0_block_layer1_padding,
                 )
-                for _ in range(depth_)
+                for _ in range(stride - 1)
             ],
         )
 
@@ -331,17 +337,86 @@ class MbconvStage3(nn.Sequential):
     it has neither; every skip has stochastic depth.
     """
 
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        kernel: int,
+        out: int,
+        bn_eps: float,
+        bn_momentum: float,
+        arg_0_block_hidden: int,
+        arg_0_block_squeeze: int,
+        arg_0_block_layer1_padding: int,
+        arg_1_sd_prob: float,
+        arg_1_block_hidden: int,
+        arg_1_block_squeeze: int,
+        arg_2_sd_prob: float,
+        arg_3_sd_prob: float,
+        stride: int = 1,
+    ) -> None:
         super().__init__(
-            MbconvPlain2(112, 5, 192, bn_eps, bn_momentum, 672, 28, 2, stride=2),
-            Mbconv(192, 5, 0.15000000000000002, bn_eps, bn_momentum, 1152, 48, 2),
-            Mbconv(192, 5, 0.1625, bn_eps, bn_momentum, 1152, 48, 2),
-            Mbconv(192, 5, 0.17500000000000002, bn_eps, bn_momentum, 1152, 48, 2),
+            MbconvPlain2(
+                in_channels,
+                kernel,
+                out,
+                bn_eps,
+                bn_momentum,
+                arg_0_block_hidden,
+                arg_0_block_squeeze,
+                arg_0_block_layer1_padding,
+                stride=stride,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_1_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_2_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_3_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
         )
 
 
-class EfficientNetB0(nn.Module):
-    """The efficientnet_b0 network: 3x224x224 in, 1000 out."""
+class MbconvStage4(nn.Sequential):
+    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
+    of them: the first carries the stride and the width change and has a skip connection only when
+    it has neither; every skip has stochastic depth.
+    """
+
+    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
+        super().__init__(
+            MbconvPlain2(112, 5, 192, bn_eps, bn_momentum, 672, 28, 2, stride=2),
+            Mbconv2(192, 5, 0.14782608695652175, bn_eps, bn_momentum, 1152, 48, 2),
+            Mbconv2(192, 5, 0.1565217391304348, bn_eps, bn_momentum, 1152, 48, 2),
+            Mbconv2(192, 5, 0.16521739130434784, bn_eps, bn_momentum, 1152, 48, 2),
+            Mbconv2(192, 5, 0.17391304347826086, bn_eps, bn_momentum, 1152, 48, 2),
+        )
+
+
+class EfficientNetB1(nn.Module):
+    """The efficientnet_b1 network: 3x240x240 in, 1000 out."""
 
     def __init__(
         self,
@@ -360,19 +435,17 @@ class EfficientNetB0(nn.Module):
                 24,
                 bn_eps,
                 bn_momentum,
-                None,
-                None,
+                bn_eps,
+                bn_momentum,
                 96,
                 4,
                 1,
-                0.025,
+                0.026086956521739136,
                 144,
                 6,
-                0,
-                0.08750000000000001,
-                480,
-                20,
-                1,
+                0.034782608695652174,
+                144,
+                6,
                 stride=2,
             ),
             MbconvStage2(
@@ -381,64 +454,69 @@ class EfficientNetB0(nn.Module):
                 40,
                 bn_eps,
                 bn_momentum,
-                None,
-                None,
+                bn_eps,
+                bn_momentum,
                 144,
                 6,
                 2,
-                0.05,
+                0.05217391304347827,
                 240,
                 10,
-                0,
-                0.08750000000000001,
-                480,
-                20,
-                1,
+                0.06086956521739131,
+                240,
+                10,
                 stride=2,
             ),
-            MbconvStage2(
+            MbconvStage3(
                 40,
                 3,
                 80,
                 bn_eps,
                 bn_momentum,
-                bn_eps,
-                bn_momentum,
                 240,
                 10,
                 1,
-                0.07500000000000001,
+                0.0782608695652174,
                 480,
                 20,
-                1,
-                0.08750000000000001,
-                480,
-                20,
-                1,
+                0.08695652173913043,
+                0.09565217391304348,
                 stride=2,
             ),
-            MbconvStage2(
+            MbconvStage3(
                 80,
                 5,
                 112,
                 bn_eps,
                 bn_momentum,
-                bn_eps,
-                bn_momentum,
                 480,
                 20,
                 2,
-                0.1125,
+                0.11304347826086956,
                 672,
                 28,
-                1,
-                0.125,
-                672,
-                28,
-                2,
+                0.12173913043478261,
+                0.13043478260869565,
             ),
-            MbconvStage3(bn_eps, bn_momentum),
             MbconvStage4(bn_eps, bn_momentum),
+            MbconvStage2(
+                192,
+                3,
+                320,
+                bn_eps,
+                bn_momentum,
+                None,
+                None,
+                1152,
+                48,
+                1,
+                0.19130434782608696,
+                1920,
+                80,
+                0.034782608695652174,
+                144,
+                6,
+            ),
             ConvBnSilu(320, 1280, 0, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -461,20 +539,20 @@ class EfficientNetB0(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # 1280x7x7
+        x = self.features(x)  # 1280x8x8
         x = self.avgpool(x)  # 1280x1x1
         x = self.flatten(x)  # 1280
         x = self.classifier(x)  # 1000
         return x
 
 
-def efficientnet(
+def efficientnet_b1(
     num_classes: int = 1000, dropout: float = 0.2, bn_eps: float = 1e-05, bn_momentum: float = 0.1
-) -> EfficientNetB0:
-    """efficientnet_b0 with freshly initialised weights.
+) -> EfficientNetB1:
+    """efficientnet_b1 with freshly initialised weights.
 
-    Fixed in this file: width=1.0, depth=1.0 (change the spec and regenerate).
+    Fixed in this file: width=1.0, depth=1.1 (change the spec and regenerate).
     """
-    return EfficientNetB0(
+    return EfficientNetB1(
         num_classes=num_classes, dropout=dropout, bn_eps=bn_eps, bn_momentum=bn_momentum
     )
