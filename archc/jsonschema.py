@@ -18,7 +18,7 @@ from archc.combinators import COMBINATORS
 from archc.expand import META_KEYS
 from archc.primitives import PRIMITIVES
 from archc.spec.compose import PLACE_KEYS
-from archc.spec.schema import INIT_ARGS, InitRule, Projection, SpecHeader, Template
+from archc.spec.schema import INIT_ARGS, Head, InitRule, Projection, SpecHeader, Template
 
 SCHEMA_ID = "https://archc.dev/schema/archc.schema.json"
 EXPRESSION = {
@@ -106,6 +106,10 @@ def _meta() -> dict:
         "inline": {
             "description": "Splice this combinator's layers into the parent (no module of its own).",
             "anyOf": [{"type": "boolean"}, EXPRESSION],
+        },
+        "head": {
+            **_model(Head),
+            "description": "An auxiliary head (top-level layers only): reads the output of the earlier layer `from`, runs in train mode only, and is the model's extra output `output`.",
         },
     }
     assert set(meta) == set(META_KEYS), "archc.expand.META_KEYS changed"

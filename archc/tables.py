@@ -31,7 +31,7 @@ def rows(spec: Spec, depth: int | None = None) -> list[dict[str, Any]]:
                 continue
             out.append({
                 "name": child.path,
-                "type": kind_label(child),
+                "type": kind_label(child) + (f" (head on {child.head.source})" if child.head else ""),
                 "depth": level,
                 "output_shape": list(child.out_shape),
                 "params": child.param_count,
@@ -52,9 +52,22 @@ def as_dict(spec: Spec, depth: int | None = None) -> dict[str, Any]:
         "output_shape": list(spec.output_shape),
         "params": spec.param_count,
         "macs": spec.macs,
+        "outputs": list(spec.outputs),
+        "heads": heads(spec),
         "depth": infer.depth(spec.tree),
         "layers": rows(spec, depth),
     }
+
+
+def heads(spec: Spec) -> list[dict[str, Any]]:
+    """The auxiliary heads in output order: the layer they read, their static output shape and
+    totals (included in the model's params and MACs; in eval they do not run)."""
+    return [
+        {"name": n.path, "output": n.head.output, "from": n.head.source,
+         "input_shape": list(n.in_shape), "output_shape": list(n.out_shape),
+         "params": n.param_count, "macs": n.macs}
+        for n in spec.head_order()
+    ]  # fmt: skip
 
 
 def compare(specs: list[Spec]) -> list[dict[str, Any]]:
@@ -128,4 +141,14 @@ def table(spec: Spec, depth: int | None = 2) -> str:
         f"total params: {spec.param_count:,}",
         f"total MACs:   {spec.macs:,} ({spec.macs / 1e9:.3f} G, conv + linear, batch 1)",
     ]
+    if spec.heads:
+        main = f"{spec.outputs[0]} {fmt_shape(spec.output_shape)}"
+        parts.append(f"train-mode outputs: {main}, " + ", ".join(
+            f"{h['output']} {fmt_shape(h['output_shape'])} (head {h['name']} on {h['from']})" for h in heads(spec)
+        ))  # fmt: skip
+        head_params, head_macs = sum(n.param_count for n in spec.heads), sum(n.macs for n in spec.heads)
+        parts.append(
+            f"in eval (heads off): params used {spec.param_count - head_params:,}, "
+            f"MACs {spec.macs - head_macs:,} ({(spec.macs - head_macs) / 1e9:.3f} G)"
+        )
     return "\n".join(parts)

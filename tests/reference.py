@@ -53,3 +53,10 @@ TORCHVISION = {
     "efficientnet_v2_m": (54_139_356, 24.582),
     "efficientnet_v2_l": (118_515_272, 56.08),
 }
+
+# googlenet's weights are published without its auxiliary heads (the builder drops them after
+# loading unless aux_logits=True is asked for), so its meta num_params counts the eval network
+# only; the default builder, weights=None, has both heads. Inception v3's meta counts AuxLogits.
+META_WITHOUT_HEADS = {"googlenet"}
+DEFAULT_BUILDER_PARAMS = {"googlenet": 13_004_888}  # sum(p.numel()) of googlenet(weights=None)
+

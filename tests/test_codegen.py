@@ -492,9 +492,13 @@ def test_file_length_grows_with_block_types_not_depth(tmp_path):
 
 def test_model_parameters_become_keyword_arguments():
     text = source(SPECS / "googlenet.yaml")
-    assert "def googlenet(num_classes: int = 1000, dropout: float = 0.2) -> GoogLeNet:" in text
+    assert (
+        "def googlenet(num_classes: int = 1000, dropout: float = 0.2, dropout_aux: float = 0.7) -> GoogLeNet:"
+        in text
+    )
     model = factory(module(SPECS / "googlenet.yaml", text), text)(num_classes=7, dropout=0.5)
     assert model.fc.out_features == 7 and model.dropout.p == 0.5
+    assert model.aux1.fc2.out_features == 7 and model.aux1.dropout.p == 0.7  # the heads' too
     dense = source(SPECS / "densenet121.yaml")  # growth_rate sizes every layer: fixed, and said so
     assert "def densenet121(num_classes: int = 1000) -> DenseNet121:" in dense
     assert "growth_rate=32, bn_size=4" in dense
@@ -645,10 +649,9 @@ def test_generated_model_loads_torchvision_weights(name):
     torchvision = pytest.importorskip("torchvision")
     if not callable(getattr(torchvision.models, name, None)):
         pytest.skip("not a torchvision model")
-    extra = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True}}
     text = source(name)
     with torch.device("meta"):
-        reference = getattr(torchvision.models, name)(weights=None, **extra.get(name, {}))
+        reference = getattr(torchvision.models, name)(weights=None)  # the default builder
         ours = factory(module(name, text), text)()
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
 

@@ -9,13 +9,13 @@ import torch
 
 import archc
 from conftest import MODELS, run_archc
-from reference import TORCHVISION
+from reference import DEFAULT_BUILDER_PARAMS, META_WITHOUT_HEADS, TORCHVISION
 
 torchvision = pytest.importorskip("torchvision")
 
 # every shipped model named after a torchvision builder (a family spec's variants each)
 PARITY = sorted(n for n in MODELS if callable(getattr(torchvision.models, n, None)))
-EXTRA_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True}}
+EXTRA_KWARGS: dict[str, dict] = {}  # every spec matches its default builder (googlenet: aux heads on)
 
 
 def reference(name: str) -> torch.nn.Module:
@@ -58,6 +58,10 @@ def test_summary_json_matches_published_figures(name):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     params, gflops = TORCHVISION[name]
-    assert data["params"] == params
-    assert abs(data["macs"] / 1e9 - gflops) / gflops < 0.01
+    heads = data["heads"]  # auxiliary heads run in train mode only: _ops is the eval forward
+    head_params = sum(h["params"] for h in heads)
+    assert data["params"] - (head_params if name in META_WITHOUT_HEADS else 0) == params
+    assert data["params"] == DEFAULT_BUILDER_PARAMS.get(name, params)
+    eval_macs = data["macs"] - sum(h["macs"] for h in heads)
+    assert abs(eval_macs / 1e9 - gflops) / gflops < 0.01
     assert data["output_shape"] == [1000]

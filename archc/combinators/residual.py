@@ -11,7 +11,7 @@ from archc import infer
 from archc.combinators import CodegenForm, Combinator, combinator, leaf_names, shares_input
 from archc.ir import Node, splice
 from archc.primitives import ShapeError
-from archc.spec.schema import Projection, check_name
+from archc.spec.schema import Projection, check_module_name
 from archc.spec.schema import Residual as Options
 
 ROLES = ("body", "shortcut", "post")
@@ -136,7 +136,7 @@ class Residual(Combinator):
                     "custom shortcut is one named layer: {custom: {name: layer}}", path + (form,)
                 )
             ((child_name, child_raw),) = value.items()
-            problem = check_name(child_name)
+            problem = check_module_name(child_name)
             if problem:
                 raise scope.error(problem, path + (form, child_name), key=True)
             return x.node(child_raw, path + (form, child_name), child_name, scope, shape)
@@ -155,7 +155,7 @@ class Residual(Combinator):
             raise scope.error(str(exc), path) from None
         conv = {"conv": {"out": body_out[0], "kernel": 1, "stride": stride, "bias": proj.bias}}
         layer = [conv, "batchnorm"] if proj.batchnorm else conv
-        problem = check_name(proj.name)
+        problem = check_module_name(proj.name)
         if problem:
             raise scope.error(problem, path + (form, "name"))
         return x.node(layer, path + (form,), proj.name, replace(scope, env={}), shape)
