@@ -124,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     opts = Options(
         data=args.data, output=Path(args.output), epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer, label_smoothing=args.label_smoothing,
-        seed=args.seed, resume=args.resume, build_options=build_options,
+        seed=args.seed, resume=args.resume, stop_after=args.stop_after, build_options=build_options,
     )  # fmt: skip
     train(spec, opts)
     return 0
@@ -316,6 +316,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--label-smoothing", type=float, default=0.0)
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    s.add_argument("--stop-after", type=int, metavar="N", help="stop after epoch N (resume later)")
     s.add_argument("--weights", metavar="FILE", help="initial weights (archc.build's weights=)")
     s.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
                    help="freeze these modules (archc.build's freeze=)")

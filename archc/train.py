@@ -35,6 +35,7 @@ class Options:
     label_smoothing: float = 0.0
     seed: int = 0
     resume: bool = False
+    stop_after: int | None = None  # stop (as if interrupted) after this many epochs
     val_fraction: float = 0.2
     workers: int = 0
     build_options: dict = field(default_factory=dict)
@@ -123,7 +124,7 @@ def train(spec, opts: Options) -> dict:
     if rank == 0:
         opts.output.mkdir(parents=True, exist_ok=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    for epoch in range(start, opts.epochs):
+    for epoch in range(start, opts.epochs if opts.stop_after is None else opts.stop_after):
         if sampler is not None:
             sampler.set_epoch(epoch)
         g.manual_seed(opts.seed + epoch)  # the same shuffle whether resumed or not
