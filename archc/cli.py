@@ -130,6 +130,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_export(args: argparse.Namespace) -> int:
+    from archc.compiler import load
+
+    spec = load(args.spec, **spec_options(args))
+    target = Path(args.output)
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        raise NotADirectoryError(  # printed as `archc: error: FILE: ...`, exit 1
+            20, f"cannot write here: {target.parent} is not a writable folder", str(target))
+    from archc.export import export
+
+    export(spec, args.format, target)
+    print(f"wrote {target} ({args.format})")
+    return 0
+
+
 def save_path(arg: str, spec: Spec, *, force: bool) -> Path:
     """Where `--save ARG` writes: ARG, or `<spec name>.pt` inside it when ARG is a folder (an
     existing one, or any path ending in /). Checked before the build, so a refusal costs nothing."""
@@ -320,6 +336,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", metavar="FILE", help="initial weights (archc.build's weights=)")
     s.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
                    help="freeze these modules (archc.build's freeze=)")
+    add_spec_options(s)
+
+    s = sub.add_parser("export", help="write the model as ONNX, TorchScript or an ExportedProgram")
+    s.add_argument("spec", metavar="SPEC")
+    s.add_argument("--format", required=True, choices=("onnx", "torchscript", "exported-program"))
+    s.add_argument("-o", "--output", required=True, metavar="FILE")
     add_spec_options(s)
 
     sub.add_parser("schema", help="print the JSON Schema of the spec format (for editors)")
