@@ -18,18 +18,20 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from archc.combinators import COMBINATORS
+from archc.combinators import COMBINATORS, shares_input
 from archc.errors import Location, Note, SpecError, format_path
+from archc.ir import Head as HeadUse
 from archc.ir import Node, TemplateUse
 from archc.primitives import PRIMITIVES, Shape, ShapeError
 from archc.spec import expr
 from archc.spec.loader import SourceMap
-from archc.spec.schema import NAME_RE, Template, check_name
+from archc.spec.schema import NAME_RE, Head, Template, check_module_name
 
 _WORD = re.compile(r"(?!\d)\w+")  # identifiers (and a few harmless extras such as e5 in 1e5)
 MAX_NODES = 100_000  # >100x any shipped model (DenseNet-201: ~700); refused in about a second
 MAX_NESTING = 100  # combinators and blocks inside each other (real models: under 10)
-META_KEYS = ("if", "inline")
+META_KEYS = ("if", "inline", "head")
+POSITION = ("block_id", "total_blocks")  # a stage block's place in the network (Expander.position)
 
 
 @dataclass(frozen=True)
@@ -164,9 +166,15 @@ def pydantic_error(scope: Scope, exc: ValidationError, path: tuple, what: str, r
 class Expander:
     reuse_repeats = True  # copy identical repeated stage blocks instead of re-expanding them
 
-    def __init__(self, defaults: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, defaults: dict[str, dict[str, Any]] | None = None, total_blocks: int | None = None) -> None:
         self.defaults = defaults or {}  # per layer kind, already checked (archc.spec.defaults.Defaults)
+        # Stage blocks across the network (the `block_id` of the next one), and their total
+        # (`total_blocks`): known from a first expansion; None in that first one (see expand()).
+        self.stage_blocks = 0
+        self.total_blocks = total_blocks
+        self.position_reads = 0  # expressions evaluated that read block_id or total_blocks
         self.count = 0
+        self.heads_at: tuple | None = None  # the path of the model's body: where heads may be
         self.depth = 0  # layers being expanded, outermost first
         self._params_cache: dict[tuple, BaseModel] = {}
         self._reads: dict[str, tuple[str, ...]] = {}  # expression -> the names it reads
@@ -201,6 +209,19 @@ class Expander:
         value = self._values[key] = expr.evaluate(source, env)
         return value
 
+    def position(self) -> dict[str, int]:
+        """The next stage block's place in the network: `block_id` counts every stage's blocks
+        in network order from 0, `total_blocks` is how many there are (EfficientNet's stochastic
+        depth grows with it: `p * block_id / total_blocks`)."""
+        block_id = self.stage_blocks
+        self.stage_blocks += 1
+        total = self.total_blocks if self.total_blocks is not None else block_id + 1
+        return {"block_id": block_id, "total_blocks": total}
+
+    def with_position(self, env: dict[str, Any], position: dict[str, int]) -> PositionEnv:
+        """`env` plus a stage block's position, noting when an expression reads it."""
+        return PositionEnv({**env, **position}, self)
+
     def validate(self, model: type[BaseModel], data: Any, path: tuple, scope: Scope, what: str, raw: Any = None):
         """`data` checked by `model`; `raw` is `data` before `${}` were resolved, to blame."""
         key = (model, repr(data))
@@ -231,6 +252,8 @@ class Expander:
         if self.count > MAX_NODES:
             raise scope.error(f"network has more than {MAX_NODES:,} layers", path)
         kind, params, params_path, meta = self.split(raw, path, scope)
+        if "head" in meta:  # children() takes it off the model's own layers
+            raise scope.error("only the model's top-level layers can be heads", path + ("head",), key=True)
         if "if" in meta:
             condition = self.resolve(meta["if"], path + ("if",), scope)
             if not isinstance(condition, bool):
@@ -277,13 +300,14 @@ class Expander:
     def split(self, raw: Any, path: tuple, scope: Scope) -> tuple[str, Any, tuple, dict]:
         if isinstance(raw, list):
             return "seq", raw, path, {}
-        if isinstance(raw, str) and raw and not expr.is_expression(raw):
-            return raw, None, path, {}
+        if isinstance(raw, str) and raw:
+            return self.kind(raw, path, scope, key=False), None, path, {}
         if isinstance(raw, dict):
             meta = {k: v for k, v in raw.items() if k in META_KEYS}
             kinds = [k for k in raw if k not in META_KEYS]
             if len(kinds) == 1:
-                return kinds[0], raw[kinds[0]], path + (kinds[0],), meta
+                kind = self.kind(kinds[0], path + (kinds[0],), scope, key=True)
+                return kind, raw[kinds[0]], path + (kinds[0],), meta
             if not kinds:
                 raise scope.error("layer has no type (expected e.g. {conv: {...}})", path)
             raise scope.error(
@@ -295,6 +319,21 @@ class Expander:
         raise scope.error(
             f"expected a layer, like `relu` or `{{conv: {{...}}}}`, got {raw!r}", path
         )
+
+    def kind(self, written: str, path: tuple, scope: Scope, *, key: bool) -> str:
+        """A layer's kind as written, or, for `${...}`, the layer kind the expression names
+        (MobileNetV3's blocks choose `relu` or `hardswish`), refused at the expression when
+        it names none."""
+        if not expr.is_expression(written):
+            return written
+        kind = self.resolve(written, path, scope)
+        if isinstance(kind, str) and (kind in PRIMITIVES or kind in COMBINATORS or kind in scope.blocks):
+            return kind
+        known = [*PRIMITIVES, *scope.blocks]
+        close = difflib.get_close_matches(kind, known, n=1) if isinstance(kind, str) else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        message = f"{written} gives {kind!r}, which is not a layer or block type{hint}"
+        raise scope.blame(message, path, self.reads(written))
 
     def primitive(self, kind, raw, path, name, scope, shape) -> Node:
         prim = PRIMITIVES[kind]
@@ -333,7 +372,7 @@ class Expander:
         if isinstance(raw, dict):
             items = list(raw.items())
             for key, _ in items:
-                problem = check_name(key)
+                problem = check_module_name(key)
                 if problem:
                     raise scope.error(problem, path + (key,), key=True)
             entries = [(key, path + (key,), value) for key, value in items]
@@ -345,12 +384,15 @@ class Expander:
             raise scope.error("needs at least one layer", path)
         out: list[Node] = []
         for name, child_path, value in entries:
-            child = self.node(value, child_path, name, scope, shape)
+            if path == self.heads_at and isinstance(value, dict) and "head" in value:
+                child = self.head(value, child_path, name, scope, out)
+            else:
+                child = self.node(value, child_path, name, scope, shape)
             if child is None:
                 continue
             child.role = role
             out.append(child)
-            if chain:
+            if chain and child.head is None:
                 shape = child.out_shape
         if isinstance(raw, list):
             index = 0  # list children are numbered like nn.Sequential, inline groups spliced in
@@ -360,7 +402,27 @@ class Expander:
                     index += 1
         return out
 
-    def block(self, block: BlockDef, raw, path, name, scope, shape) -> Node:
+    def head(self, raw: dict, path: tuple, name: str, scope: Scope, before: list[Node]) -> Node | None:
+        """A top-level layer with `head: {from, output}`: fed the output of the earlier layer
+        `from` names, it is an extra output of the model (None when its `if` is false)."""
+        settings = self.validate(Head, self.resolve(raw["head"], path + ("head",), scope), path + ("head",), scope, f"head {name!r}")
+        tap = next((n for n in before if n.name == settings.source and n.head is None and not n.inline), None)
+        if tap is None:
+            known = ", ".join(n.name for n in before if n.head is None and not n.inline) or "none"
+            raise scope.error(
+                f"head {name!r} reads {settings.source!r}, which is not an earlier top-level layer (earlier: {known})",
+                path + ("head", "from"),
+            )
+        node = self.node({k: v for k, v in raw.items() if k != "head"}, path, name, scope, tap.out_shape)
+        if node is None:
+            return None
+        shares_input(scope, node, f"the layers after {tap.name!r}")
+        node.head = HeadUse(settings.source, settings.output or name)
+        return node
+
+    def block(self, block: BlockDef, raw, path, name, scope, shape, position: dict[str, int] | None = None) -> Node:
+        """An instance of a block template; `position` (a stage's blocks): its `block_id` and
+        `total_blocks`, variables of the template besides its parameters and `in_channels`."""
         if block.name in scope.trail:
             raise scope.error(f"block {block.name!r} uses itself", path)
         args = self.resolve(raw, path, scope) if raw is not None else {}
@@ -380,6 +442,8 @@ class Expander:
             raise scope.error(f"block {block.name!r} needs parameter {missing[0]!r}", path)
         values = {**declared, **args}
         env = {**values, "in_channels": shape[0]}
+        if position is not None:
+            env = self.with_position(env, position)
         origins = self.argument_origins(block, raw, path, scope)
         inner = Scope(
             env=env,
@@ -406,7 +470,7 @@ class Expander:
         node = self.node(block.template.body, block.path + ("body",), name, inner, shape)
         if node is None:
             raise scope.error(f"block {block.name!r} expands to nothing", path)
-        node.template = TemplateUse(block.name, values)
+        node.template = TemplateUse(block.name, values, dict(position or {}))
         return node
 
     def argument_origins(self, block: BlockDef, raw: Any, path: tuple, scope: Scope) -> dict[str, tuple[Origin, ...]]:
@@ -439,6 +503,21 @@ class Expander:
         except expr.ExprError as exc:
             message = f"let {key} = {value}: {exc}"
             raise expression_error(inner, exc, message, block.path + ("let", key), value[2:-1]) from None
+
+
+class PositionEnv(dict):
+    """The variables of a stage block, its position among them: reading `block_id` or
+    `total_blocks` is counted (`Expander.position_reads`), so the network is expanded again once
+    their total is known, and the stage does not copy a block whose values depend on it."""
+
+    def __init__(self, values: dict[str, Any], expander: Expander):
+        super().__init__(values)
+        self.expander = expander
+
+    def __getitem__(self, key: str) -> Any:
+        if key in POSITION:
+            self.expander.position_reads += 1
+        return super().__getitem__(key)
 
 
 def valid(prim, settings: dict, shape: Shape) -> bool:
@@ -477,7 +556,17 @@ def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | 
     gc.disable()
     try:
         expander = Expander(defaults)
+        expander.heads_at = path
         root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
+        if expander.position_reads:
+            # A block read its position: expand again, now knowing how many stage blocks the
+            # network has (the first pass gave each block the total `block_id + 1`, the
+            # smallest it could be, and counted them).
+            total = expander.stage_blocks
+            expander = Expander(defaults, total_blocks=total)
+            root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
+            if expander.stage_blocks != total:  # a stage's depth read total_blocks
+                raise scope.error("the number of stage blocks depends on total_blocks", path)
         root.location, root.field_path = scope.here(path)
         assign_paths(root)
         return root

@@ -1,4 +1,5 @@
-"""torchvision 0.29.1's published figures (weights.meta num_params and _ops, GFLOPS at 224x224).
+"""torchvision 0.29.1's published figures (weights.meta num_params and _ops, GFLOPS at 224x224
+unless noted).
 
 Copied from ../shared/reference/torchvision.md so the suite does not depend on files outside
 the repository. These are the reference implementation's numbers, not archc's output.
@@ -13,6 +14,8 @@ TORCHVISION = {
     "resnext50_32x4d": (25_028_904, 4.23),
     "resnext101_32x8d": (88_791_336, 16.414),
     "wide_resnet50_2": (68_883_240, 11.398),
+    "resnext101_64x4d": (83_455_272, 15.46),
+    "wide_resnet101_2": (126_886_696, 22.753),
     "alexnet": (61_100_840, 0.714),
     "vgg11": (132_863_336, 7.609),
     "vgg16": (138_357_544, 15.47),
@@ -28,4 +31,32 @@ TORCHVISION = {
     "densenet161": (28_681_000, 7.728),
     "densenet169": (14_149_480, 3.36),
     "densenet201": (20_013_928, 4.291),
+    # the efficient families (issue 13), from the weights' meta in torchvision/models/
+    "mobilenet_v2": (3_504_872, 0.301),
+    "mobilenet_v3_large": (5_483_032, 0.217),
+    "mobilenet_v3_small": (2_542_856, 0.057),
+    "mnasnet0_5": (2_218_512, 0.104),
+    "mnasnet0_75": (3_170_208, 0.215),
+    "mnasnet1_0": (4_383_312, 0.314),
+    "mnasnet1_3": (6_282_256, 0.526),
+    # EfficientNet, from the weights' meta in torchvision/models/efficientnet.py (GFLOPS at each
+    # weight's crop size: 224, 240, 288, 300, 380, 456, 528, 600; V2: 384, 480, 480)
+    "efficientnet_b0": (5_288_548, 0.386),
+    "efficientnet_b1": (7_794_184, 0.687),
+    "efficientnet_b2": (9_109_994, 1.088),
+    "efficientnet_b3": (12_233_232, 1.827),
+    "efficientnet_b4": (19_341_616, 4.394),
+    "efficientnet_b5": (30_389_784, 10.266),
+    "efficientnet_b6": (43_040_704, 19.068),
+    "efficientnet_b7": (66_347_960, 37.746),
+    "efficientnet_v2_s": (21_458_488, 8.366),
+    "efficientnet_v2_m": (54_139_356, 24.582),
+    "efficientnet_v2_l": (118_515_272, 56.08),
 }
+
+# googlenet's weights are published without its auxiliary heads (the builder drops them after
+# loading unless aux_logits=True is asked for), so its meta num_params counts the eval network
+# only; the default builder, weights=None, has both heads. Inception v3's meta counts AuxLogits.
+META_WITHOUT_HEADS = {"googlenet"}
+DEFAULT_BUILDER_PARAMS = {"googlenet": 13_004_888}  # sum(p.numel()) of googlenet(weights=None)
+

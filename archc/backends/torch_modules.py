@@ -1,4 +1,4 @@
-"""The torch modules that run archc's combinators (and, later, primitives without an nn class).
+"""The torch modules that run archc's combinators and the primitives torch.nn has no class for.
 
 Each combinator definition (archc.combinators) names its class here and imports it lazily, so
 only building a live model imports torch. Every class registers the modules it is given as its
@@ -26,11 +26,20 @@ class _Children(nn.Module):
 
 
 class Residual(_Children):
-    """post(body(x) + shortcut(x)); body, shortcut and post are this module's own children."""
+    """post(body(x) + shortcut(x)); body, shortcut and post are this module's own children.
+    With use_res_connect False (a conditional skip whose shapes differ) it is post(body(x))."""
 
-    def __init__(self, modules: OrderedDict, body: list[str], shortcut: list[str], post: list[str]):
+    def __init__(
+        self,
+        modules: OrderedDict,
+        body: list[str],
+        shortcut: list[str],
+        post: list[str],
+        use_res_connect: bool = True,
+    ):
         super().__init__(modules)
         self._body, self._shortcut, self._post = tuple(body), tuple(shortcut), tuple(post)
+        self.use_res_connect = use_res_connect
 
     def chains(self) -> list[list[str]]:
         return [list(self._body), list(self._shortcut), list(self._post)]
@@ -40,10 +49,11 @@ class Residual(_Children):
         out = x
         for name in self._body:
             out = modules[name](out)
-        identity = x
-        for name in self._shortcut:
-            identity = modules[name](identity)
-        out = out + identity
+        if self.use_res_connect:
+            identity = x
+            for name in self._shortcut:
+                identity = modules[name](identity)
+            out = out + identity
         for name in self._post:
             out = modules[name](out)
         return out
@@ -89,3 +99,30 @@ class Gate(_Children):
         for layer in self._modules.values():
             scale = layer(scale)
         return x * scale
+
+
+class StochasticDepth(nn.Module):
+    """Stochastic depth (torchvision.ops.StochasticDepth): in training, zero each sample's
+    ("row") or the whole batch's ("batch") input with probability p and scale the rest by
+    1 / (1 - p); the identity in eval."""
+
+    def __init__(self, p: float, mode: str = "row") -> None:
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        survival_rate = 1.0 - self.p
+        if self.mode == "row":
+            size = [x.shape[0]] + [1] * (x.ndim - 1)
+        else:
+            size = [1] * x.ndim
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival_rate)
+        if survival_rate > 0.0:
+            noise.div_(survival_rate)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"

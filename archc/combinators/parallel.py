@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from archc import infer
 from archc.combinators import CodegenForm, Combinator, combinator, leaf_names, shares_input
@@ -15,7 +16,8 @@ def forward(w) -> None:
     """Each branch on x into a local named after it; return their concatenation."""
     outs = []
     for branch in w.groups:
-        outs.append(w.local(branch if NAME_RE.match(branch) else f"branch{branch}"))
+        stem = re.sub(r"\W", "_", branch)  # block1-0 -> block1_0
+        outs.append(w.local(stem if NAME_RE.match(stem) else f"branch{stem}"))
         w.chain(branch, "x", outs[-1])
     w.returns("torch.cat", [outs, "1"])
 
@@ -55,6 +57,9 @@ class Parallel(Combinator):
 
     def chains(self, node):
         return [splice([branch]) for branch in node.children]
+
+    def depth(self, node, of):
+        return max((of(branch) for branch in node.children), default=0)
 
     def build(self, node, modules):
         from archc.backends.torch_modules import Parallel

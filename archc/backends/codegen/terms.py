@@ -141,11 +141,13 @@ class Instance:
     in_shape: tuple
     out_shape: tuple
     block_args: dict | None = None
+    position: dict = field(default_factory=dict)  # a stage block's block_id and total_blocks
     groups: list[tuple[str, list]] = field(default_factory=list)
     positional: bool = False
     height: int = 0
     order: int = 0
     form: CodegenForm = CodegenForm()  # how its combinator is written
+    settings: dict = field(default_factory=dict)  # the node's settings (Node.settings)
     klass: ClassDef | None = None
     args: dict = field(default_factory=dict)
 
