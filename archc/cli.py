@@ -178,7 +178,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 @command
 def cmd_export(args: argparse.Namespace) -> int:
     from archc.compiler import load
-
     from archc.outputs import OutputError
 
     spec = load(args.spec, **spec_options(args))
