@@ -115,7 +115,7 @@ def train(spec, opts: Options) -> dict:
     history: list[dict] = []
     start = 0
     if opts.resume:
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = torch.load(ckpt, map_location=device, weights_only=True)  # tensors and plain data only
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
