@@ -89,3 +89,22 @@ class Gate(_Children):
         for layer in self._modules.values():
             scale = layer(scale)
         return x * scale
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle, as torchvision's `channel_shuffle`: view the channels as
+    groups × channels_per_group, transpose, and flatten back. No parameters."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batchsize, num_channels, height, width = x.size()
+        channels_per_group = num_channels // self.groups
+        x = x.view(batchsize, self.groups, channels_per_group, height, width)
+        x = torch.transpose(x, 1, 2).contiguous()
+        return x.view(batchsize, num_channels, height, width)
