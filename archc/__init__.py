@@ -32,10 +32,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'archc' has no attribute {name!r}")
 
 
-def _spec(spec_or_path: Spec | str | Path) -> Spec:
+def _spec(spec_or_path: Spec | str | Path, variant: str | None = None) -> Spec:
     from archc.compiler import Spec, load
 
-    return spec_or_path if isinstance(spec_or_path, Spec) else load(spec_or_path)
+    if isinstance(spec_or_path, Spec):
+        if variant is not None and variant != spec_or_path.variant:
+            raise ValueError(f"the spec was compiled as variant {spec_or_path.variant!r}, not {variant!r}")
+        return spec_or_path
+    return load(spec_or_path, variant=variant)
 
 
 def summary(spec_or_path: Spec | str | Path, depth: int | None = None) -> dict[str, Any]:
@@ -49,6 +53,7 @@ def build(
     spec_or_path: Spec | str | Path,
     *,
     seed: int | None = None,
+    variant: str | None = None,
     max_memory: int | str | None = "auto",
     fuse: bool = False,
     channels_last: bool = False,
@@ -60,12 +65,13 @@ def build(
     (bytes, a size like "8GiB", "auto" for half this machine's memory, or None for no limit)
     it raises `archc.resources.ResourceError` instead of running into the OOM killer.
 
+    `variant` picks one of a spec file's `variants:` (`variant="efficientnet_b3"`).
     `fuse=True` gives an inference model (see `archc.fuse`); `channels_last=True` puts its
     parameters and inputs in the channels-last memory format.
     """
     from archc import resources
 
-    spec = _spec(spec_or_path)
+    spec = _spec(spec_or_path, variant)
     resources.check(spec, max_memory)
     from archc.backends.torch_backend import build as build_module
 

@@ -175,7 +175,7 @@ def _compile(doc: Document) -> Spec:
             raise source.error(f"block {name!r} is already defined in the built-in library", ("blocks", name), key=True)
         blocks[name] = block
     init = _init_rules(header.init, source)
-    defaults = kind_defaults(header.defaults, source)
+    defaults = kind_defaults(header.defaults, source, dict(header.params))
     for key in header.params:
         problem = check_name(key)
         if problem:

@@ -30,6 +30,7 @@ _WORD = re.compile(r"(?!\d)\w+")  # identifiers (and a few harmless extras such 
 MAX_NODES = 100_000  # >100x any shipped model (DenseNet-201: ~700); refused in about a second
 MAX_NESTING = 100  # combinators and blocks inside each other (real models: under 10)
 META_KEYS = ("if", "inline")
+POSITION = ("block_id", "total_blocks")  # a stage block's place in the network (Expander.position)
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,13 @@ def pydantic_error(scope: Scope, exc: ValidationError, path: tuple, what: str, r
 class Expander:
     reuse_repeats = True  # copy identical repeated stage blocks instead of re-expanding them
 
-    def __init__(self, defaults: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, defaults: dict[str, dict[str, Any]] | None = None, total_blocks: int | None = None) -> None:
         self.defaults = defaults or {}  # per layer kind, already checked (archc.spec.defaults.Defaults)
+        # Stage blocks across the network (the `block_id` of the next one), and their total
+        # (`total_blocks`): known from a first expansion; None in that first one (see expand()).
+        self.stage_blocks = 0
+        self.total_blocks = total_blocks
+        self.position_reads = 0  # expressions evaluated that read block_id or total_blocks
         self.count = 0
         self.depth = 0  # layers being expanded, outermost first
         self._params_cache: dict[tuple, BaseModel] = {}
@@ -200,6 +206,19 @@ class Expander:
             return self._values[key]
         value = self._values[key] = expr.evaluate(source, env)
         return value
+
+    def position(self) -> dict[str, int]:
+        """The next stage block's place in the network: `block_id` counts every stage's blocks
+        in network order from 0, `total_blocks` is how many there are (EfficientNet's stochastic
+        depth grows with it: `p * block_id / total_blocks`)."""
+        block_id = self.stage_blocks
+        self.stage_blocks += 1
+        total = self.total_blocks if self.total_blocks is not None else block_id + 1
+        return {"block_id": block_id, "total_blocks": total}
+
+    def with_position(self, env: dict[str, Any], position: dict[str, int]) -> PositionEnv:
+        """`env` plus a stage block's position, noting when an expression reads it."""
+        return PositionEnv({**env, **position}, self)
 
     def validate(self, model: type[BaseModel], data: Any, path: tuple, scope: Scope, what: str, raw: Any = None):
         """`data` checked by `model`; `raw` is `data` before `${}` were resolved, to blame."""
@@ -360,7 +379,9 @@ class Expander:
                     index += 1
         return out
 
-    def block(self, block: BlockDef, raw, path, name, scope, shape) -> Node:
+    def block(self, block: BlockDef, raw, path, name, scope, shape, position: dict[str, int] | None = None) -> Node:
+        """An instance of a block template; `position` (a stage's blocks): its `block_id` and
+        `total_blocks`, variables of the template besides its parameters and `in_channels`."""
         if block.name in scope.trail:
             raise scope.error(f"block {block.name!r} uses itself", path)
         args = self.resolve(raw, path, scope) if raw is not None else {}
@@ -380,6 +401,8 @@ class Expander:
             raise scope.error(f"block {block.name!r} needs parameter {missing[0]!r}", path)
         values = {**declared, **args}
         env = {**values, "in_channels": shape[0]}
+        if position is not None:
+            env = self.with_position(env, position)
         origins = self.argument_origins(block, raw, path, scope)
         inner = Scope(
             env=env,
@@ -406,7 +429,7 @@ class Expander:
         node = self.node(block.template.body, block.path + ("body",), name, inner, shape)
         if node is None:
             raise scope.error(f"block {block.name!r} expands to nothing", path)
-        node.template = TemplateUse(block.name, values)
+        node.template = TemplateUse(block.name, values, dict(position or {}))
         return node
 
     def argument_origins(self, block: BlockDef, raw: Any, path: tuple, scope: Scope) -> dict[str, tuple[Origin, ...]]:
@@ -439,6 +462,21 @@ class Expander:
         except expr.ExprError as exc:
             message = f"let {key} = {value}: {exc}"
             raise expression_error(inner, exc, message, block.path + ("let", key), value[2:-1]) from None
+
+
+class PositionEnv(dict):
+    """The variables of a stage block, its position among them: reading `block_id` or
+    `total_blocks` is counted (`Expander.position_reads`), so the network is expanded again once
+    their total is known, and the stage does not copy a block whose values depend on it."""
+
+    def __init__(self, values: dict[str, Any], expander: Expander):
+        super().__init__(values)
+        self.expander = expander
+
+    def __getitem__(self, key: str) -> Any:
+        if key in POSITION:
+            self.expander.position_reads += 1
+        return super().__getitem__(key)
 
 
 def valid(prim, settings: dict, shape: Shape) -> bool:
@@ -478,6 +516,15 @@ def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | 
     try:
         expander = Expander(defaults)
         root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
+        if expander.position_reads:
+            # A block read its position: expand again, now knowing how many stage blocks the
+            # network has (the first pass gave each block the total `block_id + 1`, the
+            # smallest it could be, and counted them).
+            total = expander.stage_blocks
+            expander = Expander(defaults, total_blocks=total)
+            root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
+            if expander.stage_blocks != total:  # a stage's depth read total_blocks
+                raise scope.error("the number of stage blocks depends on total_blocks", path)
         root.location, root.field_path = scope.here(path)
         assign_paths(root)
         return root

@@ -16,6 +16,8 @@ class TemplateUse:
 
     name: str
     args: dict[str, Any]
+    # a stage block's place in the network (block_id, total_blocks), which its lets may read
+    position: dict[str, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass

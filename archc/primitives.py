@@ -11,7 +11,7 @@ import ast
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
@@ -149,6 +149,10 @@ class Primitive:
 
     def label(self, p: Any, out_shape: Shape) -> str:
         return self.kind
+
+    def detail(self, p: Any) -> str:
+        """A setting the summary table shows beside the kind (most layers: none)."""
+        return ""
 
     def working_elements(self, p: Any, in_shape: Shape) -> int:
         """Elements of the temporary tensors a forward pass allocates besides its output, per
@@ -435,6 +439,31 @@ class Dropout(Primitive):
 
     def label(self, p, out_shape):
         return f"dropout {p.p:g}"
+
+
+@primitive
+class StochasticDepth(Primitive):
+    """torchvision.ops.StochasticDepth: in training, each sample's ("row") or the whole batch's
+    ("batch") input is zeroed with probability p and the rest scaled by 1/(1-p); the identity
+    in eval. It sits at the end of a residual body (EfficientNet's MBConv)."""
+
+    kind = "stochastic_depth"
+    shorthand = "p"
+
+    class Params(Params):
+        p: Annotated[float, Strict(), Field(ge=0, le=1)]
+        """Probability of dropping a sample's (or the batch's) input in training."""
+        mode: Literal["row", "batch"] = "row"
+        """row: drop samples of the batch independently; batch: the whole batch at once."""
+
+    def torch_layer(self, p, shape):
+        return TorchLayer("StochasticDepth", (p.p, p.mode), own=True)
+
+    def detail(self, p):
+        return f"p={p.p:.4g}" + ("" if p.mode == "row" else f", {p.mode}")
+
+    def label(self, p, out_shape):
+        return f"stochastic depth {p.p:.4g}" + ("" if p.mode == "row" else f" {p.mode}")
 
 
 @primitive

@@ -13,6 +13,9 @@ def kind_label(node: Node) -> str:
     """`stage: bottleneck ×6` for a repeated block, the spec's own word for anything else."""
     if node.repeats and node.template is None:
         return f"{node.kind}: {node.repeats} ×{len(node.children)}"
+    if node.is_primitive and node.template is None:
+        detail = node.primitive.detail(node.params)
+        return f"{node.spec_kind} {detail}" if detail else node.spec_kind
     return node.spec_kind
 
 

@@ -1,4 +1,5 @@
-"""torchvision 0.29.1's published figures (weights.meta num_params and _ops, GFLOPS at 224x224).
+"""torchvision 0.29.1's published figures (weights.meta num_params and _ops, GFLOPS at 224x224
+unless noted).
 
 Copied from ../shared/reference/torchvision.md so the suite does not depend on files outside
 the repository. These are the reference implementation's numbers, not archc's output.
@@ -28,4 +29,17 @@ TORCHVISION = {
     "densenet161": (28_681_000, 7.728),
     "densenet169": (14_149_480, 3.36),
     "densenet201": (20_013_928, 4.291),
+    # EfficientNet, from the weights' meta in torchvision/models/efficientnet.py (GFLOPS at each
+    # weight's crop size: 224, 240, 288, 300, 380, 456, 528, 600; V2: 384, 480, 480)
+    "efficientnet_b0": (5_288_548, 0.386),
+    "efficientnet_b1": (7_794_184, 0.687),
+    "efficientnet_b2": (9_109_994, 1.088),
+    "efficientnet_b3": (12_233_232, 1.827),
+    "efficientnet_b4": (19_341_616, 4.394),
+    "efficientnet_b5": (30_389_784, 10.266),
+    "efficientnet_b6": (43_040_704, 19.068),
+    "efficientnet_b7": (66_347_960, 37.746),
+    "efficientnet_v2_s": (21_458_488, 8.366),
+    "efficientnet_v2_m": (54_139_356, 24.582),
+    "efficientnet_v2_l": (118_515_272, 56.08),
 }

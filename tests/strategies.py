@@ -4,7 +4,7 @@
 are tracked here with PyTorch's own formulas, written independently of archc's inference, so
 every kernel fits, every group divides and every residual adds up. It covers every primitive
 (conv with random kernel/stride/padding/dilation/groups, batch norm, the activations, max/avg
-pooling with ceil_mode, adaptive pooling, LRN, dropout, identity, flatten + linear heads), the
+pooling with ceil_mode, adaptive pooling, LRN, dropout, stochastic depth, identity, flatten + linear heads), the
 combinators (one strategy per combinator of archc's registry: seq as lists and mappings,
 residual with identity / auto / projection / custom shortcuts and post layers, parallel,
 dense, gate), stages of the library's basic and bottleneck
@@ -222,7 +222,12 @@ def _dropout(s: _State, shape: Shape) -> tuple[Any, Shape]:
     draw = s.draw
     s.features.add("dropout")
     p = draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
-    choice = draw(st.integers(0, 2))
+    choice = draw(st.integers(0, 4))
+    if choice >= 3:  # stochastic depth: random like dropout in training, the identity in eval
+        s.features.add("stochastic_depth")
+        if choice == 3:
+            return {"stochastic_depth": p}, shape
+        return {"stochastic_depth": {"p": p, "mode": draw(st.sampled_from(["row", "batch"]))}}, shape
     if choice == 0:
         return "dropout", shape
     if choice == 1:

@@ -131,6 +131,8 @@ def expected_shapes(spec) -> dict[str, str]:
             out[node.path + "/add"] = fmt_shape(body[-1].out_shape)
         elif node.kind == "parallel":
             out[node.path + "/concat"] = fmt_shape(node.out_shape)
+        elif node.kind == "gate":
+            out[node.path + "/mul"] = fmt_shape(node.out_shape)
         elif node.kind == "dense":
             after = [c.in_shape for c in node.children[1:]] + [node.out_shape]
             out.update({f"{node.path}/concat{i}": fmt_shape(s) for i, s in enumerate(after)})

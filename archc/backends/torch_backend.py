@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,13 @@ def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
     return node.combinator.build(node, modules)
 
 
+def uniform_fan_(tensor: torch.Tensor, mode: str = "fan_in") -> torch.Tensor:
+    """uniform(-1/sqrt(fan), 1/sqrt(fan)): EfficientNet's linear layers (mode fan_out)."""
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(tensor)
+    bound = 1.0 / math.sqrt(fan_in if mode == "fan_in" else fan_out)
+    return nn.init.uniform_(tensor, -bound, bound)
+
+
 _INITIALISERS = {
     "zeros": nn.init.zeros_,
     "ones": nn.init.ones_,
@@ -45,6 +53,7 @@ _INITIALISERS = {
     "kaiming_uniform": nn.init.kaiming_uniform_,
     "xavier_normal": nn.init.xavier_normal_,
     "xavier_uniform": nn.init.xavier_uniform_,
+    "uniform_fan": uniform_fan_,
 }
 
 

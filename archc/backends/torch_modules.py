@@ -1,4 +1,4 @@
-"""The torch modules that run archc's combinators (and, later, primitives without an nn class).
+"""The torch modules that run archc's combinators and the primitives torch.nn has no class for.
 
 Each combinator definition (archc.combinators) names its class here and imports it lazily, so
 only building a live model imports torch. Every class registers the modules it is given as its
@@ -108,3 +108,30 @@ class ChannelShuffle(nn.Module):
         x = x.view(batchsize, self.groups, channels_per_group, height, width)
         x = torch.transpose(x, 1, 2).contiguous()
         return x.view(batchsize, num_channels, height, width)
+
+
+class StochasticDepth(nn.Module):
+    """Stochastic depth (torchvision.ops.StochasticDepth): in training, zero each sample's
+    ("row") or the whole batch's ("batch") input with probability p and scale the rest by
+    1 / (1 - p); the identity in eval."""
+
+    def __init__(self, p: float, mode: str = "row") -> None:
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        survival_rate = 1.0 - self.p
+        if self.mode == "row":
+            size = [x.shape[0]] + [1] * (x.ndim - 1)
+        else:
+            size = [1] * x.ndim
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival_rate)
+        if survival_rate > 0.0:
+            noise.div_(survival_rate)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"

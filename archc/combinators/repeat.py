@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from dataclasses import replace
 
 from archc import infer
 from archc.combinators import CodegenForm, Combinator, combinator, shares_input
@@ -47,7 +48,7 @@ class Stage(Seq):
         spec, block, args = repeat(x, raw, path, scope, "stage")
         children = []
         rest = args if "stride" not in args else {**args, "stride": 1}  # blocks after the first
-        last = None  # (args, in_shape, node, nodes counted) of the last block expanded in full
+        last = None  # (args, in_shape, node, nodes counted, read its position) of the last block expanded in full
         for i in range(spec.depth):
             block_args = args if i == 0 else rest
             child_name = spec.names.format(i=spec.start + i)
@@ -55,9 +56,10 @@ class Stage(Seq):
                 # the blocks left are copies of the last one: refuse now, not after copying
                 if x.count + (spec.depth - i) * last[3] > MAX_NODES:
                     raise scope.error(f"network has more than {MAX_NODES:,} layers", path)
+            position = x.position()
             if (
                 x.reuse_repeats and last is not None and last[0] is block_args
-                and last[1] == shape and x.count + last[3] <= MAX_NODES
+                and last[1] == shape and x.count + last[3] <= MAX_NODES and not last[4]
             ):  # fmt: skip
                 # Fast path: the same arguments on the same input shape expand to the same
                 # subtree (expansion is a pure function of block, arguments, shape and scope),
@@ -66,10 +68,13 @@ class Stage(Seq):
                 child.name = child_name
                 x.count += last[3]
             else:
-                before = x.count
-                child = x.block(block, block_args, path, child_name, scope, shape)
+                before, reads = x.count, x.position_reads
+                # the arguments may read the block's position too (`sd: ${0.2 * block_id / total_blocks}`)
+                here = replace(scope, env=x.with_position(scope.env, position))
+                child = x.block(block, block_args, path, child_name, here, shape, position)
                 child.location, child.field_path = scope.here(path)
-                last = (block_args, shape, child, x.count - before)
+                # a block that read its position differs from the next: expand each in full
+                last = (block_args, shape, child, x.count - before, x.position_reads != reads)
             children.append(child)
             shape = child.out_shape
         node = Node(name, self.kind, children=children, repeats=spec.block)

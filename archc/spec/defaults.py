@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from archc.errors import Location, Note, SpecError, format_path
 from archc.primitives import PRIMITIVES
+from archc.spec import expr
 from archc.spec.loader import SourceMap
 
 
@@ -55,8 +56,9 @@ class Defaults(dict):
         return error.note(layer.message, layer.location)
 
 
-def kind_defaults(raw: dict[str, Any], source: SourceMap) -> Defaults:
-    """The checked defaults; a located error for an unknown kind or setting, or a bad value."""
+def kind_defaults(raw: dict[str, Any], source: SourceMap, params: dict[str, Any] | None = None) -> Defaults:
+    """The checked defaults; a located error for an unknown kind or setting, or a bad value.
+    A value may be a `${}` expression over the model's `params` (so a variant can set it)."""
     out: dict[str, dict[str, Any]] = {}
     for kind, settings in raw.items():
         path = ("defaults", kind)
@@ -67,7 +69,13 @@ def kind_defaults(raw: dict[str, Any], source: SourceMap) -> Defaults:
         if not isinstance(settings, dict):
             raise source.error(f"defaults for {kind} are a mapping of settings, got {settings!r}", path)
         fields = PRIMITIVES[kind].Params.model_fields
+        settings = dict(settings)
         for name, value in settings.items():
+            if expr.is_expression(value):
+                try:
+                    value = settings[name] = expr.evaluate(value[2:-1], params or {})
+                except expr.ExprError as exc:
+                    raise source.error(f"defaults: {kind} {name}: in {settings[name]}: {exc}", path + (name,)) from None
             if name not in fields:
                 known = ", ".join(fields)
                 raise source.error(f"{kind} has no setting {name!r} (settings: {known})", path + (name,), key=True)

@@ -48,6 +48,23 @@ def _round(number: Any, ndigits: Any = None) -> Any:
     return round(number) if ndigits is None else round(number, ndigits)
 
 
+def make_divisible(value: Any, divisor: Any = 8, min_value: Any = None) -> int:
+    """`value` rounded to the nearest multiple of `divisor` (at least `min_value`, default the
+    divisor), never more than 10% below it: the channel rounding of MobileNet and EfficientNet
+    (torchvision's `_make_divisible`), so a width multiplier is one expression."""
+    for arg in (value, divisor, min_value):
+        if isinstance(arg, bool) or arg is not None and not isinstance(arg, (int, float)):
+            raise TypeError("takes numbers")
+    if not isinstance(divisor, int) or divisor < 1:
+        raise ValueError("the divisor is a whole number of at least 1")
+    if min_value is None:
+        min_value = divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:  # rounding down took away more than 10%
+        rounded += divisor
+    return rounded
+
+
 FUNCTIONS = {
     "int": int,
     "float": float,
@@ -57,6 +74,8 @@ FUNCTIONS = {
     "abs": abs,
     "ceil": math.ceil,
     "floor": math.floor,
+    "sqrt": math.sqrt,
+    "make_divisible": make_divisible,
 }
 
 

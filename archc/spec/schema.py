@@ -51,7 +51,7 @@ class InitRule(StrictModel):
 
     kind: Literal[
         "default", "zeros", "ones", "constant", "normal", "trunc_normal", "uniform",
-        "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform",
+        "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan",
     ]  # fmt: skip
     """The initialiser (a torch.nn.init function)."""
     args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False), Float32] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]] = {}
@@ -75,7 +75,7 @@ class InitRule(StrictModel):
 
 
 INIT_CHOICES = {"mode": ("fan_in", "fan_out"), "nonlinearity": ("relu", "leaky_relu", "linear")}
-FAN_BASED = frozenset({"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform"})
+FAN_BASED = frozenset({"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan"})
 
 
 INIT_ARGS = {
@@ -90,6 +90,7 @@ INIT_ARGS = {
     "kaiming_uniform": {"a", "mode", "nonlinearity"},
     "xavier_normal": {"gain"},
     "xavier_uniform": {"gain"},
+    "uniform_fan": {"mode"},  # uniform(±1/sqrt(fan)), EfficientNet's linear (mode: fan_out)
 }
 
 
@@ -163,7 +164,8 @@ class Template(StrictModel):
         return None
 
 
-TEMPLATE_RESERVED = frozenset({"in_channels"})  # set by archc from the block's input shape
+# set by archc: from the block's input shape; a stage block's place in the network
+TEMPLATE_RESERVED = frozenset({"in_channels", "block_id", "total_blocks"})
 
 
 class Repeat(StrictModel):

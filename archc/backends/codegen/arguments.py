@@ -230,13 +230,15 @@ def candidates(instances: list[Instance], template: Template | None) -> Iterator
     for index, name in enumerate(lets):
         column = []
         for inst, a in zip(instances, args):
-            env = {**a, "in_channels": inst.in_shape[0]}
-            try:
-                for key, source in lets.items():
+            env = {**a, "in_channels": inst.in_shape[0], **inst.position}
+            for key, source in lets.items():  # a let that cannot be evaluated here is skipped
+                try:
                     env[key] = (
                         expr.evaluate(source[2:-1], env) if expr.is_expression(source) else source
                     )
-            except expr.ExprError:
+                except expr.ExprError:
+                    pass
+            if name not in env:
                 break
             column.append(env[name])
         py = python_name(name)

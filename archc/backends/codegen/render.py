@@ -143,13 +143,25 @@ def init_lines(spec: Spec, indent: int) -> list[str]:
             has = [n.has_bias if tensor == "bias" else n.has_weight for n in nodes]
             if not any(has):
                 continue
-            args = "".join(f", {k}={literal(v)}" for k, v in rule.args.items())
-            call = f"nn.init.{rule.kind}_(m.{tensor}{args})"
-            body += [f"if m.{tensor} is not None:", f"    {call}"] if not all(has) else [call]
+            calls = initialiser_calls(rule, tensor, classes)
+            body += [f"if m.{tensor} is not None:", *("    " + c for c in calls)] if not all(has) else calls
         if body:
             lines.append(pad + f"    {'elif' if lines else 'if'} isinstance(m, {test}):")
             lines += [pad + "        " + line for line in body]
     return [pad + "for m in self.modules():", *lines] if lines else []
+
+
+def initialiser_calls(rule, tensor: str, classes: list[str]) -> list[str]:
+    """The statements applying one init rule to `m.<tensor>` (`classes`: the layers' classes)."""
+    if rule.kind != "uniform_fan":
+        args = "".join(f", {k}={literal(v)}" for k, v in rule.args.items())
+        return [f"nn.init.{rule.kind}_(m.{tensor}{args})"]
+    fan_out = rule.args.get("mode", "fan_in") == "fan_out"
+    if classes == ["nn.Linear"]:  # as torchvision's EfficientNet writes it
+        fan = "m.out_features" if fan_out else "m.in_features"
+    else:  # a weight's fans as torch.nn.init computes them
+        fan = f"m.{tensor}.shape[0] * m.{tensor}[0][0].numel()" if fan_out else f"m.{tensor}[0].numel()"
+    return [f"init_range = 1.0 / math.sqrt({fan})", f"nn.init.uniform_(m.{tensor}, -init_range, init_range)"]
 
 
 @lru_cache(maxsize=1)
@@ -232,7 +244,8 @@ def names(code: str) -> set[str]:
 def imports(used: set[str]) -> list[list[str]]:
     """The import groups, as isort orders them, for the names a generated file uses: the
     one place that decides what a file imports."""
-    stdlib = ["from collections import OrderedDict"] if "OrderedDict" in used else []
+    stdlib = ["import math"] if "math" in used else []
+    stdlib += ["from collections import OrderedDict"] if "OrderedDict" in used else []
     torch = ["import torch"] if "torch" in used else []
     return [group for group in (stdlib, [*torch, "from torch import nn"]) if group]
 

@@ -141,6 +141,7 @@ class Instance:
     in_shape: tuple
     out_shape: tuple
     block_args: dict | None = None
+    position: dict = field(default_factory=dict)  # a stage block's block_id and total_blocks
     groups: list[tuple[str, list]] = field(default_factory=list)
     positional: bool = False
     height: int = 0
