@@ -50,23 +50,35 @@ class Residual(_Children):
 
 
 class Parallel(_Children):
-    """Branches applied to the same input, concatenated on channels."""
+    """Branches applied to the same input (or, split, each to its chunk of the channels),
+    concatenated on channels, then the post layers."""
 
-    def __init__(self, modules: OrderedDict, branches: list[list[str]]):
+    def __init__(
+        self,
+        modules: OrderedDict,
+        branches: list[list[str]],
+        split: bool = False,
+        post: list[str] = (),
+    ):
         super().__init__(modules)
         self._branches = tuple(tuple(b) for b in branches)
+        self._split = split
+        self._post = tuple(post)
 
     def chains(self) -> list[list[str]]:
-        return [list(b) for b in self._branches]
+        return [list(b) for b in self._branches] + [list(self._post)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = x.chunk(len(self._branches), dim=1) if self._split else [x] * len(self._branches)
         outputs = []
-        for branch in self._branches:
-            out = x
+        for branch, out in zip(self._branches, inputs):
             for name in branch:
                 out = self._modules[name](out)
             outputs.append(out)
-        return torch.cat(outputs, 1)
+        out = torch.cat(outputs, 1)
+        for name in self._post:
+            out = self._modules[name](out)
+        return out
 
 
 class Dense(_Children):
