@@ -16,8 +16,8 @@ import torch
 import archc
 from archc.backends import fuse, graphviz_backend
 from archc.backends.codegen import generate
-from archc.tables import rows
 from archc.backends.torch_backend import check_shapes
+from archc.tables import rows
 from conftest import ROOT, SPECS, assert_spec_error
 from reference import TORCHVISION
 
@@ -182,7 +182,9 @@ def test_shufflenet_generated_code_equals_live_build(name, tmp_path):
     if ruff is not None:
         config = ["--config", str(ROOT / "pyproject.toml"), "--no-cache"]
         for command in (["check"], ["format", "--check"]):
-            result = subprocess.run([ruff, *command, *config, str(file)], capture_output=True, text=True)
+            result = subprocess.run(
+                [ruff, *command, *config, str(file)], capture_output=True, text=True
+            )
             assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -199,7 +201,7 @@ def test_shufflenet_fuse_keeps_outputs(name):
 
 
 def test_shufflenet_draw_renders(tmp_path):
-    graph = graphviz_backend.draw(shufflenet("shufflenet_v2_x0_5"), depth=None)
+    graph = graphviz_backend.digraph(shufflenet("shufflenet_v2_x0_5"), depth=None)
     assert "chunk 2" in graph.source and "concat" in graph.source
     if shutil.which("dot"):
         out = tmp_path / "shufflenet.svg"
@@ -244,7 +246,9 @@ def test_split_gives_each_branch_its_chunk_and_post_follows_the_concatenation():
 
 
 def test_parallel_without_split_feeds_every_branch_the_whole_input():
-    spec = archc.loads(SPLIT.replace("split: true", "split: false").replace("7}", "2}").replace("out: 4", "out: 6"))
+    spec = archc.loads(
+        SPLIT.replace("split: true", "split: false").replace("7}", "2}").replace("out: 4", "out: 6")
+    )
     unit = spec.tree.children[0]
     assert [c.in_shape for c in unit.children[:2]] == [(6, 5, 5), (6, 5, 5)]
     assert unit.out_shape == (12, 5, 5)

@@ -16,7 +16,11 @@ CHUNK = "chunk:"  # the group-name prefix of a branch fed one chunk of the chann
 
 def groups(node: Node) -> list[tuple[str, list[Node]]]:
     """The branches in order (named `chunk:NAME` when split), then the post layers."""
-    out = [(CHUNK + b.name if b.role == "chunk" else b.name, [b]) for b in node.children if b.role != "post"]
+    out = [
+        (CHUNK + b.name if b.role == "chunk" else b.name, [b])
+        for b in node.children
+        if b.role != "post"
+    ]
     post = node.role_children("post")
     return out + ([("post", post)] if post else [])
 
@@ -46,8 +50,13 @@ def forward(w) -> None:
 @combinator
 class Parallel(Combinator):
     kind = "parallel"
-    syntax = "`parallel: {branch: node, ...}`"
-    meaning = "branches on the same input, concatenated on channels (Inception)"
+    syntax = "`parallel: {branch: node, ...}` or `parallel: {branches, split, post}`"
+    meaning = (
+        "branches on the same input, concatenated on channels (Inception); `split: true` feeds "
+        "each branch its own equal chunk of the channels instead, an empty branch (`[]`) being "
+        "the identity; `post`: parameter-free layers after the concatenation (ShuffleNet's "
+        "`{channel_shuffle: 2}`)"
+    )
     fill = "#eab0c4"
     options = Options
     codegen = CodegenForm(
@@ -80,8 +89,7 @@ class Parallel(Combinator):
             count = len(spec.branches)
             if shape[0] % count:
                 raise scope.error(
-                    f"{name}: split: {shape[0]} input channels do not divide into "
-                    f"{count} branches",
+                    f"{name}: split: {shape[0]} input channels do not divide into {count} branches",
                     path + ("split",),
                 )
             fed = (shape[0] // count, *shape[1:])
@@ -111,7 +119,9 @@ class Parallel(Combinator):
             for i, layer_raw in enumerate(layers):
                 lpath = path + ("post",) + ((i,) if isinstance(spec.post, list) else ())
                 kind = next(iter(layer_raw)) if isinstance(layer_raw, dict) else str(layer_raw)
-                layer = x.node(layer_raw, lpath, kind if len(layers) == 1 else f"post{i}", scope, cat)
+                layer = x.node(
+                    layer_raw, lpath, kind if len(layers) == 1 else f"post{i}", scope, cat
+                )
                 if layer is None:
                     continue
                 if layer.param_count:
