@@ -260,10 +260,15 @@ def test_split_channels_must_divide_by_the_branches(write_spec, capsys):
 
 
 def test_post_layers_must_be_parameter_free(write_spec, capsys):
-    path = write_spec(SPLIT.replace("{channel_shuffle: 7}", "{conv: {out: 3, kernel: 1}}"))
+    path = write_spec(SPLIT.replace("{channel_shuffle: 7}", "batchnorm"))
     assert_spec_error(path, 11, "post layers must be parameter-free", capsys)
 
 
 def test_split_option_is_a_boolean(write_spec, capsys):
     path = write_spec(SPLIT.replace("split: true", "split: 2"))
     assert_spec_error(path, 7, "split", capsys)
+
+
+def test_post_layer_cannot_take_a_branch_name(write_spec, capsys):
+    path = write_spec(SPLIT.replace("{channel_shuffle: 7}", "{conv: {out: 3, kernel: 1}}"))
+    assert_spec_error(path, 11, "post layer 'conv' has the name of a branch", capsys)

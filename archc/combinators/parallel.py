@@ -73,7 +73,10 @@ class Parallel(Combinator):
         branches = x.children(raw, path, scope, shape, chain=False)
         if not branches:
             raise scope.error("parallel needs at least one branch", path)
-        return self.join(branches, [], path, name, scope, shape)
+        for branch in branches:
+            shares_input(scope, branch, "the other branches")
+        out = self.concat(branches, path, name, scope)
+        return self.finish(Node(name, self.kind, children=branches), shape, out)
 
     def expand_options(self, x, raw, path, name, scope, shape) -> Node:
         """`{branches, split, post}`: branches on the input or each on its chunk of channels."""
@@ -107,21 +110,24 @@ class Parallel(Combinator):
                     continue
             branch.role = "chunk" if spec.split else ""
             branches.append(branch)
-        if not spec.split:
+        if not spec.split:  # chunks are disjoint: only whole inputs are shared
             for branch in branches:
                 shares_input(scope, branch, "the other branches")
         elif len(branches) != len(spec.branches):
             raise scope.error("a split parallel's branches cannot be switched off by 'if'", path)
+        if not branches:
+            raise scope.error("every branch is switched off by 'if'", path + ("branches",))
+        cat = self.concat(branches, path, name, scope)
         post = []
         if spec.post is not None and spec.post != "none":
-            cat = self.join(branches, [], path, name, scope, shape).out_shape
             layers = spec.post if isinstance(spec.post, list) else [spec.post]
             for i, layer_raw in enumerate(layers):
                 lpath = path + ("post",) + ((i,) if isinstance(spec.post, list) else ())
                 kind = next(iter(layer_raw)) if isinstance(layer_raw, dict) else str(layer_raw)
-                layer = x.node(
-                    layer_raw, lpath, kind if len(layers) == 1 else f"post{i}", scope, cat
-                )
+                lname = kind if len(layers) == 1 else f"post{i}"
+                if lname in spec.branches:
+                    raise scope.error(f"post layer {lname!r} has the name of a branch", lpath)
+                layer = x.node(layer_raw, lpath, lname, scope, cat)
                 if layer is None:
                     continue
                 if layer.param_count:
@@ -131,11 +137,11 @@ class Parallel(Combinator):
                 layer.role = "post"
                 post.append(layer)
                 cat = layer.out_shape
-        return self.join(branches, post, path, name, scope, shape)
+        node = Node(name, self.kind, children=branches + post)
+        return self.finish(node, shape, cat)
 
-    def join(self, branches, post, path, name, scope, shape) -> Node:
-        for branch in branches:
-            shares_input(scope, branch, "the other branches")
+    def concat(self, branches, path, name, scope):
+        """The shape of the branches' outputs concatenated on channels (located when not)."""
         try:
             out = infer.concat([b.out_shape for b in branches], f"{name}: parallel")
         except ShapeError as exc:
@@ -144,9 +150,7 @@ class Parallel(Combinator):
             error = scope.error(f"{exc} (branch {bad.name!r})", path)
             error.location, error.field = bad.location, bad.field_path
             raise error from None
-        if post:
-            out = post[-1].out_shape
-        return self.finish(Node(name, self.kind, children=branches + post), shape, out)
+        return out
 
     def activations(self, node):
         return math.prod(node.out_shape)  # the concatenation
