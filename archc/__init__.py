@@ -9,6 +9,7 @@ run and an interrupt during them exits 130 instead of printing a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,21 +33,33 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'archc' has no attribute {name!r}")
 
 
-def _spec(spec_or_path: Spec | str | Path, variant: str | None = None) -> Spec:
+def _spec(
+    spec_or_path: Spec | str | Path, variant: str | None = None, overrides: Sequence[str] = ()
+) -> Spec:
+    """A compiled spec as given, or the file (or shipped model name) compiled with the variant
+    and overrides (a compiled spec has them already: another variant, or overrides, refused)."""
     from archc.compiler import Spec, load
 
     if isinstance(spec_or_path, Spec):
         if variant is not None and variant != spec_or_path.variant:
             raise ValueError(f"the spec was compiled as variant {spec_or_path.variant!r}, not {variant!r}")
+        if overrides:
+            raise ValueError("overrides apply to a spec file, not a compiled Spec")
         return spec_or_path
-    return load(spec_or_path, variant=variant)
+    return load(spec_or_path, variant=variant, overrides=overrides)
 
 
-def summary(spec_or_path: Spec | str | Path, depth: int | None = None) -> dict[str, Any]:
+def summary(
+    spec_or_path: Spec | str | Path,
+    depth: int | None = None,
+    *,
+    variant: str | None = None,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
     """Static summary: params, MACs, output shape and one row per layer."""
     from archc.tables import as_dict
 
-    return as_dict(_spec(spec_or_path), depth)
+    return as_dict(_spec(spec_or_path, variant, overrides), depth)
 
 
 def build(
@@ -57,8 +70,10 @@ def build(
     max_memory: int | str | None = "auto",
     fuse: bool = False,
     channels_last: bool = False,
+    overrides: Sequence[str] = (),
 ):
-    """A live, initialised `torch.nn.Module` for the spec.
+    """A live, initialised `torch.nn.Module` for the spec (of a file: its `variant`, with
+    `overrides` like `--set`'s KEY=VALUE strings).
 
     Before anything is allocated, the memory the model needs (parameters, buffers, and the
     activations of a forward pass at batch 1) is estimated statically; over `max_memory`
@@ -71,7 +86,7 @@ def build(
     """
     from archc import resources
 
-    spec = _spec(spec_or_path, variant)
+    spec = _spec(spec_or_path, variant, overrides)
     resources.check(spec, max_memory)
     from archc.backends.torch_backend import build as build_module
 
@@ -100,18 +115,26 @@ def fuse(model, spec_or_path: Spec | str | Path | None = None, *, channels_last:
     return fuse_model(model, spec, channels_last=channels_last)
 
 
-def codegen(spec_or_path: Spec | str | Path) -> str:
+def codegen(
+    spec_or_path: Spec | str | Path, *, variant: str | None = None, overrides: Sequence[str] = ()
+) -> str:
     """Standalone PyTorch source for the spec."""
     from archc.backends.codegen import generate
 
-    return generate(_spec(spec_or_path))
+    return generate(_spec(spec_or_path, variant, overrides))
 
 
-def draw(spec_or_path: Spec | str | Path, **options: Any):
+def draw(
+    spec_or_path: Spec | str | Path,
+    *,
+    variant: str | None = None,
+    overrides: Sequence[str] = (),
+    **options: Any,
+):
     """A `graphviz.Digraph` of the spec (see `archc draw --help` for the options)."""
     from archc.backends.graphviz_backend import digraph
 
-    return digraph(_spec(spec_or_path), **options)
+    return digraph(_spec(spec_or_path, variant, overrides), **options)
 
 
 __all__ = [

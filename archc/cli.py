@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from archc.errors import ArchcError, UsageError
+from archc.errors import ArchcError, SpecError, UsageError
 
 if TYPE_CHECKING:
     from archc.compiler import Spec
@@ -24,39 +24,84 @@ def command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     return func
 
 
+def each_model(arg: str, args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """(spec, variant) pairs a command reads for `arg`: with --variants, every variant of a
+    family spec (a spec without variants is itself), else the one --variant names."""
+    if not getattr(args, "variants", False):
+        return [(arg, args.variant)]
+    from archc.registry import find, variants_of
+
+    path, implied = find(arg)
+    if implied is not None or arg == "-":
+        return [(arg, None)]  # a variant's name is one model; stdin is read once
+    return [(arg, v) for v in variants_of(Path(path))] or [(arg, None)]
+
+
+def in_variant(exc: ArchcError, arg: str, variant: str | None) -> ArchcError:
+    """`exc` with a note naming the variant it happened in (where the variant is written)."""
+    if variant is None or not isinstance(exc, SpecError):
+        return exc
+    from archc.registry import find
+    from archc.spec.loader import load_file
+
+    try:
+        where = load_file(find(arg)[0]).source.locate(("variants", variant))
+    except ArchcError:
+        where = None
+    return exc.note(f"in variant {variant!r}", where)
+
+
 @command
 def cmd_validate(args: argparse.Namespace) -> int:
     from archc.compiler import load
 
     failed = 0
-    for path in args.specs:
+    for arg in args.specs:
         try:
-            spec = load(path, **spec_options(args))
+            models = each_model(arg, args)
         except ArchcError as exc:
-            if isinstance(exc, UsageError):  # a bad --set: the same for every spec
-                raise
-            if args.debug:
-                traceback.print_exc()
             print(exc.format(), file=sys.stderr)
             failed += 1
             continue
-        if not args.quiet:
-            print(
-                f"{path}: ok ({spec.name}: {spec.param_count:,} params, {spec.macs / 1e9:.3f} GMACs)"
-            )
+        for path, variant in models:
+            try:
+                spec = load(path, variant=variant, overrides=args.overrides)
+            except ArchcError as exc:
+                if isinstance(exc, UsageError):  # a bad --set: the same for every spec
+                    raise
+                if args.debug:
+                    traceback.print_exc()
+                print((in_variant(exc, path, variant) if args.variants else exc).format(), file=sys.stderr)
+                failed += 1
+                continue
+            if not args.quiet:
+                which = f" [{variant}]" if args.variants and variant else ""
+                print(
+                    f"{path}{which}: ok ({spec.name}: {spec.param_count:,} params, "
+                    f"{spec.macs / 1e9:.3f} GMACs)"
+                )
     return 1 if failed else 0
 
 
 @command
 def cmd_summary(args: argparse.Namespace) -> int:
     from archc.compiler import load
-    from archc.tables import as_dict, table
+    from archc.tables import as_dict, compare, comparison, table
 
-    spec = load(args.spec, **spec_options(args))
-    if args.json:
-        print(json.dumps(as_dict(spec, args.depth), indent=2))
+    models = [m for arg in args.specs for m in each_model(arg, args)]
+    specs = []
+    for path, variant in models:
+        try:
+            specs.append(load(path, variant=variant, overrides=args.overrides))
+        except ArchcError as exc:
+            raise (in_variant(exc, path, variant) if args.variants else exc) from None
+    if len(specs) > 1 or args.variants:  # side by side, one row per model
+        rows = compare(specs)
+        print(json.dumps(rows, indent=2) if args.json else comparison(rows))
+    elif args.json:
+        print(json.dumps(as_dict(specs[0], args.depth), indent=2))
     else:
-        print(table(spec, args.depth))
+        print(table(specs[0], args.depth))
     return 0
 
 
@@ -109,6 +154,43 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_train(args: argparse.Namespace) -> int:
+    from archc.compiler import load
+
+    spec = load(args.spec, **spec_options(args))
+    from archc.train import Options, train
+
+    build_options = {}
+    if args.weights is not None:
+        build_options["weights"] = args.weights
+    if args.freeze:
+        build_options["freeze"] = args.freeze
+    opts = Options(
+        data=args.data, output=Path(args.output), epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, optimizer=args.optimizer, label_smoothing=args.label_smoothing,
+        seed=args.seed, resume=args.resume, stop_after=args.stop_after, build_options=build_options,
+    )  # fmt: skip
+    train(spec, opts)
+    return 0
+
+
+@command
+def cmd_export(args: argparse.Namespace) -> int:
+    from archc.compiler import load
+
+    spec = load(args.spec, **spec_options(args))
+    target = Path(args.output)
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        raise NotADirectoryError(  # printed as `archc: error: FILE: ...`, exit 1
+            20, f"cannot write here: {target.parent} is not a writable folder", str(target))
+    from archc.export import export
+
+    export(spec, args.format, target)
+    print(f"wrote {target} ({args.format})")
+    return 0
+
+
 def save_path(arg: str, spec: Spec, *, force: bool) -> Path:
     """Where `--save ARG` writes: ARG, or `<spec name>.pt` inside it when ARG is a folder (an
     existing one, or any path ending in /). Checked before the build, so a refusal costs nothing."""
@@ -136,15 +218,15 @@ def cmd_codegen(args: argparse.Namespace) -> int:
 @command
 def cmd_list(args: argparse.Namespace) -> int:
     from archc.compiler import load
-    from archc.registry import SPECS_DIR, family, shipped
+    from archc.registry import SPECS_DIR, models
 
-    if not shipped():
+    if not models():
         raise ArchcError(f"no shipped specs in {SPECS_DIR} (this archc was installed without them)")
     rows = []
-    for name, path in shipped().items():
-        spec = load(path)
+    for name, model in models().items():
+        spec = load(model.path, variant=model.variant)
         rows.append({
-            "name": name, "family": family(name), "params": spec.param_count, "macs": spec.macs,
+            "name": name, "family": model.family, "params": spec.param_count, "macs": spec.macs,
             "input": list(spec.input_shape),
         })  # fmt: skip
     if args.json:
@@ -188,9 +270,13 @@ def spec_options(args: argparse.Namespace) -> dict:
     return {"variant": args.variant, "overrides": args.overrides}
 
 
-def add_spec_options(p: argparse.ArgumentParser) -> None:
-    """--variant NAME and --set KEY=VALUE, on every command that reads specs."""
-    p.add_argument("--variant", metavar="NAME", help="build this one of the spec's variants:")
+def add_spec_options(p: argparse.ArgumentParser, every_variant: str = "") -> None:
+    """--variant NAME and --set KEY=VALUE, on every command that reads specs (and --variants,
+    every variant, where `every_variant` says what it does)."""
+    which = p.add_mutually_exclusive_group() if every_variant else p
+    which.add_argument("--variant", metavar="NAME", help="use this one of the spec's variants")
+    if every_variant:
+        which.add_argument("--variants", action="store_true", help=every_variant)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="set a value in the spec, e.g. params.num_classes=10 (repeatable)")  # fmt: skip
 
@@ -239,13 +325,16 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check specs statically (no torch)")
     s.add_argument("specs", nargs="+", metavar="SPEC")
     s.add_argument("-q", "--quiet", action="store_true")
-    add_spec_options(s)
+    add_spec_options(s, every_variant="validate every variant of a family spec")
 
-    s = sub.add_parser("summary", help="per-layer shapes, params and MACs (no torch)")
-    s.add_argument("spec", metavar="SPEC")
+    s = sub.add_parser(
+        "summary",
+        help="per-layer shapes, params and MACs (no torch); several specs or --variants: side by side",
+    )
+    s.add_argument("specs", nargs="+", metavar="SPEC")
     s.add_argument("--depth", type=_depth, default=None, help="levels of nesting to show")
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    add_spec_options(s)
+    add_spec_options(s, every_variant="compare every variant of a family spec side by side")
 
     s = sub.add_parser("build", help="build the torch module and print its summary")
     s.add_argument("spec", metavar="SPEC")
@@ -283,6 +372,29 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-shapes", action="store_true", help="leave shapes off the edges")
     add_spec_options(s)
     s.add_argument("--force", action="store_true", help="overwrite a file archc did not write")
+
+    s = sub.add_parser("train", help="train on an ImageFolder dataset (torchrun for DDP)")
+    s.add_argument("spec", metavar="SPEC")
+    s.add_argument("--data", required=True, metavar="DIR", help="ImageFolder root, or 'synthetic'")
+    s.add_argument("-o", "--output", default="runs", metavar="DIR", help="checkpoint and metrics")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--batch-size", type=int, default=32, help="global batch (split over ranks)")
+    s.add_argument("--lr", type=float, default=0.01)
+    s.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    s.add_argument("--label-smoothing", type=float, default=0.0)
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    s.add_argument("--stop-after", type=int, metavar="N", help="stop after epoch N (resume later)")
+    s.add_argument("--weights", metavar="FILE", help="initial weights (archc.build's weights=)")
+    s.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
+                   help="freeze these modules (archc.build's freeze=)")
+    add_spec_options(s)
+
+    s = sub.add_parser("export", help="write the model as ONNX, TorchScript or an ExportedProgram")
+    s.add_argument("spec", metavar="SPEC")
+    s.add_argument("--format", required=True, choices=("onnx", "torchscript", "exported-program"))
+    s.add_argument("-o", "--output", required=True, metavar="FILE")
+    add_spec_options(s)
 
     sub.add_parser("schema", help="print the JSON Schema of the spec format (for editors)")
 

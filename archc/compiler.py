@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from archc.combinators import COMBINATORS
-from archc.errors import SpecError, format_path
+from archc.errors import SpecError, UsageError, format_path
 from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
 from archc.ir import Node
 from archc.primitives import PRIMITIVES
@@ -48,6 +48,18 @@ class Spec:
     document: Document | None = field(default=None, repr=False, compare=False)  # what it compiled
     variants: tuple[str, ...] = ()  # the names under the file's `variants:`
     variant: str | None = None  # the one compiled (None: the base values)
+    # the train-mode outputs in order: the main output's name, then (name, head layer) pairs
+    outputs: tuple[str, ...] = ("out",)
+
+    @property
+    def heads(self) -> list[Node]:
+        """The model's auxiliary heads (extra outputs, train mode only), in body order."""
+        return [n for n in self.tree.children if n.head is not None]
+
+    def head_order(self) -> list[Node]:
+        """The heads in the order of the train-mode outputs (after the main one)."""
+        by_output = {n.head.output: n for n in self.heads}
+        return [by_output[name] for name in self.outputs[1:]]
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -186,16 +198,53 @@ def _compile(doc: Document) -> Spec:
     templates = {name: block.template for name, block in blocks.items()}
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
-        doc.leading_comments, templates, doc, doc.variants, doc.variant,
+        doc.leading_comments, templates, doc, doc.variants, doc.variant, _outputs(header, tree, source),
     )  # fmt: skip
+
+
+def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ...]:
+    """The train-mode outputs: `outputs:` (heads an `if` switched off left out), checked against
+    the heads, or `out` and the heads in body order."""
+    heads = [n for n in tree.children if n.head is not None]
+    names = [n.head.output for n in heads]
+    for i, node in enumerate(heads):
+        if node.head.output in names[:i]:
+            raise SpecError(f"two heads give the output {node.head.output!r}", node.location, node.field_path)
+    if not header.outputs:
+        if "out" in names:
+            raise SpecError("a head's output is named 'out', the main output's default name: name it in outputs:", source.locate(("body",)))
+        return ("out", *names)
+    main, *rest = header.outputs
+    if main in names:
+        raise source.error(f"outputs starts with the main output's name, not the head output {main!r}", ("outputs", 0))
+    body = header.body if isinstance(header.body, dict) else {}
+    declared = {  # every head the body writes, those an `if` switched off too
+        (v["head"].get("output") or key) if isinstance(v.get("head"), dict) else key
+        for key, v in body.items()
+        if isinstance(v, dict) and "head" in v
+    }
+    for i, name in enumerate(rest, 1):
+        if name not in declared:
+            raise source.error(f"outputs names {name!r}, which no head gives (heads: {', '.join(sorted(declared)) or 'none'})", ("outputs", i))
+    for name in names:
+        if name not in rest:
+            node = heads[names.index(name)]
+            raise SpecError(f"head output {name!r} is missing from outputs: ({', '.join(header.outputs)})", node.location, node.field_path)
+    return (main, *[n for n in rest if n in names])
 
 
 def load(path: str | Path, *, variant: str | None = None, overrides: Sequence[str] = ()) -> Spec:
     """Load, validate, expand and infer a spec file; `variant` names one of its `variants:`,
     `overrides` is a list of "KEY=VALUE" strings like `--set` takes."""
-    from archc.registry import resolve  # a shipped model's name works where a path does
+    from archc.registry import find  # a shipped model's name works where a path does
 
-    return compile_document(load_file(resolve(path)), variant=variant, overrides=overrides)
+    path, implied = find(path)
+    if implied is not None and variant is not None and variant != implied:
+        raise UsageError(
+            f"{implied!r} is itself a variant of {Path(path).name}; give the file with "
+            f"--variant {variant}, or the model's name alone"
+        )
+    return compile_document(load_file(path), variant=variant or implied, overrides=overrides)
 
 
 def loads(

@@ -18,18 +18,19 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from archc.combinators import COMBINATORS
+from archc.combinators import COMBINATORS, shares_input
 from archc.errors import Location, Note, SpecError, format_path
+from archc.ir import Head as HeadUse
 from archc.ir import Node, TemplateUse
 from archc.primitives import PRIMITIVES, Shape, ShapeError
 from archc.spec import expr
 from archc.spec.loader import SourceMap
-from archc.spec.schema import NAME_RE, Template, check_name
+from archc.spec.schema import NAME_RE, Head, Template, check_module_name
 
 _WORD = re.compile(r"(?!\d)\w+")  # identifiers (and a few harmless extras such as e5 in 1e5)
 MAX_NODES = 100_000  # >100x any shipped model (DenseNet-201: ~700); refused in about a second
 MAX_NESTING = 100  # combinators and blocks inside each other (real models: under 10)
-META_KEYS = ("if", "inline")
+META_KEYS = ("if", "inline", "head")
 POSITION = ("block_id", "total_blocks")  # a stage block's place in the network (Expander.position)
 
 
@@ -173,6 +174,7 @@ class Expander:
         self.total_blocks = total_blocks
         self.position_reads = 0  # expressions evaluated that read block_id or total_blocks
         self.count = 0
+        self.heads_at: tuple | None = None  # the path of the model's body: where heads may be
         self.depth = 0  # layers being expanded, outermost first
         self._params_cache: dict[tuple, BaseModel] = {}
         self._reads: dict[str, tuple[str, ...]] = {}  # expression -> the names it reads
@@ -250,6 +252,8 @@ class Expander:
         if self.count > MAX_NODES:
             raise scope.error(f"network has more than {MAX_NODES:,} layers", path)
         kind, params, params_path, meta = self.split(raw, path, scope)
+        if "head" in meta:  # children() takes it off the model's own layers
+            raise scope.error("only the model's top-level layers can be heads", path + ("head",), key=True)
         if "if" in meta:
             condition = self.resolve(meta["if"], path + ("if",), scope)
             if not isinstance(condition, bool):
@@ -296,13 +300,14 @@ class Expander:
     def split(self, raw: Any, path: tuple, scope: Scope) -> tuple[str, Any, tuple, dict]:
         if isinstance(raw, list):
             return "seq", raw, path, {}
-        if isinstance(raw, str) and raw and not expr.is_expression(raw):
-            return raw, None, path, {}
+        if isinstance(raw, str) and raw:
+            return self.kind(raw, path, scope, key=False), None, path, {}
         if isinstance(raw, dict):
             meta = {k: v for k, v in raw.items() if k in META_KEYS}
             kinds = [k for k in raw if k not in META_KEYS]
             if len(kinds) == 1:
-                return kinds[0], raw[kinds[0]], path + (kinds[0],), meta
+                kind = self.kind(kinds[0], path + (kinds[0],), scope, key=True)
+                return kind, raw[kinds[0]], path + (kinds[0],), meta
             if not kinds:
                 raise scope.error("layer has no type (expected e.g. {conv: {...}})", path)
             raise scope.error(
@@ -314,6 +319,21 @@ class Expander:
         raise scope.error(
             f"expected a layer, like `relu` or `{{conv: {{...}}}}`, got {raw!r}", path
         )
+
+    def kind(self, written: str, path: tuple, scope: Scope, *, key: bool) -> str:
+        """A layer's kind as written, or, for `${...}`, the layer kind the expression names
+        (MobileNetV3's blocks choose `relu` or `hardswish`), refused at the expression when
+        it names none."""
+        if not expr.is_expression(written):
+            return written
+        kind = self.resolve(written, path, scope)
+        if isinstance(kind, str) and (kind in PRIMITIVES or kind in COMBINATORS or kind in scope.blocks):
+            return kind
+        known = [*PRIMITIVES, *scope.blocks]
+        close = difflib.get_close_matches(kind, known, n=1) if isinstance(kind, str) else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        message = f"{written} gives {kind!r}, which is not a layer or block type{hint}"
+        raise scope.blame(message, path, self.reads(written))
 
     def primitive(self, kind, raw, path, name, scope, shape) -> Node:
         prim = PRIMITIVES[kind]
@@ -352,7 +372,7 @@ class Expander:
         if isinstance(raw, dict):
             items = list(raw.items())
             for key, _ in items:
-                problem = check_name(key)
+                problem = check_module_name(key)
                 if problem:
                     raise scope.error(problem, path + (key,), key=True)
             entries = [(key, path + (key,), value) for key, value in items]
@@ -364,12 +384,15 @@ class Expander:
             raise scope.error("needs at least one layer", path)
         out: list[Node] = []
         for name, child_path, value in entries:
-            child = self.node(value, child_path, name, scope, shape)
+            if path == self.heads_at and isinstance(value, dict) and "head" in value:
+                child = self.head(value, child_path, name, scope, out)
+            else:
+                child = self.node(value, child_path, name, scope, shape)
             if child is None:
                 continue
             child.role = role
             out.append(child)
-            if chain:
+            if chain and child.head is None:
                 shape = child.out_shape
         if isinstance(raw, list):
             index = 0  # list children are numbered like nn.Sequential, inline groups spliced in
@@ -378,6 +401,24 @@ class Expander:
                     leaf.name = str(index)
                     index += 1
         return out
+
+    def head(self, raw: dict, path: tuple, name: str, scope: Scope, before: list[Node]) -> Node | None:
+        """A top-level layer with `head: {from, output}`: fed the output of the earlier layer
+        `from` names, it is an extra output of the model (None when its `if` is false)."""
+        settings = self.validate(Head, self.resolve(raw["head"], path + ("head",), scope), path + ("head",), scope, f"head {name!r}")
+        tap = next((n for n in before if n.name == settings.source and n.head is None and not n.inline), None)
+        if tap is None:
+            known = ", ".join(n.name for n in before if n.head is None and not n.inline) or "none"
+            raise scope.error(
+                f"head {name!r} reads {settings.source!r}, which is not an earlier top-level layer (earlier: {known})",
+                path + ("head", "from"),
+            )
+        node = self.node({k: v for k, v in raw.items() if k != "head"}, path, name, scope, tap.out_shape)
+        if node is None:
+            return None
+        shares_input(scope, node, f"the layers after {tap.name!r}")
+        node.head = HeadUse(settings.source, settings.output or name)
+        return node
 
     def block(self, block: BlockDef, raw, path, name, scope, shape, position: dict[str, int] | None = None) -> Node:
         """An instance of a block template; `position` (a stage's blocks): its `block_id` and
@@ -515,6 +556,7 @@ def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | 
     gc.disable()
     try:
         expander = Expander(defaults)
+        expander.heads_at = path
         root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
         if expander.position_reads:
             # A block read its position: expand again, now knowing how many stage blocks the

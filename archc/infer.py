@@ -67,3 +67,14 @@ def dense_layer_out(layer_in: Shape, layer_out: Shape) -> None:
             f"a dense layer must keep the spatial size: {fmt_shape(layer_in)} became "
             f"{fmt_shape(layer_out)}"
         )
+
+
+WEIGHT_LAYERS = ("conv", "linear")  # primitive categories a network's depth counts
+
+
+def depth(node: Node) -> int:
+    """Weight layers (convolutions, linear) on the longest path from input to output, as a
+    network's depth is counted: ResNet-50 has 50, VGG-16 16."""
+    if node.is_primitive:
+        return int(node.primitive.category in WEIGHT_LAYERS)
+    return node.combinator.depth(node, depth)

@@ -20,6 +20,15 @@ class TemplateUse:
     position: dict[str, int] = field(default_factory=dict, compare=False)
 
 
+@dataclass(frozen=True)
+class Head:
+    """An extra output: the layer reads the output of its earlier sibling `source` (not the
+    layer before it), runs in train mode only, and its result is the model's output `output`."""
+
+    source: str
+    output: str
+
+
 @dataclass
 class Node:
     """One module of the built network (or an inline group of modules).
@@ -37,6 +46,7 @@ class Node:
     inline: bool = False  # registered in the parent's namespace, no module of its own
     template: TemplateUse | None = None  # the block template this node instantiates
     repeats: str | None = None  # the block type a stage or dense block repeats
+    head: Head | None = None  # an auxiliary head of the model (top-level layers only)
     location: Location | None = None
     field_path: str = ""
     path: str = ""  # dotted module path, the state_dict prefix ("" for the model)
@@ -44,6 +54,9 @@ class Node:
     out_shape: Shape = ()
     param_count: int = 0
     macs: int = 0
+    # a combinator's settings that are not layers, by name: a conditional residual's
+    # use_res_connect (whether its shortcut is added); generated code keeps them as attributes
+    settings: dict[str, Any] = field(default_factory=dict)
     # settings a primitive took from the spec's `defaults:` -> where they are written, for errors
     defaulted: dict[str, tuple[Location | None, str]] = field(default_factory=dict, compare=False, repr=False)
 

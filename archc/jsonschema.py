@@ -17,7 +17,8 @@ from typing import Any
 from archc.combinators import COMBINATORS
 from archc.expand import META_KEYS
 from archc.primitives import PRIMITIVES
-from archc.spec.schema import INIT_ARGS, InitRule, Projection, SpecHeader, Template
+from archc.spec.compose import PLACE_KEYS
+from archc.spec.schema import INIT_ARGS, Head, InitRule, Projection, SpecHeader, Template
 
 SCHEMA_ID = "https://archc.dev/schema/archc.schema.json"
 EXPRESSION = {
@@ -106,6 +107,10 @@ def _meta() -> dict:
             "description": "Splice this combinator's layers into the parent (no module of its own).",
             "anyOf": [{"type": "boolean"}, EXPRESSION],
         },
+        "head": {
+            **_model(Head),
+            "description": "An auxiliary head (top-level layers only): reads the output of the earlier layer `from`, runs in train mode only, and is the model's extra output `output`.",
+        },
     }
     assert set(meta) == set(META_KEYS), "archc.expand.META_KEYS changed"
     return meta
@@ -131,8 +136,9 @@ def _shortcut() -> dict:
     return {
         "anyOf": [
             {
-                "enum": ["auto", "identity"],
-                "description": "auto: a projection only when the shape changes.",
+                "enum": ["auto", "identity", "if_shapes_match"],
+                "description": "auto: a projection only when the shape changes; if_shapes_match: "
+                "the input added only where the body keeps its shape (MobileNet's use_res_connect).",
             },
             _one_key(
                 "projection",
@@ -327,13 +333,30 @@ def _composition(top: dict) -> None:
             {
                 "type": "object",
                 "description": "Named layers; with extends, `~` deletes an inherited layer.",
-                "additionalProperties": {"anyOf": [NODE, {"type": "null"}]},
+                "additionalProperties": {"anyOf": [NODE, {"type": "null"}, _placed()]},
             },
         ],
     }
     required = top.pop("required", [])
     top["if"] = {"required": ["extends"]}
     top["else"] = {"required": required}
+
+
+def _placed() -> dict:
+    """A layer an extending spec places (archc.spec.compose.PLACE_KEYS): a new one, or an
+    inherited one moved, `before:` or `after:` a layer of the merged body."""
+    target = {"type": "string", "description": "The name of a layer of the merged body."}
+    keys = {
+        "before": {**target, "description": "Put this layer just before the named one (with extends)."},
+        "after": {**target, "description": "Put this layer just after the named one (with extends)."},
+    }
+    assert tuple(keys) == PLACE_KEYS, "archc.spec.compose.PLACE_KEYS changed"
+    return {
+        "type": "object",
+        "description": "A layer placed before or after another (only in a spec that extends one).",
+        "properties": keys,
+        "oneOf": [{"required": ["before"]}, {"required": ["after"]}],
+    }
 
 
 def dumps() -> str:

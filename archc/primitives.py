@@ -301,6 +301,7 @@ _activation("hardswish", "Hardswish")
 _activation("leaky_relu", "LeakyReLU", _LeakyParams)
 _activation("gelu", "GELU", _NoParams)
 _activation("sigmoid", "Sigmoid", _NoParams)
+_activation("hardsigmoid", "Hardsigmoid")
 _activation("tanh", "Tanh", _NoParams)
 
 

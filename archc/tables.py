@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from archc import infer
 from archc.compiler import Spec
 from archc.ir import Node
 from archc.primitives import fmt_shape
@@ -30,7 +31,7 @@ def rows(spec: Spec, depth: int | None = None) -> list[dict[str, Any]]:
                 continue
             out.append({
                 "name": child.path,
-                "type": kind_label(child),
+                "type": kind_label(child) + (f" (head on {child.head.source})" if child.head else ""),
                 "depth": level,
                 "output_shape": list(child.out_shape),
                 "params": child.param_count,
@@ -51,8 +52,59 @@ def as_dict(spec: Spec, depth: int | None = None) -> dict[str, Any]:
         "output_shape": list(spec.output_shape),
         "params": spec.param_count,
         "macs": spec.macs,
+        "outputs": list(spec.outputs),
+        "heads": heads(spec),
+        "depth": infer.depth(spec.tree),
         "layers": rows(spec, depth),
     }
+
+
+def heads(spec: Spec) -> list[dict[str, Any]]:
+    """The auxiliary heads in output order: the layer they read, their static output shape and
+    totals (included in the model's params and MACs; in eval they do not run)."""
+    return [
+        {"name": n.path, "output": n.head.output, "from": n.head.source,
+         "input_shape": list(n.in_shape), "output_shape": list(n.out_shape),
+         "params": n.param_count, "macs": n.macs}
+        for n in spec.head_order()
+    ]  # fmt: skip
+
+
+def compare(specs: list[Spec]) -> list[dict[str, Any]]:
+    """One row per model for a side-by-side view (`summary --variants`, several specs)."""
+    from archc.resources import estimate
+
+    return [
+        {
+            "name": spec.name, "file": spec.file, "variant": spec.variant,
+            "input_shape": list(spec.input_shape), "output_shape": list(spec.output_shape),
+            "params": spec.param_count, "macs": spec.macs,
+            "activation_bytes": estimate(spec, batch=1).activation_bytes,
+            "depth": infer.depth(spec.tree),
+        }
+        for spec in specs
+    ]  # fmt: skip
+
+
+def comparison(models: list[dict[str, Any]]) -> str:
+    """The side-by-side table a person reads: a model per row."""
+    from archc.resources import human as size
+
+    header = ("model", "params", "MACs", "input", "output", "activations", "depth")
+    lines = [
+        (m["name"], f"{m['params']:,}", human(m["macs"]), fmt_shape(m["input_shape"]),
+         fmt_shape(m["output_shape"]), size(m["activation_bytes"]), str(m["depth"]))
+        for m in models
+    ]  # fmt: skip
+    widths = [max(len(x) for x in col) for col in zip(header, *lines)]
+    align = ("<", ">", ">", ">", ">", ">", ">")
+
+    def fmt(cells) -> str:
+        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
+
+    rule = "-" * len(fmt(header))
+    return "\n".join([fmt(header), rule, *(fmt(line) for line in lines),
+                      "activations: at batch 1, float32; MACs: conv + linear; depth: weight layers on the longest path"])  # fmt: skip
 
 
 def human(n: int) -> str:
@@ -89,4 +141,14 @@ def table(spec: Spec, depth: int | None = 2) -> str:
         f"total params: {spec.param_count:,}",
         f"total MACs:   {spec.macs:,} ({spec.macs / 1e9:.3f} G, conv + linear, batch 1)",
     ]
+    if spec.heads:
+        main = f"{spec.outputs[0]} {fmt_shape(spec.output_shape)}"
+        parts.append(f"train-mode outputs: {main}, " + ", ".join(
+            f"{h['output']} {fmt_shape(h['output_shape'])} (head {h['name']} on {h['from']})" for h in heads(spec)
+        ))  # fmt: skip
+        head_params, head_macs = sum(n.param_count for n in spec.heads), sum(n.macs for n in spec.heads)
+        parts.append(
+            f"in eval (heads off): params used {spec.param_count - head_params:,}, "
+            f"MACs {spec.macs - head_macs:,} ({(spec.macs - head_macs) / 1e9:.3f} G)"
+        )
     return "\n".join(parts)

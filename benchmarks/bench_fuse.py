@@ -65,7 +65,7 @@ def run(cfg: Config) -> Section:
         ratio_name="speedup",
     )
     for name in cfg.models(MODELS):
-        if not spec_path(name).exists():
+        if spec_path(name) is None:
             section.add(Row(name, None, None, None, status="skipped: no spec"))
             continue
         spec, theirs, ours, x = prepared(name)

@@ -43,7 +43,7 @@ def construct(cfg: Config) -> Section:
     )
     for name in cfg.models(MODELS):
         path = spec_path(name)
-        if not path.exists():
+        if path is None:
             section.add(Row(name, None, None, None, status="skipped: no spec"))
             continue
         spec = archc.load(path)
@@ -82,7 +82,7 @@ def construct(cfg: Config) -> Section:
 def generated_pair(name: str):
     """(generated model, live model) with identical weights."""
     path = spec_path(name)
-    if not path.exists():
+    if path is None:
         return None
     spec = archc.load(path)
     live = archc.build(spec)

@@ -61,11 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    import torch.nn.functional as F
     import torchvision
 
     import archc
-    from benchmarks.models import EXTRA_KWARGS
+    from benchmarks.models import EXTRA_KWARGS, train_loss
 
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name in args.models.split(","):
-        spec = archc.load(ROOT / "specs" / f"{name}.yaml")
+        spec = archc.load(name)
         flops_per_image = (
             3
             * 2
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def step(model=model, opt=opt, x=x, y=y):
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    loss = F.cross_entropy(model(x), y)
+                    loss = train_loss(model(x), y)
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)

@@ -10,21 +10,36 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.harness import SPECS
+# every spec matches torchvision's default builder (googlenet: both auxiliary heads on)
+EXTRA_KWARGS: dict[str, dict] = {}
 
-# torchvision's GoogLeNet defaults differ from the paper model the spec describes
-EXTRA_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True}}
+
+def train_loss(out, y):
+    """Cross-entropy of the main output, plus 0.3 x each auxiliary head's when the model returns
+    several in train mode (torchvision's reference recipe for GoogLeNet and Inception v3)."""
+    import torch.nn.functional as F
+
+    if isinstance(out, tuple):
+        main, *aux = out
+        return F.cross_entropy(main, y) + 0.3 * sum(F.cross_entropy(a, y) for a in aux if a is not None)
+    return F.cross_entropy(out, y)
 
 
 def parity_specs() -> list[str]:
-    """Stems of specs/*.yaml that name a torchvision model (read at run time: the set grows)."""
+    """Shipped models named after a torchvision builder (read at run time: the set grows)."""
     import torchvision
 
-    return sorted(p.stem for p in SPECS.glob("*.yaml") if hasattr(torchvision.models, p.stem))
+    from archc.registry import models
+
+    return sorted(n for n in models() if callable(getattr(torchvision.models, n, None)))
 
 
-def spec_path(name: str) -> Path:
-    return SPECS / f"{name}.yaml"
+def spec_path(name: str) -> str | None:
+    """What archc loads for a shipped model (its name: a file's, or a family spec's variant),
+    None when archc ships no such model."""
+    from archc.registry import models
+
+    return name if name in models() else None
 
 
 def torchvision_ctor(name: str) -> Callable[[], object]:

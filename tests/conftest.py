@@ -14,6 +14,17 @@ SPECS = ROOT / "specs"
 ALL_SPECS = sorted(SPECS.rglob("*.yaml"))
 
 
+def shipped_models() -> dict:
+    """Every shipped model by name (a family spec's variants each): archc's own registry."""
+    from archc import registry
+
+    assert registry.SPECS_DIR.resolve() == SPECS.resolve(), "archc is imported from another checkout"
+    return registry.models()
+
+
+MODELS = list(shipped_models())  # "alexnet", "efficientnet_b3", "d2l/nin", ...
+
+
 def spec_id(path: Path) -> str:
     return str(path.relative_to(SPECS).with_suffix(""))
 

@@ -14,6 +14,8 @@ TORCHVISION = {
     "resnext50_32x4d": (25_028_904, 4.23),
     "resnext101_32x8d": (88_791_336, 16.414),
     "wide_resnet50_2": (68_883_240, 11.398),
+    "resnext101_64x4d": (83_455_272, 15.46),
+    "wide_resnet101_2": (126_886_696, 22.753),
     "alexnet": (61_100_840, 0.714),
     "vgg11": (132_863_336, 7.609),
     "vgg16": (138_357_544, 15.47),
@@ -29,6 +31,14 @@ TORCHVISION = {
     "densenet161": (28_681_000, 7.728),
     "densenet169": (14_149_480, 3.36),
     "densenet201": (20_013_928, 4.291),
+    # the efficient families (issue 13), from the weights' meta in torchvision/models/
+    "mobilenet_v2": (3_504_872, 0.301),
+    "mobilenet_v3_large": (5_483_032, 0.217),
+    "mobilenet_v3_small": (2_542_856, 0.057),
+    "mnasnet0_5": (2_218_512, 0.104),
+    "mnasnet0_75": (3_170_208, 0.215),
+    "mnasnet1_0": (4_383_312, 0.314),
+    "mnasnet1_3": (6_282_256, 0.526),
     # EfficientNet, from the weights' meta in torchvision/models/efficientnet.py (GFLOPS at each
     # weight's crop size: 224, 240, 288, 300, 380, 456, 528, 600; V2: 384, 480, 480)
     "efficientnet_b0": (5_288_548, 0.386),
@@ -49,3 +59,10 @@ TORCHVISION = {
     "shufflenet_v2_x1_5": (3_503_624, 0.296),
     "shufflenet_v2_x2_0": (7_393_996, 0.583),
 }
+
+# googlenet's weights are published without its auxiliary heads (the builder drops them after
+# loading unless aux_logits=True is asked for), so its meta num_params counts the eval network
+# only; the default builder, weights=None, has both heads. Inception v3's meta counts AuxLogits.
+META_WITHOUT_HEADS = {"googlenet"}
+DEFAULT_BUILDER_PARAMS = {"googlenet": 13_004_888}  # sum(p.numel()) of googlenet(weights=None)
+

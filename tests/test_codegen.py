@@ -24,7 +24,7 @@ import torch
 import archc
 from archc.backends.codegen import generate
 from archc.outputs import MARKER
-from conftest import ALL_SPECS, ROOT, SPECS, run_archc, spec_id
+from conftest import MODELS, ROOT, SPECS, run_archc, shipped_models
 
 RUFF = shutil.which("ruff") or (
     str(ROOT / ".venv/bin/ruff") if (ROOT / ".venv/bin/ruff").exists() else None
@@ -383,12 +383,12 @@ def assert_equals_live(path: Path, text: str | None = None) -> None:
 # ---- every shipped spec -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ALL_SPECS, ids=spec_id)
+@pytest.mark.parametrize("path", MODELS)
 def test_generated_model_equals_live_build(path):
     assert_equals_live(path)
 
 
-@pytest.mark.parametrize("path", ALL_SPECS, ids=spec_id)
+@pytest.mark.parametrize("path", MODELS)
 def test_source_is_standalone_and_deterministic(path):
     text = source(path)
     assert text == generate(archc.load(path))  # byte-identical when generated again
@@ -406,9 +406,9 @@ def test_source_is_standalone_and_deterministic(path):
 
 @pytest.mark.skipif(RUFF is None, reason="ruff is not installed")
 def test_ruff_check_and_format_pass(tmp_path, synthetic_dir):
-    paths = [*ALL_SPECS, *sorted(synthetic_dir.glob("*.yaml"))]
+    paths = [*MODELS, *sorted(synthetic_dir.glob("*.yaml"))]
     for i, path in enumerate(paths):
-        (tmp_path / f"m{i}_{path.stem}.py").write_text(source(path))
+        (tmp_path / f"m{i}_{Path(path).stem}.py").write_text(source(path))
     config = ["--config", str(ROOT / "pyproject.toml"), "--no-cache"]
     check = subprocess.run([RUFF, "check", *config, str(tmp_path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -446,21 +446,21 @@ def test_init_rules_run_in_the_live_build_order(name):
 
 
 def test_generated_folder_is_current():
-    """generated/ holds `archc codegen specs` output for every shipped spec, nothing else."""
-    expected = {path.relative_to(SPECS).with_suffix(".py") for path in ALL_SPECS}
+    """generated/ holds `archc codegen specs` output for every shipped model (one file per
+    variant of a family spec), nothing else."""
+    models = shipped_models()
+    expected = {Path(name + ".py") for name in models}
     present = (
         {path.relative_to(GENERATED) for path in GENERATED.rglob("*.py")}
         if GENERATED.is_dir()
         else set()
     )
     assert present == expected, "generated/ is stale: run `archc codegen specs`"
-    for path in ALL_SPECS:
-        relative = path.relative_to(SPECS)
-        fresh = generate(archc.load(path), f"specs/{relative.as_posix()}")
-        stored = (GENERATED / relative.with_suffix(".py")).read_text()
-        assert stored == fresh, (
-            f"generated/{relative.with_suffix('.py')} is stale: run `archc codegen specs`"
-        )
+    for name, model in models.items():
+        relative = model.path.relative_to(SPECS)
+        fresh = generate(archc.load(model.path, variant=model.variant), f"specs/{relative.as_posix()}")
+        stored = (GENERATED / f"{name}.py").read_text()
+        assert stored == fresh, f"generated/{name}.py is stale: run `archc codegen specs`"
 
 
 # ---- shape of the code ----------------------------------------------------------------------------
@@ -492,9 +492,13 @@ def test_file_length_grows_with_block_types_not_depth(tmp_path):
 
 def test_model_parameters_become_keyword_arguments():
     text = source(SPECS / "googlenet.yaml")
-    assert "def googlenet(num_classes: int = 1000, dropout: float = 0.2) -> GoogLeNet:" in text
+    assert (
+        "def googlenet(num_classes: int = 1000, dropout: float = 0.2, dropout_aux: float = 0.7) -> GoogLeNet:"
+        in text
+    )
     model = factory(module(SPECS / "googlenet.yaml", text), text)(num_classes=7, dropout=0.5)
     assert model.fc.out_features == 7 and model.dropout.p == 0.5
+    assert model.aux1.fc2.out_features == 7 and model.aux1.dropout.p == 0.7  # the heads' too
     dense = source(SPECS / "densenet121.yaml")  # growth_rate sizes every layer: fixed, and said so
     assert "def densenet121(num_classes: int = 1000) -> DenseNet121:" in dense
     assert "growth_rate=32, bn_size=4" in dense
@@ -637,19 +641,18 @@ def test_random_specs_generate_the_live_model(tmp_path):
 # ---- torchvision, TorchScript, export, compile ----------------------------------------------------
 
 
-TORCHVISION = sorted(p for p in ALL_SPECS if p.parent == SPECS)
+TORCHVISION = [name for name in MODELS if "/" not in name]
 
 
-@pytest.mark.parametrize("path", TORCHVISION, ids=spec_id)
-def test_generated_model_loads_torchvision_weights(path):
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_generated_model_loads_torchvision_weights(name):
     torchvision = pytest.importorskip("torchvision")
-    if not callable(getattr(torchvision.models, path.stem, None)):  # efficientnet: a module
+    if not callable(getattr(torchvision.models, name, None)):
         pytest.skip("not a torchvision model")
-    extra = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True}}
-    text = source(path)
+    text = source(name)
     with torch.device("meta"):
-        reference = getattr(torchvision.models, path.stem)(weights=None, **extra.get(path.stem, {}))
-        ours = factory(module(path, text), text)()
+        reference = getattr(torchvision.models, name)(weights=None)  # the default builder
+        ours = factory(module(name, text), text)()
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
 
 
@@ -703,7 +706,7 @@ def test_codegen_does_not_import_torch(tmp_path):
 def test_codegen_folder_mirrors_structure_and_refuses_to_clobber(tmp_path):
     specs = tmp_path / "specs"
     (specs / "nested" / "deeper").mkdir(parents=True)
-    shutil.copy(SPECS / "resnet18.yaml", specs / "resnet18.yaml")
+    shutil.copy(ROOT / "tests" / "data" / "resnet18.yaml", specs / "resnet18.yaml")
     shutil.copy(SPECS / "d2l" / "nin.yaml", specs / "nested" / "deeper" / "nin.yaml")
     out = tmp_path / "out"
     result = run_archc("codegen", str(specs), "-o", str(out))

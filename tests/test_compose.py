@@ -4,6 +4,7 @@ file (or `--set` argument), line and column that wrote the offending value."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ import archc
 from archc.backends.codegen import generate
 from archc.cli import main
 from archc.errors import SpecError, UsageError
+from archc.resources import estimate
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-RESNET50 = (SPECS / "resnet50.yaml").read_text()
+RESNET50 = (Path(__file__).parent / "data" / "resnet50.yaml").read_text()  # a one-model spec
 
 TINY = """\
 archc: 1
@@ -144,7 +146,7 @@ def test_variants(tmp_path):
     assert (big.name, big.input_shape, big.output_shape) == ("bignet", (3, 64, 64), (100,))
     hand = TINY.replace("name: tiny", "name: wide").replace("width: 8}", "width: 16}")
     hand = hand.split("variants:")[0] + "body:" + hand.split("body:")[1]
-    same(wide, archc.loads(hand, str(tmp_path / "hand" / "tiny.yaml")))
+    same(wide, archc.loads(hand, str(tmp_path / "hand" / "wide.yaml")))  # functions: the variant
     assert "class Bignet" in archc.codegen(big) and "num_classes: int = 100" in archc.codegen(big)
 
 
@@ -154,7 +156,10 @@ def test_variant_on_the_command_line(tmp_path, capsys):
     assert "ok (bignet:" in capsys.readouterr().out
     assert main(["summary", str(path), "--variant", "wide", "--set", "params.num_classes=3"]) == 0
     assert main(["codegen", str(path), "-o", str(tmp_path / "gen"), "--variant", "big"]) == 0
-    assert "class Bignet" in (tmp_path / "gen" / "tiny.py").read_text()
+    assert "class Bignet" in (tmp_path / "gen" / "big.py").read_text()  # named after the variant
+    assert main(["codegen", str(path), "-o", str(tmp_path / "all")]) == 0  # each variant a file
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["big.py", "wide.py"]
+    assert "def wide(" in (tmp_path / "all" / "wide.py").read_text()
 
 
 def test_unknown_variant_lists_the_known_ones(tmp_path, capsys):
@@ -375,7 +380,13 @@ def test_the_readme_examples_work(tmp_path):
     readme = (SPECS.parent / "README.md").read_text()
     section = readme.split("### Spec files people maintain")[1].split("\n## ")[0]
     blocks = [b.split("```")[0] for b in section.split("```yaml\n")[1:]]
-    assert len(blocks) == 3
+    excerpts = [b for b in blocks if b.startswith("# specs/")]  # of a shipped spec: verbatim
+    for excerpt in excerpts:
+        shipped = (SPECS.parent / excerpt.split()[1]).read_text().splitlines()
+        for line in excerpt.splitlines()[1:]:
+            assert line.startswith("  # ...") or line in shipped, line
+    blocks = [b for b in blocks if b not in excerpts]
+    assert len(blocks) == 3 and len(excerpts) == 1
     (tmp_path / "resnet50.yaml").write_text(RESNET50)
     for block in blocks:
         name = block.split("\n")[0].removeprefix("# ").split(":")[0]
@@ -401,3 +412,55 @@ def test_override_values_go_through_archcs_loader_and_its_limits(tmp_path):
     with pytest.raises(SpecError, match="unsupported YAML tag") as caught:
         archc.load(path, overrides=["params.width=!!python/object:os.system x"])
     assert caught.value.location.col == len("params.width=") + 1
+
+
+# ---- every variant at once: summary side by side, validate all ------------------------------
+
+
+def test_summary_compares_every_variant_side_by_side(capsys):
+    assert main(["summary", "resnet", "--variants", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = archc.load("resnet").variants
+    assert [r["name"] for r in rows] == list(names)
+    for row in rows:
+        spec = archc.load("resnet", variant=row["name"])
+        assert (row["params"], row["macs"], row["output_shape"], row["input_shape"]) == (
+            spec.param_count, spec.macs, list(spec.output_shape), list(spec.input_shape),
+        )  # fmt: skip
+        assert row["activation_bytes"] == estimate(spec).activation_bytes
+    depth = {r["name"]: r["depth"] for r in rows}  # weight layers on the longest path
+    assert [depth[f"resnet{n}"] for n in (18, 34, 50, 101, 152)] == [18, 34, 50, 101, 152]
+    assert main(["summary", "resnet", "--variants"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].split() == ["model", "params", "MACs", "input", "output", "activations", "depth"]
+    assert text[2].split()[:2] == ["resnet18", "11,689,512"] and text[2].split()[-1] == "18"
+
+
+def test_summary_of_several_specs_is_one_table(tmp_path, capsys):
+    path = write(tmp_path, "tiny.yaml", TINY)
+    assert main(["summary", "vgg16", str(path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["depth"], r["variant"]) for r in rows] == [("vgg16", 16, None), ("tiny", 2, None)]
+    assert main(["summary", "vgg16", str(path), "--variants", "--json"]) == 0  # tiny's variants
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["vgg16", "wide", "bignet"]
+    assert rows[2]["input_shape"] == [3, 64, 64]
+    assert main(["summary", "densenet121", "--json"]) == 0  # one model: the per-layer view
+    one = json.loads(capsys.readouterr().out)
+    assert one["depth"] == 121 and one["layers"]
+
+
+def test_validate_every_variant_says_which_failed(tmp_path, capsys):
+    text = TINY.replace("  big:", "  broken: {params: {width: -4}}\n  big:")
+    path = write(tmp_path, "tiny.yaml", text)
+    assert main(["validate", str(path), "--variants"]) == 1
+    captured = capsys.readouterr()
+    ok = captured.out.splitlines()
+    assert [line.split(":")[0] for line in ok] == [f"{path} [wide]", f"{path} [big]"]
+    err = captured.err.splitlines()
+    assert err[0].startswith(f"{path}:7:28: error: "), err  # the value the variant wrote
+    assert err[-1] == f"{path}:7:11: note: in variant 'broken'"
+    with pytest.raises(SystemExit) as exited:  # one variant or all
+        main(["validate", str(path), "--variants", "--variant", "wide"])
+    assert exited.value.code == 2
+    assert main(["validate", "alexnet", "--variants", "-q"]) == 0  # no variants: itself

@@ -42,7 +42,7 @@ CASES = [
     ("bad-expression", HEAD + "params: {w: 8}\nbody:\n  c: {conv: {out: '${w.__class__}', kernel: 1}}\n", 6, "not allowed"),
     ("unknown-variable", HEAD + "body:\n  c: {conv: {out: '${width}', kernel: 1}}\n", 5, "unknown name 'width'"),
     ("two-kinds-in-node", HEAD + "body:\n  c: {conv: {out: 8, kernel: 1}, relu: {}}\n", 5, "one type"),
-    ("bad-name", HEAD + "body:\n  class: relu\n", 5, "Python keyword"),
+    ("bad-name", HEAD + "body:\n  a.b: relu\n", 5, "cannot contain '.'"),
     ("reserved-name", HEAD + "body:\n  forward: relu\n", 5, "reserved"),
     ("residual-mismatch", HEAD + "body:\n  r:\n    residual:\n      body: {c: {conv: {out: 8, kernel: 3, padding: 1}}}\n      shortcut: identity\n", 7, "residual body gives"),
     ("inplace-on-shared-input", HEAD + "body:\n  r:\n    residual:\n      body:\n        act: {relu: {inplace: true}}\n        c: {conv: {out: 3, kernel: 1}}\n      shortcut: identity\n", 8, "also fed to the shortcut"),

@@ -13,12 +13,12 @@ from torch import nn
 import archc
 from archc.backends.fuse import FusedConv2d, fuse, plan, plan_modules, summary
 from archc.cli import main
-from conftest import SPECS
+from conftest import MODELS
 
 # specs with conv → batchnorm (→ relu) runs of several shapes: basic and bottleneck residuals,
 # inception branches, pre-activation dense layers (only some batch norms fold), plain VGG
 CANDIDATES = ["resnet18", "resnet50", "googlenet", "densenet121", "vgg11_bn", "alexnet"]
-NAMES = [name for name in CANDIDATES if (SPECS / f"{name}.yaml").exists()]
+NAMES = [name for name in CANDIDATES if name in MODELS]
 TOLERANCE = 1e-4  # relative to the output's largest magnitude when above 1 (float32 rounding)
 
 
@@ -37,7 +37,7 @@ def small_input(spec, batch: int, gen: torch.Generator) -> torch.Tensor:
 def perturbed(name: str, seed: int = 0):
     """The spec and an eval-mode model whose batch norms are far from the identity, as after
     training: running statistics measured on random images, random affine parameters."""
-    spec = archc.load(SPECS / f"{name}.yaml")
+    spec = archc.load(name)
     model = archc.build(spec, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -122,7 +122,7 @@ def test_plan_from_ir_equals_plan_from_modules(name):
 
 def test_plan_applies_to_torchvision_by_module_path():
     torchvision = pytest.importorskip("torchvision")
-    spec = archc.load(SPECS / "resnet50.yaml")
+    spec = archc.load("resnet50")
     ref = torchvision.models.resnet50(weights=None).eval()
     fused = fuse(ref, spec)  # torchvision shares one ReLU per block: those stay, BN still folds
     assert summary(fused)["batchnorms_left"] == 0
@@ -155,7 +155,7 @@ def test_fused_conv_falls_back_where_packing_does_not_apply():
 def test_cli_build_fuse(capsys):
     argv = [
         "build",
-        str(SPECS / "resnet18.yaml"),
+        "resnet18",
         "--fuse",
         "--channels-last",
         "--check",

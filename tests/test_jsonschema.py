@@ -83,7 +83,7 @@ def test_shipped_spec_validates_and_has_modeline(validator, spec):
 def test_modeline_is_not_part_of_the_description():
     from archc.compiler import load
 
-    spec = load(ROOT / "specs" / "resnet18.yaml")
+    spec = load(ROOT / "specs" / "resnet.yaml")
     assert spec.comments and not any("yaml-language-server" in c for c in spec.comments)
 
 
@@ -349,3 +349,26 @@ def test_extends_and_variants_are_part_of_the_format(validator):
     assert errors(validator, family) == []
     assert errors(validator, {**family, "variants": {"v": {"parms": {}}}})  # misspelt key
     assert errors(validator, {"params": {"num_classes": 2}, "body": {"fc": None}})  # no base
+
+
+def test_an_extending_spec_places_layers_before_and_after(validator, tmp_path):
+    """`before:`/`after:` (a new layer, or an inherited one moved) are part of the format, and
+    the schema accepts exactly what archc composes."""
+    import archc
+
+    child = {
+        "extends": "base.yaml",
+        "body": {"dropout": {"dropout": 0.2, "before": "fc"}, "pool": {"after": "conv"}},
+    }
+    assert errors(validator, child) == []
+    # an editor completes and documents the two keys inside a layer of an extending spec
+    named = validator.schema["properties"]["body"]["anyOf"][1]["additionalProperties"]["anyOf"]
+    placed = next(form for form in named if "before" in form.get("properties", {}))
+    assert set(placed["properties"]) == {"before", "after"}
+    assert all(p["description"] and p["type"] == "string" for p in placed["properties"].values())
+    base = "archc: 1\nname: b\ninput: [3, 8, 8]\nbody:\n  conv: {conv: {out: 4, kernel: 3}}\n"
+    base += "  pool: {adaptive_avgpool: 1}\n  flat: flatten\n  fc: {linear: 2}\n"
+    (tmp_path / "base.yaml").write_text(base)
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump(child))
+    spec = archc.load(tmp_path / "child.yaml")
+    assert [c.name for c in spec.tree.children] == ["conv", "pool", "flat", "dropout", "fc"]

@@ -7,20 +7,42 @@ import json
 import pytest
 
 import archc
-from archc.errors import SpecError
+from archc.errors import SpecError, UsageError
 from archc.registry import family, shipped
 from conftest import ALL_SPECS, SPECS, run_archc
 
 
-def test_every_shipped_spec_is_listed_with_its_real_figures():
+def test_every_shipped_model_is_listed_with_its_real_figures():
     done = run_archc("list", "--json")
     assert done.returncode == 0, done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)}
-    assert set(rows) == {p.relative_to(SPECS).with_suffix("").as_posix() for p in ALL_SPECS}
+    expected = set()  # a file per model, or a family file's variants
     for path in ALL_SPECS:
+        name = path.relative_to(SPECS).with_suffix("").as_posix()
         spec = archc.load(path)
-        row = rows[path.relative_to(SPECS).with_suffix("").as_posix()]
-        assert (row["params"], row["macs"], row["input"]) == (spec.param_count, spec.macs, list(spec.input_shape))
+        folder = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+        for variant in spec.variants or (None,):
+            one = archc.load(path, variant=variant)
+            row = rows[folder + variant if variant else name]
+            assert (row["params"], row["macs"], row["input"]) == (one.param_count, one.macs, list(one.input_shape))
+            assert row["family"] == (name if variant else family(name))
+            expected.add(row["name"])
+    assert set(rows) == expected
+
+
+def test_a_family_spec_ships_one_model_per_variant():
+    resnet = SPECS / "resnet.yaml"
+    names = archc.load(resnet).variants
+    assert {"resnet18", "resnet152", "resnext101_64x4d", "wide_resnet101_2"} <= set(names)
+    for name in names:
+        by_name = archc.load(name)
+        assert (by_name.file, by_name.variant) == (str(resnet), name)
+        assert by_name.tree == archc.load(resnet, variant=name).tree
+    assert archc.load("resnet").variant is None  # the file's own name: its base values
+    # the path each model had before the family was one file still names it
+    assert archc.load(SPECS / "resnet101.yaml").variant == "resnet101"
+    with pytest.raises(UsageError, match="'resnet18' is itself a variant of resnet.yaml"):
+        archc.load("resnet18", variant="resnet34")
 
 
 def test_the_table_names_each_family():
@@ -28,7 +50,8 @@ def test_the_table_names_each_family():
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["name", "family", "params", "GMACs", "input"]
-    assert any(line.split()[:2] == ["wide_resnet50_2", "wide_resnet"] for line in lines)
+    assert any(line.split()[:2] == ["wide_resnet50_2", "resnet"] for line in lines)  # its file
+    assert any(line.split()[:2] == ["vgg16_bn", "vgg"] for line in lines)
     assert [family(n) for n in ("resnet50", "resnext50_32x4d", "vgg16_bn", "densenet121", "d2l/nin")] == [
         "resnet", "resnext", "vgg", "densenet", "d2l",
     ]  # fmt: skip

@@ -6,12 +6,12 @@ import pytest
 
 import archc
 from archc.backends.torch_backend import check_shapes, module_nodes
-from conftest import ALL_SPECS, spec_id
+from conftest import MODELS
 
 
-@pytest.mark.parametrize("path", ALL_SPECS, ids=spec_id)
-def test_static_shapes_equal_runtime_shapes(path):
-    spec = archc.load(path)
+@pytest.mark.parametrize("name", MODELS)
+def test_static_shapes_equal_runtime_shapes(name):
+    spec = archc.load(name)
     model = archc.build(spec)
     assert check_shapes(model, spec, batch=1) == []
     assert sum(p.numel() for p in model.parameters()) == spec.param_count

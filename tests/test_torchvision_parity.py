@@ -8,13 +8,14 @@ import pytest
 import torch
 
 import archc
-from conftest import SPECS, run_archc
-from reference import TORCHVISION
+from conftest import MODELS, run_archc
+from reference import DEFAULT_BUILDER_PARAMS, META_WITHOUT_HEADS, TORCHVISION
 
 torchvision = pytest.importorskip("torchvision")
 
-PARITY = sorted(p.stem for p in SPECS.glob("*.yaml") if callable(getattr(torchvision.models, p.stem, None)))
-EXTRA_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True}}
+# every shipped model named after a torchvision builder (a family spec's variants each)
+PARITY = sorted(n for n in MODELS if callable(getattr(torchvision.models, n, None)))
+EXTRA_KWARGS: dict[str, dict] = {}  # every spec matches its default builder (googlenet: aux heads on)
 
 
 def reference(name: str) -> torch.nn.Module:
@@ -22,8 +23,8 @@ def reference(name: str) -> torch.nn.Module:
 
 
 def test_every_resnet_family_spec_is_present():
-    expected = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2"}  # fmt: skip
+    expected = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"}  # fmt: skip
     assert expected <= set(PARITY)
 
 
@@ -37,7 +38,7 @@ def test_every_seed_family_spec_is_present():
 def test_state_dict_and_outputs_match_torchvision(name):
     torch.manual_seed(0)
     ref = reference(name).eval()
-    ours = archc.build(SPECS / f"{name}.yaml", seed=0).eval()
+    ours = archc.build(name, seed=0).eval()
     assert list(ours.state_dict()) == list(ref.state_dict())
     # the spec's init rules are torchvision's scheme: same seed, same weights, tensor for tensor
     initial = ours.state_dict()
@@ -53,10 +54,14 @@ def test_state_dict_and_outputs_match_torchvision(name):
 
 @pytest.mark.parametrize("name", [n for n in PARITY if n in TORCHVISION])
 def test_summary_json_matches_published_figures(name):
-    result = run_archc("summary", f"specs/{name}.yaml", "--json")
+    result = run_archc("summary", name, "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     params, gflops = TORCHVISION[name]
-    assert data["params"] == params
-    assert abs(data["macs"] / 1e9 - gflops) / gflops < 0.01
+    heads = data["heads"]  # auxiliary heads run in train mode only: _ops is the eval forward
+    head_params = sum(h["params"] for h in heads)
+    assert data["params"] - (head_params if name in META_WITHOUT_HEADS else 0) == params
+    assert data["params"] == DEFAULT_BUILDER_PARAMS.get(name, params)
+    eval_macs = data["macs"] - sum(h["macs"] for h in heads)
+    assert abs(eval_macs / 1e9 - gflops) / gflops < 0.01
     assert data["output_shape"] == [1000]

@@ -249,6 +249,11 @@ class _Drawing(_Folding):
         into.node(node_id, **style)
         return node_id
 
+    def extra_output(self, src: Port, title: str) -> None:
+        """An output box besides the model's main one (an auxiliary head's), fed by `src`."""
+        node_id = self.place(self.graph, f"/output/{title}", "io", _html(title, fmt_shape(src.shape)))
+        self.edge(src, node_id)
+
     def edge(self, src: Port, head: str, skip: bool = False) -> None:
         self.edges.append((src, head, SKIP_EDGE if skip else {}))
 

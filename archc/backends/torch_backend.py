@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +22,49 @@ from archc.primitives import Shape, fmt_shape
 
 class Network(nn.Sequential):
     """The model: its top-level layers in order, named as in the spec."""
+
+
+_OUTPUT_TYPES: dict[tuple[str, tuple[str, ...]], type] = {}
+
+
+def outputs_type(spec: Spec) -> type:
+    """The namedtuple a model with heads returns in train mode (`GoogLeNetOutputs(logits,
+    aux_logits2, aux_logits1)`), one class per name and fields."""
+    from archc.backends.codegen.names import camel
+
+    key = (f"{camel(spec.name)}Outputs", tuple(spec.outputs))
+    if key not in _OUTPUT_TYPES:
+        _OUTPUT_TYPES[key] = namedtuple(*key)  # noqa: PYI024 (the fields are the spec's)
+    return _OUTPUT_TYPES[key]
+
+
+class NetworkWithHeads(nn.Module):
+    """The model with auxiliary heads: its top-level layers registered in spec order; forward
+    runs the main ones in turn and, in train mode only, each head on the output of the layer it
+    reads, returning (main, *heads) as the spec's outputs namedtuple; in eval, the main output."""
+
+    def __init__(self, modules: OrderedDict, sources: dict[str, str], order: list[str], outputs: type):
+        super().__init__()
+        for name, module in modules.items():
+            self.add_module(name, module)
+        self._main = tuple(name for name in modules if name not in sources)
+        self._taps = {name: tuple(h for h, s in sources.items() if s == name) for name in set(sources.values())}
+        self._order = tuple(order)
+        self._outputs = outputs
+
+    def chains(self) -> list[list[str]]:
+        return [list(self._main)] + [[head] for head in self._order]
+
+    def forward(self, x: torch.Tensor):
+        extra: dict[str, torch.Tensor] = {}
+        for name in self._main:
+            x = self._modules[name](x)
+            if self.training:
+                for head in self._taps.get(name, ()):
+                    extra[head] = self._modules[head](x)
+        if not self.training:
+            return x
+        return self._outputs(x, *(extra[head] for head in self._order))
 
 
 def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
@@ -71,14 +114,19 @@ def initialise(model: nn.Module, spec: Spec, kinds: dict[int, str]) -> None:
                 _INITIALISERS[rule.kind](tensor, **rule.args)
 
 
-def build(spec: Spec, *, seed: int | None = None) -> Network:
+def build(spec: Spec, *, seed: int | None = None) -> nn.Module:
     """Construct the module tree and initialise it; with `seed`, weights are reproducible."""
     rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
         kinds: dict[int, str] = {}
-        model = Network(OrderedDict((c.name, _build(c, kinds)) for c in spec.tree.registered()))
+        modules = OrderedDict((c.name, _build(c, kinds)) for c in spec.tree.registered())
+        if spec.heads:
+            sources = {n.name: n.head.source for n in spec.heads}
+            model = NetworkWithHeads(modules, sources, [n.name for n in spec.head_order()], outputs_type(spec))
+        else:
+            model = Network(modules)
         initialise(model, spec, kinds)
     return model
 
@@ -92,11 +140,15 @@ def check_shapes(model: nn.Module, spec: Spec, batch: int = 2) -> list[str]:
     """Run a forward pass and compare every module's output shape with the static one."""
     expected: dict[str, Shape] = {n.path: n.out_shape for n in module_nodes(spec)}
     seen: dict[str, Shape] = {}
+    taps: dict[str, torch.Tensor] = {}  # outputs the heads read (heads run in train mode only)
+    sources = {n.head.source for n in spec.heads}
     handles = []
 
     def record(path: str):
         def hook(_module, _inputs, output) -> None:
             seen.setdefault(path, tuple(output.shape[1:]))
+            if path in sources:
+                taps.setdefault(path, output)
 
         return hook
 
@@ -108,6 +160,9 @@ def check_shapes(model: nn.Module, spec: Spec, batch: int = 2) -> list[str]:
         model.eval()
         with torch.no_grad():
             out = model(torch.randn(batch, *spec.input_shape))
+            for head in spec.heads:  # on the output it reads, as train mode runs it
+                if head.head.source in taps:
+                    model.get_submodule(head.path)(taps[head.head.source])
     finally:
         model.train(was_training)
         for handle in handles:

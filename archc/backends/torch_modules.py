@@ -26,11 +26,20 @@ class _Children(nn.Module):
 
 
 class Residual(_Children):
-    """post(body(x) + shortcut(x)); body, shortcut and post are this module's own children."""
+    """post(body(x) + shortcut(x)); body, shortcut and post are this module's own children.
+    With use_res_connect False (a conditional skip whose shapes differ) it is post(body(x))."""
 
-    def __init__(self, modules: OrderedDict, body: list[str], shortcut: list[str], post: list[str]):
+    def __init__(
+        self,
+        modules: OrderedDict,
+        body: list[str],
+        shortcut: list[str],
+        post: list[str],
+        use_res_connect: bool = True,
+    ):
         super().__init__(modules)
         self._body, self._shortcut, self._post = tuple(body), tuple(shortcut), tuple(post)
+        self.use_res_connect = use_res_connect
 
     def chains(self) -> list[list[str]]:
         return [list(self._body), list(self._shortcut), list(self._post)]
@@ -40,10 +49,11 @@ class Residual(_Children):
         out = x
         for name in self._body:
             out = modules[name](out)
-        identity = x
-        for name in self._shortcut:
-            identity = modules[name](identity)
-        out = out + identity
+        if self.use_res_connect:
+            identity = x
+            for name in self._shortcut:
+                identity = modules[name](identity)
+            out = out + identity
         for name in self._post:
             out = modules[name](out)
         return out

@@ -43,6 +43,11 @@ class ForwardWriter(Protocol):
     def line(self, statement: str) -> None:
         """One statement of forward's body, as written."""
 
+    def setting(self, name: str, default: Any) -> Any:
+        """How forward reads the node setting `name` (`Node.settings`): its value when every
+        instance of the class has the same one (`default` when they have none), else the
+        attribute (`self.name`) the constructor sets from an argument."""
+
     def returns(self, function: str, args: list[str | list[str]]) -> None:
         """`return function(*args)`, laid out to fit; an argument that is a list is written as a
         list display of its items."""
@@ -111,6 +116,11 @@ class Combinator:
     def chains(self, node: Node) -> list[list[Node]]:
         """Runs of nodes that execute one after another, each feeding only the next."""
         return []
+
+    def depth(self, node: Node, of: Callable[[Node], int]) -> int:
+        """Weight layers on the longest path through `node`, `of` giving a child's: the
+        children run one after another unless the combinator says otherwise."""
+        return sum(of(child) for child in node.children)
 
     def build(self, node: Node, modules: dict) -> Any:
         """The torch module running `node`, given its registered children's modules by name."""

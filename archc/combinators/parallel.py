@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from archc import infer
 from archc.combinators import CodegenForm, Combinator, combinator, leaf_names, shares_input
@@ -30,14 +31,14 @@ def forward(w) -> None:
     through the post layers when there are any."""
     branches = [g for g in w.groups if g != "post"]
     names = [g.removeprefix(CHUNK) for g in branches]
-    names = [b if NAME_RE.match(b) else f"branch{b}" for b in names]
     sources = ["x"] * len(branches)
     if branches and branches[0].startswith(CHUNK):
         sources = [w.local(f"x{i + 1}") for i in range(len(branches))]
         w.line(f"{', '.join(sources)} = x.chunk({len(branches)}, dim=1)")
     outs = []
     for group, name, source in zip(branches, names, sources):
-        outs.append(w.local(name))
+        stem = re.sub(r"\W", "_", name)  # block1-0 -> block1_0
+        outs.append(w.local(stem if NAME_RE.match(stem) else f"branch{stem}"))
         w.chain(group, source, outs[-1])
     if "post" not in w.groups:
         w.returns("torch.cat", [outs, "1"])
@@ -158,6 +159,10 @@ class Parallel(Combinator):
     def chains(self, node):
         branches = [c for c in node.children if c.role != "post"]
         return [splice([b]) for b in branches] + [splice(node.role_children("post"))]
+
+    def depth(self, node, of):
+        branches = max((of(b) for b in node.children if b.role != "post"), default=0)
+        return branches + sum(of(p) for p in node.role_children("post"))
 
     def build(self, node, modules):
         from archc.backends.torch_modules import Parallel

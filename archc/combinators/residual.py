@@ -1,4 +1,6 @@
-"""`residual`: post(body(x) + shortcut(x)), the shortcut automatic, identity, a projection or custom."""
+"""`residual`: post(body(x) + shortcut(x)), the shortcut automatic, identity, a projection or
+custom, or conditional: `if_shapes_match` adds the input only where the body keeps its shape
+(torchvision's `use_res_connect`: stride 1 and the same channels), and is post(body(x)) elsewhere."""
 
 from __future__ import annotations
 
@@ -9,10 +11,17 @@ from archc import infer
 from archc.combinators import CodegenForm, Combinator, combinator, leaf_names, shares_input
 from archc.ir import Node, splice
 from archc.primitives import ShapeError
-from archc.spec.schema import Projection, check_name
+from archc.spec.schema import Projection, check_module_name
 from archc.spec.schema import Residual as Options
 
 ROLES = ("body", "shortcut", "post")
+CONDITIONAL = "if_shapes_match"  # the shortcut value of a conditional skip
+USE_RES_CONNECT = "use_res_connect"  # its setting on the node: whether the sum happens
+
+
+def connected(node: Node) -> bool:
+    """Whether the residual adds its shortcut (False: a conditional skip whose shapes differ)."""
+    return node.settings.get(USE_RES_CONNECT, True)
 
 
 def by_role(children: list[Node]) -> list[tuple[str, list[Node]]]:
@@ -27,13 +36,19 @@ def by_role(children: list[Node]) -> list[tuple[str, list[Node]]]:
 
 
 def forward(w) -> None:
-    """out = post(body(x) + shortcut(x)), the shortcut being x itself when there is none."""
+    """out = post(body(x) + shortcut(x)), the shortcut being x itself when there is none; a
+    conditional skip adds x only `if self.use_res_connect` (where instances differ)."""
     w.chain("body", "x", "out")
     if "shortcut" in w.groups:
         w.chain("shortcut", "x", "identity")
         w.line("out = out + identity")
     else:
-        w.line("out = out + x")
+        use = w.setting(USE_RES_CONNECT, True)
+        if use is True:
+            w.line("out = out + x")
+        elif use is not False:
+            w.line(f"if {use}:")
+            w.line("    out = out + x")
     w.chain("post", "out", "out")
     w.line("return out")
 
@@ -45,8 +60,10 @@ class Residual(Combinator):
     meaning = (
         "`post(body(x) + shortcut(x))`; body layers are the "
         "block's own children. `shortcut`: `auto` (default: a 1x1 conv + batch norm named "
-        "`downsample`, only when the shape changes), `identity`, `{projection: {name, batchnorm, "
-        "bias, always}}`, or `{custom: {name: node}}`; `post`: an activation or `none`"
+        "`downsample`, only when the shape changes), `identity`, `if_shapes_match` (the input "
+        "added only where the body keeps its shape, no sum elsewhere: MobileNet's "
+        "`use_res_connect`), `{projection: {name, batchnorm, bias, always}}`, or "
+        "`{custom: {name: node}}`; `post`: an activation or `none`"
     )
     options = Options
     fill = "#9fc5e8"
@@ -65,8 +82,17 @@ class Residual(Combinator):
         if not body:
             raise scope.error("residual body is empty", path + ("body",))
         body_out = body[-1].out_shape
-        shortcut = self.shortcut(x, spec.shortcut, path + ("shortcut",), scope, shape, body_out)
-        shares_input(scope, body[0], "the shortcut")
+        settings = {}
+        mode = spec.shortcut
+        if isinstance(mode, str):
+            mode = x.resolve(mode, path + ("shortcut",), scope)
+        if mode == CONDITIONAL:
+            settings[USE_RES_CONNECT] = body_out == shape
+            shortcut = None
+        else:
+            shortcut = self.shortcut(x, spec.shortcut, path + ("shortcut",), scope, shape, body_out)
+        if settings.get(USE_RES_CONNECT, True):
+            shares_input(scope, body[0], "the shortcut")
         children = list(body)
         if spec.post is not None and spec.post != "none":
             post = x.node(spec.post, path + ("post",), spec.post, scope, body_out)
@@ -79,11 +105,13 @@ class Residual(Combinator):
         if shortcut is not None:
             shortcut.role = "shortcut"
             children.append(shortcut)
-        try:
-            infer.residual_sum(body_out, shortcut.out_shape if shortcut else shape)
-        except ShapeError as exc:
-            raise scope.error(f"{name}: {exc}", path) from None
-        return self.finish(Node(name, self.kind, children=children), shape, body_out)
+        if settings.get(USE_RES_CONNECT, True):
+            try:
+                infer.residual_sum(body_out, shortcut.out_shape if shortcut else shape)
+            except ShapeError as exc:
+                raise scope.error(f"{name}: {exc}", path) from None
+        node = Node(name, self.kind, children=children, settings=settings)
+        return self.finish(node, shape, body_out)
 
     def shortcut(self, x, raw, path, scope, shape, body_out) -> Node | None:
         raw = x.resolve(raw, path, scope) if not isinstance(raw, dict) else raw
@@ -97,7 +125,9 @@ class Residual(Combinator):
             or next(iter(raw)) not in ("projection", "custom")
         ):
             raise scope.error(
-                "shortcut is identity, auto, {projection: {...}} or {custom: {name: layer}}", path
+                f"shortcut is identity, auto, {CONDITIONAL}, {{projection: {{...}}}} or "
+                "{custom: {name: layer}}",
+                path,
             )
         ((form, value),) = raw.items()
         if form == "custom":
@@ -106,7 +136,7 @@ class Residual(Combinator):
                     "custom shortcut is one named layer: {custom: {name: layer}}", path + (form,)
                 )
             ((child_name, child_raw),) = value.items()
-            problem = check_name(child_name)
+            problem = check_module_name(child_name)
             if problem:
                 raise scope.error(problem, path + (form, child_name), key=True)
             return x.node(child_raw, path + (form, child_name), child_name, scope, shape)
@@ -125,25 +155,31 @@ class Residual(Combinator):
             raise scope.error(str(exc), path) from None
         conv = {"conv": {"out": body_out[0], "kernel": 1, "stride": stride, "bias": proj.bias}}
         layer = [conv, "batchnorm"] if proj.batchnorm else conv
-        problem = check_name(proj.name)
+        problem = check_module_name(proj.name)
         if problem:
             raise scope.error(problem, path + (form, "name"))
         return x.node(layer, path + (form,), proj.name, replace(scope, env={}), shape)
 
     def activations(self, node):
-        return math.prod(node.out_shape)  # the sum
+        return math.prod(node.out_shape) if connected(node) else 0  # the sum
 
     def chains(self, node):
         return [splice(node.role_children(role)) for role in ROLES]
+
+    def depth(self, node, of):
+        longest = max(sum(of(c) for c in node.role_children(r)) for r in ("body", "shortcut"))
+        return longest + sum(of(c) for c in node.role_children("post"))
 
     def build(self, node, modules):
         from archc.backends.torch_modules import Residual
 
         roles = {r: [n for c in node.role_children(r) for n in leaf_names(c)] for r in ROLES}
-        return Residual(modules, roles["body"], roles["shortcut"], roles["post"])
+        return Residual(modules, roles["body"], roles["shortcut"], roles["post"], connected(node))
 
     def draw(self, d, node, src, level, into):
         body = d.chain(node.role_children("body"), src, level, into)
+        if not connected(node):  # a conditional skip whose shapes differ: no sum
+            return d.chain(node.role_children("post"), body, level, into)
         add = d.place(into, node.path + "/add", "add")
         d.edge(body, add)
         shortcut = node.role_children("shortcut")

@@ -19,10 +19,16 @@ class Seq(Combinator):
         children = x.children(raw, path, scope, shape, chain=True)
         if not children:
             raise scope.error("every layer of this sequence is switched off by 'if'", path)
-        return self.finish(Node(name, self.kind, children=children), shape, children[-1].out_shape)
+        main = [c for c in children if c.head is None]  # heads (the model's) are extra outputs
+        return self.finish(Node(name, self.kind, children=children), shape, main[-1].out_shape)
+
+    def depth(self, node, of):
+        return sum(of(c) for c in node.children if c.head is None)  # to the main output
 
     def chains(self, node):
-        return [] if node.inline else [splice(node.children)]  # an inline one runs in its parent's
+        if node.inline:
+            return []  # an inline one runs in its parent's
+        return [splice([c for c in node.children if c.head is None])] + [[c] for c in node.children if c.head]
 
     def build(self, node, modules):
         from torch import nn
@@ -30,4 +36,17 @@ class Seq(Combinator):
         return nn.Sequential(modules)
 
     def draw(self, d, node, src, level, into):
-        return d.chain(node.children, src, level, into)
+        heads = [c for c in node.children if c.head is not None]
+        if not heads:
+            return d.chain(node.children, src, level, into)
+        taps, segment = {}, []  # the model's heads: each fed by the layer it reads
+        for child in node.children:
+            if child.head is None:
+                segment.append(child)
+            if any(h.head.source == child.name for h in heads):
+                src, segment = d.chain(segment, src, level, into), []
+                taps[child.name] = src
+        src = d.chain(segment, src, level, into) if segment else src
+        for head in heads:
+            d.extra_output(d.draw(head, taps[head.head.source], level, into), f"{head.head.output} (train)")
+        return src

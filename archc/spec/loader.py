@@ -46,7 +46,20 @@ _OPENED = {
     "flow sequence": "[...] list",
     "flow mapping": "{...} mapping",
 }
-_RESOLVER = Resolver()
+
+
+class _Resolver(Resolver):
+    """YAML 1.1's scalar types, plus floats the way people type them: YAML 1.1 reads `1e-6`,
+    `1e5` and `1.5e3` as strings (its floats need a dot and a signed exponent); YAML 1.2,
+    JSON and editors read numbers, and so does archc."""
+
+
+_Resolver.add_implicit_resolver(
+    _TAG + "float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+_RESOLVER = _Resolver()
 _CONSTRUCTOR = SafeConstructor()
 
 

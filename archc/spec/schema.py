@@ -32,11 +32,28 @@ RESERVED_NAMES = frozenset(
 
 
 def check_name(name: str) -> str | None:
-    """Why `name` cannot name a module, or None if it can."""
+    """Why `name` cannot be an identifier (a block, a parameter, a variant), or None if it can."""
     if not NAME_RE.match(name):
         return f"{name!r} is not a valid name (letters, digits and _, not starting with a digit)"
     if keyword.iskeyword(name):
         return f"{name!r} is a Python keyword and cannot name a module"
+    if name in RESERVED_NAMES or name.startswith("_"):
+        return f"{name!r} is reserved by torch.nn.Module"
+    return None
+
+
+def check_module_name(name: Any) -> str | None:
+    """Why `name` cannot name a module, or None if it can: any name torch's `add_module`
+    accepts (a non-empty string without dots, `block1-0` or `class` too) that is not one of
+    nn.Module's own attributes; names starting with _ are left to torch's and archc's internals."""
+    if not isinstance(name, str):
+        return f"{name!r} is not a valid name (a layer name is a string)"
+    if not name:
+        return "a layer name cannot be empty"
+    if "." in name:
+        return f"{name!r} is not a valid name (a module name cannot contain '.', the state_dict separator)"
+    if not name.isprintable() or any(c.isspace() for c in name):
+        return f"{name!r} is not a valid name (no spaces or control characters)"
     if name in RESERVED_NAMES or name.startswith("_"):
         return f"{name!r} is reserved by torch.nn.Module"
     return None
@@ -54,7 +71,7 @@ class InitRule(StrictModel):
         "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan",
     ]  # fmt: skip
     """The initialiser (a torch.nn.init function)."""
-    args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False), Float32] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear"]] = {}
+    args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False), Float32] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear", "sigmoid"]] = {}
     """The initialiser's arguments (mean, std, a, b, val, gain, mode, nonlinearity)."""
 
     @model_validator(mode="after")
@@ -74,7 +91,7 @@ class InitRule(StrictModel):
         return self
 
 
-INIT_CHOICES = {"mode": ("fan_in", "fan_out"), "nonlinearity": ("relu", "leaky_relu", "linear")}
+INIT_CHOICES = {"mode": ("fan_in", "fan_out"), "nonlinearity": ("relu", "leaky_relu", "linear", "sigmoid")}
 FAN_BASED = frozenset({"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan"})
 
 
@@ -112,8 +129,21 @@ class SpecHeader(StrictModel):
     """Block templates defined by this spec, usable as layers by name."""
     defaults: dict[str, dict[str, Any]] = {}
     """Settings every layer of a kind gets unless it sets them itself, inside blocks too: {batchnorm: {eps: 0.001}}."""
+    outputs: list[str] = []
+    """Train-mode outputs, in order: the main output's name, then the heads' outputs (each head's
+    `output`); heads switched off by `if` are left out. Default: out, then the heads in body order."""
     body: dict[str, Any] | list[Any]
     """The network: named layers in order (a mapping) or a list of layers."""
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if check_name(name):
+                raise ValueError(f"{name!r}: outputs are Python identifiers (the fields of the output tuple)")
+        if len(set(value)) != len(value):
+            raise ValueError("outputs names each output once")
+        return value
 
     @field_validator("archc", mode="before")
     @classmethod
@@ -185,8 +215,8 @@ class Repeat(StrictModel):
     @field_validator("names")
     @classmethod
     def _names(cls, value: str) -> str:
-        if value.count("{i}") != 1 or not NAME_RE.match(value.replace("{i}", "0").lstrip("0123456789") or "x"):
-            raise ValueError("names is a pattern with one {i}, e.g. '{i}' or 'denselayer{i}'")
+        if value.count("{i}") != 1 or check_module_name(value.replace("{i}", "0")) or "{" in value.replace("{i}", ""):
+            raise ValueError("names is a pattern with one {i} making module names, e.g. '{i}', 'denselayer{i}' or 'block1-{i}'")
         return value
 
     def block_args(self) -> dict[str, Any]:
@@ -206,13 +236,29 @@ class Projection(StrictModel):
     """Project even when the shape does not change."""
 
 
+class Head(StrictModel):
+    """`head:` on a top-level layer: an auxiliary output (GoogLeNet's aux1, Inception v3's AuxLogits)."""
+
+    source: str = Field(alias="from")
+    """The earlier top-level layer whose output the head reads."""
+    output: str | None = None
+    """The output's name (a field of the train-mode output tuple); default the layer's name."""
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, value: str | None) -> str | None:
+        if value is not None and check_name(value):
+            raise ValueError(f"output {value!r} is not a Python identifier (it names a field of the output tuple)")
+        return value
+
+
 class Residual(StrictModel):
     """A residual connection's settings."""
 
     body: dict[str, Any] | list[Any]
     """The residual branch's layers."""
     shortcut: Any = "auto"
-    """auto, identity, {projection: {...}} or {custom: {name: layer}}."""
+    """auto, identity, if_shapes_match, {projection: {...}} or {custom: {name: layer}}."""
     post: str | None = "relu"
     """Activation after the sum, or none."""
 

@@ -9,14 +9,14 @@ arguments.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from archc.backends.codegen.arguments import Param, Resolver
 from archc.backends.codegen.generalize import AntiUnifier, Unmergeable, merge_orders
 from archc.backends.codegen.lower import Instance, RepeatedBlocks
-from archc.backends.codegen.names import Namespace, camel
+from archc.backends.codegen.names import MISSING, Namespace, camel
 from archc.backends.codegen.runs import skeleton
-from archc.backends.codegen.terms import INLINE
+from archc.backends.codegen.terms import INLINE, Hole
 from archc.combinators import CodegenForm
 from archc.spec.schema import Template
 
@@ -33,6 +33,7 @@ class ClassDef:
     positional: bool
     doc: str = ""
     form: CodegenForm = CodegenForm()  # how its combinator is written
+    settings: dict[str, Hole] = field(default_factory=dict)  # the nodes' settings, by name
 
 
 def build_classes(instances: list[Instance], templates: dict[str, Template]) -> list[ClassDef]:
@@ -111,12 +112,21 @@ def define(
     instances: list[Instance], template: Template | None, model_params: dict | None = None
 ) -> ClassDef:
     resolver = Resolver(instances, template, model_params)
-    groups = unify_groups(AntiUnifier(resolver), instances)
+    unifier = AntiUnifier(resolver)
+    groups = unify_groups(unifier, instances)
+    names = list(dict.fromkeys(k for i in instances for k in i.settings))
+    settings = {  # a setting the instances differ in becomes a flag argument of that name
+        name: unifier.hole([i.settings.get(name, MISSING) for i in instances], name, "flag")
+        for name in names
+    }
     params = resolver.ordered()
     for index, inst in enumerate(instances):
         inst.args = {p.name: p.column[index] for p in params}
     first = instances[0]
-    klass = ClassDef("", first.kind, groups, params, instances, first.positional, form=first.form)
+    klass = ClassDef(
+        "", first.kind, groups, params, instances, first.positional, form=first.form,
+        settings=settings,
+    )  # fmt: skip
     if template is not None:
         klass.doc = template.doc
     for inst in instances:

@@ -8,13 +8,12 @@ optional layers `if flag:` blocks.
 from __future__ import annotations
 
 import json
-import keyword
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from archc.backends.codegen.arguments import NO_DEFAULT
 from archc.backends.codegen.layout import Atom, Call, Comprehension, Expr, Prefixed, flat, layout
-from archc.backends.codegen.names import MISSING, literal, same, shape_text
+from archc.backends.codegen.names import MISSING, is_attribute, literal, same, shape_text
 from archc.backends.codegen.terms import (
     INLINE,
     Child,
@@ -26,7 +25,6 @@ from archc.backends.codegen.terms import (
     Runs,
     unknown,
 )
-from archc.spec.schema import NAME_RE
 
 if TYPE_CHECKING:
     from archc.backends.codegen.classes import ClassDef
@@ -69,14 +67,7 @@ def uses_loop(entries: list[Child]) -> bool:
     return any(h.step is not None and h.step.expr != "0" for e in entries for h in holes(e.term))
 
 
-def is_keyword_name(name: str) -> bool:
-    """A child name that can be written as a keyword argument."""
-    return bool(NAME_RE.match(name)) and not keyword.iskeyword(name)
-
-
-def is_attribute(name: str) -> bool:
-    """A child reached as `self.name` (others are numbered, as in nn.Sequential)."""
-    return bool(NAME_RE.match(name))
+is_keyword_name = is_attribute  # a child name that can be a keyword argument of OrderedDict
 
 
 def access(name: str) -> str:

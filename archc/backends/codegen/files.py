@@ -10,13 +10,29 @@ from archc.backends.codegen.render import display_path, generate
 from archc.compiler import load
 from archc.errors import ArchcError
 from archc.outputs import OutputError, contained, write_atomic, written_by_archc
-from archc.registry import resolve
+from archc.registry import find, variants_of
+
+Job = tuple[Path, Path, "str | None"]  # spec file, output path under the output folder, variant
 
 
-def spec_files(arg: str) -> list[tuple[Path, Path]]:
-    """(spec file, output path relative to the output folder) for a file, a folder or the name
-    of a shipped model."""
-    path = Path(resolve(arg))
+def per_variant(file: Path, relative: Path, chosen: str | None) -> list[Job]:
+    """One output per model: a family spec (with `variants:`) writes each of its variants,
+    named after the variant, unless one was chosen (--variant), which alone is written."""
+    if chosen is not None:
+        return [(file, relative.with_name(chosen + ".py"), chosen)]
+    try:
+        variants = variants_of(file)
+    except ArchcError:
+        variants = ()  # writing it reports the error, beside the other specs' results
+    if not variants:
+        return [(file, relative, None)]
+    return [(file, relative.with_name(v + ".py"), v) for v in variants]
+
+
+def spec_files(arg: str, variant: str | None = None) -> list[Job]:
+    """What to write for a file, a folder or the name of a shipped model."""
+    found_path, implied = find(arg)
+    path = Path(found_path)
     if path.is_dir():
         found = sorted(
             f for f in path.rglob("*")
@@ -25,9 +41,12 @@ def spec_files(arg: str) -> list[tuple[Path, Path]]:
         )  # fmt: skip
         if not found:
             raise OutputError(f"{arg}: no spec files (*.yaml) in this folder")
-        return [(file, file.relative_to(path).with_suffix(".py")) for file in found]
+        jobs = []
+        for file in found:
+            jobs.extend(per_variant(file, file.relative_to(path).with_suffix(".py"), variant))
+        return jobs
     if path.is_file():
-        return [(path, Path(path.stem + ".py"))]
+        return per_variant(path, Path(path.stem + ".py"), implied or variant)
     if arg == "-" or path.exists():
         raise OutputError(
             f"{arg}: codegen reads spec files and folders (each output is named after its file), "
@@ -46,20 +65,21 @@ class WriteResult:
 
 
 def write_all(args: list[str], out: Path, *, force: bool = False, **options: Any) -> WriteResult:
-    """`archc codegen SPEC... -o DIR`: one .py per spec, folders mirrored. A bad argument or
+    """`archc codegen SPEC... -o DIR`: one .py per model (a family spec's variants each),
+    folders mirrored. A bad argument or
     spec is recorded and the rest are still written; nothing is printed here."""
     result = WriteResult()
     targets: dict[Path, Path] = {}
     for arg in args:
         try:
-            jobs = spec_files(arg)
-        except OutputError as exc:
+            jobs = spec_files(arg, options.get("variant"))
+        except ArchcError as exc:
             result.errors.append(exc)
             continue
-        for spec_path, relative in jobs:
+        for spec_path, relative, variant in jobs:
             try:
                 target = contained(out, relative)
-                changed = write_one(spec_path, target, targets, force, **options)
+                changed = write_one(spec_path, target, targets, force, **{**options, "variant": variant})
             except ArchcError as exc:
                 result.errors.append(exc)
                 continue

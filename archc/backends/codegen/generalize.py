@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from archc.backends.codegen.lower import field_value
-from archc.backends.codegen.names import ARG_NAMES, MISSING, Progression, plain, same
+from archc.backends.codegen.names import ARG_NAMES, MISSING, Progression, is_attribute, plain, same
 from archc.backends.codegen.runs import progression_unit, segment, split_number
 from archc.backends.codegen.terms import (
     Child,
@@ -27,7 +27,6 @@ from archc.backends.codegen.terms import (
     Runs,
     unknown,
 )
-from archc.spec.schema import NAME_RE
 
 if TYPE_CHECKING:
     from archc.backends.codegen.arguments import Resolver
@@ -133,7 +132,7 @@ class AntiUnifier:
             prefix = f"{origin}_{name}" if origin else name
             flag = None
             if any(k is not None and f is None for k, f in zip(keyed, found)):
-                if not optional or not NAME_RE.match(one.name):
+                if not optional or not is_attribute(one.name):
                     raise Unmergeable  # (a numbered layer cannot be left out: the rest renumber)
                 column = [MISSING if k is None else f is not None for k, f in zip(keyed, found)]
                 flag = self.hole(column, one.name, "flag")

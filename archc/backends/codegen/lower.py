@@ -78,6 +78,7 @@ class Lowering:
             node.template.args if node.template is not None else None,
             order=len(self.instances),
             form=node.combinator.codegen,
+            settings=dict(node.settings),
             position=node.template.position if node.template is not None else {},
         )
         self.instances.append(inst)

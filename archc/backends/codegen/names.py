@@ -113,6 +113,12 @@ def annotation(values: list) -> str:
     return " | ".join(names) or "int"
 
 
+def is_attribute(name: str) -> bool:
+    """A child module name generated code can write as `self.name` (others, such as `block1-0`,
+    `0` or `class`, go through `add_module` and `getattr`, or a numbered nn.Sequential)."""
+    return bool(NAME_RE.match(name)) and not keyword.iskeyword(name)
+
+
 def python_name(name: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
     """`name` if it can be a local name in generated code, else a close variant that can."""
     base = name if NAME_RE.match(name) else "arg_" + re.sub(r"\W", "_", name)

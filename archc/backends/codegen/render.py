@@ -7,17 +7,26 @@ import tokenize
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from archc.backends.codegen.arguments import NO_DEFAULT, Param
 from archc.backends.codegen.classes import ClassDef, build_classes, define, name_classes
-from archc.backends.codegen.emit import Emitter, is_attribute
+from archc.backends.codegen.emit import Emitter, access, is_attribute
 from archc.backends.codegen.layout import Atom, Call, Expr, Prefixed, docstring, layout
 from archc.backends.codegen.lower import Lowering, weighted_layers
-from archc.backends.codegen.names import LOCALS, Namespace, camel, literal, python_name, shape_text
+from archc.backends.codegen.names import (
+    LOCALS,
+    MISSING,
+    Namespace,
+    camel,
+    literal,
+    python_name,
+    shape_text,
+)
 from archc.backends.codegen.probe import Probe, probe
-from archc.backends.codegen.terms import INLINE, MODEL, Child
+from archc.backends.codegen.terms import INLINE, MODEL, Child, Hole
 from archc.combinators import COMBINATORS
 from archc.compiler import Spec
 from archc.outputs import MARKER
@@ -68,12 +77,29 @@ class ForwardWriter:
     """The body of a generated class's forward, written by its combinator's `CodegenForm.forward`
     (the `archc.combinators.ForwardWriter` protocol) from the class's grouped children."""
 
-    def __init__(self, groups: list[tuple[str, list]], emitter: Emitter, indent: int = 8):
+    def __init__(
+        self,
+        groups: list[tuple[str, list]],
+        emitter: Emitter,
+        indent: int = 8,
+        settings: dict[str, Hole] | None = None,
+    ):
         self.entries = dict(groups)  # every child of such a class is named: no runs
         self.groups = list(self.entries)
         self.emitter, self.indent = emitter, indent
+        self.settings = settings or {}
         self.names = Namespace(LOCALS)
         self.lines: list[str] = []
+        self.init: list[str] = []  # `self.name = argument` for the settings forward reads
+
+    def setting(self, name: str, default: Any) -> Any:
+        hole = self.settings.get(name)
+        if hole is None:
+            return default
+        if hole.const is not MISSING:
+            return hole.const
+        self.init.append(" " * self.indent + f"self.{name} = {hole.expr}")
+        return f"self.{name}"
 
     def chain(self, group: str, source: str, var: str) -> None:
         lines = self.emitter.chain(self.entries.get(group, []), source, var)
@@ -116,8 +142,9 @@ def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
     view.init = ["        super().__init__()"]
     for _, entries in klass.groups:
         view.init += emitter.attributes(entries, 8, none_first=True)
-    writer = ForwardWriter(klass.groups, emitter)
+    writer = ForwardWriter(klass.groups, emitter, settings=klass.settings)
     klass.form.forward(writer)
+    view.init[1:1] = writer.init  # settings first, as torchvision sets use_res_connect
     view.forward = {"lines": writer.lines}
     return view
 
@@ -196,7 +223,9 @@ def generate(spec: Spec, source: str | None = None) -> str:
     for cls in lowering.own:  # archc's own module classes keep their names
         module.reserve(cls)
     model.name = module.create_name(camel(spec.name))
-    stem = Path(spec.file).stem  # the function is named after the file, as torchvision's are
+    outputs = module.create_name(f"{camel(spec.name)}Outputs") if spec.heads else ""
+    # the function is named after the file (a family's after the variant), as torchvision's are
+    stem = spec.variant or Path(spec.file).stem
     factory = module.create_name(
         stem if NAME_RE.match(stem) and python_name(stem) == stem else spec.name
     )
@@ -208,7 +237,7 @@ def generate(spec: Spec, source: str | None = None) -> str:
         .get_template("body.py.j2")
         .render(
             classes=[class_view(k, emitter) for k in classes],
-            model=model_class(spec, model, emitter, found),
+            model=model_class(spec, model, emitter, found, outputs),
             factory=factory_lines(factory, model, found, spec),
         )
     )
@@ -223,6 +252,8 @@ def generate(spec: Spec, source: str | None = None) -> str:
     # archc's own module classes the layers construct (TorchLayer(own=True)), their source
     # copied from archc/backends/torch_modules.py once each: the file needs no archc.
     helpers += [own_source(cls) + "\n" for cls in lowering.own if cls in used]
+    if outputs:
+        helpers.append(outputs_class(spec, outputs))
     return (
         environment()
         .get_template("module.py.j2")
@@ -246,6 +277,7 @@ def imports(used: set[str]) -> list[list[str]]:
     one place that decides what a file imports."""
     stdlib = ["import math"] if "math" in used else []
     stdlib += ["from collections import OrderedDict"] if "OrderedDict" in used else []
+    stdlib += ["from typing import NamedTuple"] if "NamedTuple" in used else []
     torch = ["import torch"] if "torch" in used else []
     return [group for group in (stdlib, [*torch, "from torch import nn"]) if group]
 
@@ -268,17 +300,68 @@ def header(spec: Spec, source: str | None, found: Probe) -> list[str]:
     return docstring("\n\n".join(parts), 0)
 
 
-def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe) -> ClassView:
+def outputs_class(spec: Spec, name: str) -> str:
+    """The NamedTuple a model with heads returns in train mode (TorchScript: always)."""
+    doc = f"The outputs of {spec.name} in train mode: the main output, then its auxiliary heads'."
+    fields = [f"    {spec.outputs[0]}: torch.Tensor"]
+    fields += [f"    {field}: torch.Tensor | None" for field in spec.outputs[1:]]
+    return "\n".join([f"class {name}(NamedTuple):", *docstring(doc, 4), "", *fields]) + "\n"
+
+
+def head_forward(spec: Spec, entries: list, outputs: str) -> dict:
+    """forward of a model with heads: the main layers in turn, each head (in train mode) on the
+    output of the layer it reads, then the outputs tuple (as torchvision's GoogLeNet does it:
+    TorchScript always returns the tuple, eager Python the main output alone in eval)."""
+    nodes = {n.name: n for n in spec.tree.registered()}
+    local = Namespace(set(LOCALS) | {"x", outputs})
+    var = {n.name: local.create_name(n.head.output) for n in spec.head_order()}
+    lines = [f"        {var[n.name]}: torch.Tensor | None = None" for n in spec.head_order()]
+    for e in entries:
+        if nodes[e.name].head is not None:
+            continue
+        call = Call(access(e.name), [Atom("x")], comment=shape_text(e.out_shape))
+        lines += layout(call, 8, lead="x = ")
+        for head in spec.heads:
+            if head.head.source == e.name:
+                lines.append("        if self.training:")
+                call = Call(access(head.name), [Atom("x")], comment=shape_text(head.out_shape))
+                lines += layout(call, 12, lead=f"{var[head.name]} = ")
+    args = ", ".join(["x", *(var[n.name] for n in spec.head_order())])
+    lines += [
+        "        if torch.jit.is_scripting():",
+        f"            return {outputs}({args})",
+        f"        return self.outputs({args})",
+    ]
+    params = ", ".join(["self", "x: torch.Tensor", *(f"{var[n.name]}: torch.Tensor | None" for n in spec.head_order())])
+    method = [
+        "",
+        "    @torch.jit.unused",
+        *layout(Call("def outputs", [Atom(p) for p in params.split(", ")]), 4, trail=f" -> {outputs}:"),
+        *docstring("The outputs tuple in train mode, the main output alone in eval.", 8),
+        "        if self.training:",
+        f"            return {outputs}({args})",
+        "        return x",
+    ]
+    return {"lines": lines, "returns": outputs, "tail": [], "methods": method}
+
+
+def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe, outputs: str = "") -> ClassView:
     entries = model.groups[0][1]
     explicit = (
         all(isinstance(e, Child) and is_attribute(e.name) for e in entries) and not model.positional
     )
+    if outputs and (model.positional or not all(isinstance(e, Child) for e in entries)):
+        raise ValueError("a model with heads has named top-level layers")  # the body is a mapping
+    explicit = explicit or bool(outputs)
     doc = f"The {spec.name} network: {shape_text(spec.input_shape)} in, {shape_text(spec.output_shape)} out."
     view = ClassView(
         model.name, "nn.Module" if explicit else "nn.Sequential", "model.py.j2",
         docstring(doc, 4), signature("__init__", model.params, "None", 4), [],
     )  # fmt: skip
-    if explicit:
+    if outputs:
+        view.init = ["        super().__init__()"] + emitter.attributes(entries, 8, none_first=False)
+        view.forward = head_forward(spec, entries, outputs)
+    elif explicit:
         view.init = ["        super().__init__()"] + emitter.attributes(
             entries, 8, none_first=False
         )

@@ -147,6 +147,7 @@ class Instance:
     height: int = 0
     order: int = 0
     form: CodegenForm = CodegenForm()  # how its combinator is written
+    settings: dict = field(default_factory=dict)  # the node's settings (Node.settings)
     klass: ClassDef | None = None
     args: dict = field(default_factory=dict)
 

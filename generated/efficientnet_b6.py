@@ -6,8 +6,8 @@ multiplier (channels rounded to multiples of 8 by make_divisible), a depth multi
 (blocks per stage rounded up), its dropout and input size; B5-B7 use TensorFlow's batch
 norm settings. Stochastic depth grows from 0 to 0.2 over the network's 16+ blocks.
 
-Model efficientnet_b0: input 3x224x224, output 1000; 5,288,548 parameters, 385,814,752 MACs (0.39
-G).
+Model efficientnet_b6: input 3x528x528, output 1000; 43,040,704 parameters, 19,067,593,536 MACs
+(19.07 G).
 """
 
 import math
@@ -87,8 +87,9 @@ class ConvBnSilu2(nn.Sequential):
 
 
 class SqueezeExcitation(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2017; torchvision's SqueezeExcitation with SiLU): the input
-    scaled per channel by a sigmoid of a two-layer bottleneck of its global average.
+    """Squeeze-and-excitation (Hu et al. 2017; torchvision's SqueezeExcitation): the input scaled
+    per channel by scale_activation(fc2(activation(fc1(avgpool(x))))): SiLU and a sigmoid in
+    EfficientNet, ReLU and a hard sigmoid in MobileNetV3 (act, scale).
     """
 
     def __init__(self, in_channels: int, squeeze: int) -> None:
@@ -116,11 +117,11 @@ class MbconvBlock(nn.Sequential):
     convolution alone at expand_ratio 1).
     """
 
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
+    def __init__(self, in_channels: int, squeeze: int, bn_eps: float, bn_momentum: float) -> None:
         super().__init__(
-            ConvBnSilu(32, 32, 1, bn_eps, bn_momentum, groups=32),
-            SqueezeExcitation(32, 8),
-            ConvBnSilu2(32, 16, bn_eps, bn_momentum),
+            ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
+            SqueezeExcitation(in_channels, squeeze),
+            ConvBnSilu2(in_channels, 32, bn_eps, bn_momentum),
         )
 
 
@@ -168,7 +169,7 @@ class MbconvPlain(nn.Sequential):
 
     def __init__(self, bn_eps: float, bn_momentum: float) -> None:
         super().__init__()
-        self.block = MbconvBlock(bn_eps, bn_momentum)
+        self.block = MbconvBlock(56, 14, bn_eps, bn_momentum)
 
 
 class MbconvPlain2(nn.Sequential):
@@ -203,6 +204,24 @@ class MbconvPlain2(nn.Sequential):
 
 
 class Mbconv(nn.Module):
+    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
+    stochastic depth with a probability growing with the block's place in the network
+    (stochastic_depth_prob * block_id / total_blocks), plus the input.
+    """
+
+    def __init__(self, sd_prob: float, bn_eps: float, bn_momentum: float) -> None:
+        super().__init__()
+        self.block = MbconvBlock(32, 8, bn_eps, bn_momentum)
+        self.stochastic_depth = StochasticDepth(sd_prob, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        out = self.stochastic_depth(out)
+        out = out + x
+        return out
+
+
+class Mbconv2(nn.Module):
     """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
     stochastic depth with a probability growing with the block's place in the network
     (stochastic_depth_prob * block_id / total_blocks), plus the input.
@@ -246,17 +265,11 @@ class MbconvStage(nn.Sequential):
     """
 
     def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(MbconvPlain(bn_eps, bn_momentum))
-
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(MbconvPlain2(192, 3, 320, bn_eps, bn_momentum, 1152, 48, 1))
+        super().__init__(
+            MbconvPlain(bn_eps, bn_momentum),
+            Mbconv(0.0044444444444444444, bn_eps, bn_momentum),
+            Mbconv(0.008888888888888889, bn_eps, bn_momentum),
+        )
 
 
 class MbconvStage2(nn.Sequential):
@@ -272,19 +285,107 @@ class MbconvStage2(nn.Sequential):
         out: int,
         bn_eps: float,
         bn_momentum: float,
-        bn_eps_: float,
-        bn_momentum_: float,
         arg_0_block_hidden: int,
         arg_0_block_squeeze: int,
         arg_0_block_layer1_padding: int,
         arg_1_sd_prob: float,
         arg_1_block_hidden: int,
         arg_1_block_squeeze: int,
-        depth_: int,
         arg_2_sd_prob: float,
-        arg_2_block_hidden: int,
-        arg_2_block_squeeze: int,
-        arg_2_block_layer1_padding: int,
+        arg_3_sd_prob: float,
+        arg_4_sd_prob: float,
+        arg_5_sd_prob: float,
+    ) -> None:
+        super().__init__(
+            MbconvPlain2(
+                in_channels,
+                kernel,
+                out,
+                bn_eps,
+                bn_momentum,
+                arg_0_block_hidden,
+                arg_0_block_squeeze,
+                arg_0_block_layer1_padding,
+                stride=2,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_1_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_2_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_3_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_4_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_5_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+        )
+
+
+class MbconvStage3(nn.Sequential):
+    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
+    of them: the first carries the stride and the width change and has a skip connection only when
+    it has neither; every skip has stochastic depth.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        kernel: int,
+        out: int,
+        bn_eps: float,
+        bn_momentum: float,
+        arg_0_block_hidden: int,
+        arg_0_block_squeeze: int,
+        arg_0_block_layer1_padding: int,
+        arg_1_sd_prob: float,
+        arg_1_block_hidden: int,
+        arg_1_block_squeeze: int,
+        arg_2_sd_prob: float,
+        arg_3_sd_prob: float,
+        arg_4_sd_prob: float,
+        arg_5_sd_prob: float,
+        arg_6_sd_prob: float,
+        arg_7_sd_prob: float,
         stride: int = 1,
     ) -> None:
         super().__init__(
@@ -299,7 +400,7 @@ class MbconvStage2(nn.Sequential):
                 arg_0_block_layer1_padding,
                 stride=stride,
             ),
-            Mbconv(
+            Mbconv2(
                 out,
                 kernel,
                 arg_1_sd_prob,
@@ -309,23 +410,70 @@ class MbconvStage2(nn.Sequential):
                 arg_1_block_squeeze,
                 arg_0_block_layer1_padding,
             ),
-            *[
-                Mbconv(
-                    out,
-                    kernel,
-                    arg_2_sd_prob,
-                    bn_eps_,
-                    bn_momentum_,
-                    arg_2_block_hidden,
-                    arg_2_block_squeeze,
-                    arg_2_block_layer1_padding,
-                )
-                for _ in range(depth_)
-            ],
+            Mbconv2(
+                out,
+                kernel,
+                arg_2_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_3_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_4_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_5_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_6_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
+            Mbconv2(
+                out,
+                kernel,
+                arg_7_sd_prob,
+                bn_eps,
+                bn_momentum,
+                arg_1_block_hidden,
+                arg_1_block_squeeze,
+                arg_0_block_layer1_padding,
+            ),
         )
 
 
-class MbconvStage3(nn.Sequential):
+class MbconvStage4(nn.Sequential):
     """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
     of them: the first carries the stride and the width change and has a skip connection only when
     it has neither; every skip has stochastic depth.
@@ -333,118 +481,129 @@ class MbconvStage3(nn.Sequential):
 
     def __init__(self, bn_eps: float, bn_momentum: float) -> None:
         super().__init__(
-            MbconvPlain2(112, 5, 192, bn_eps, bn_momentum, 672, 28, 2, stride=2),
-            Mbconv(192, 5, 0.15000000000000002, bn_eps, bn_momentum, 1152, 48, 2),
-            Mbconv(192, 5, 0.1625, bn_eps, bn_momentum, 1152, 48, 2),
-            Mbconv(192, 5, 0.17500000000000002, bn_eps, bn_momentum, 1152, 48, 2),
+            MbconvPlain2(200, 5, 344, bn_eps, bn_momentum, 1200, 50, 2, stride=2),
+            Mbconv2(344, 5, 0.14222222222222222, bn_eps, bn_momentum, 2064, 86, 2),
+            Mbconv2(344, 5, 0.14666666666666667, bn_eps, bn_momentum, 2064, 86, 2),
+            Mbconv2(344, 5, 0.15111111111111114, bn_eps, bn_momentum, 2064, 86, 2),
+            Mbconv2(344, 5, 0.15555555555555556, bn_eps, bn_momentum, 2064, 86, 2),
+            Mbconv2(344, 5, 0.16, bn_eps, bn_momentum, 2064, 86, 2),
+            Mbconv2(344, 5, 0.16444444444444445, bn_eps, bn_momentum, 2064, 86, 2),
+            Mbconv2(344, 5, 0.1688888888888889, bn_eps, bn_momentum, 2064, 86, 2),
+            Mbconv2(344, 5, 0.17333333333333334, bn_eps, bn_momentum, 2064, 86, 2),
+            Mbconv2(344, 5, 0.17777777777777778, bn_eps, bn_momentum, 2064, 86, 2),
+            Mbconv2(344, 5, 0.18222222222222226, bn_eps, bn_momentum, 2064, 86, 2),
         )
 
 
-class EfficientNetB0(nn.Module):
-    """The efficientnet_b0 network: 3x224x224 in, 1000 out."""
+class MbconvStage5(nn.Sequential):
+    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
+    of them: the first carries the stride and the width change and has a skip connection only when
+    it has neither; every skip has stochastic depth.
+    """
+
+    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
+        super().__init__(
+            MbconvPlain2(344, 3, 576, bn_eps, bn_momentum, 2064, 86, 1),
+            Mbconv2(576, 3, 0.1911111111111111, bn_eps, bn_momentum, 3456, 144, 1),
+            Mbconv2(576, 3, 0.19555555555555557, bn_eps, bn_momentum, 3456, 144, 1),
+        )
+
+
+class EfficientNetB6(nn.Module):
+    """The efficientnet_b6 network: 3x528x528 in, 1000 out."""
 
     def __init__(
         self,
         num_classes: int = 1000,
-        dropout: float = 0.2,
-        bn_eps: float = 1e-05,
-        bn_momentum: float = 0.1,
+        dropout: float = 0.5,
+        bn_eps: float = 0.001,
+        bn_momentum: float = 0.01,
     ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvBnSilu(3, 32, 1, bn_eps, bn_momentum, stride=2),
+            ConvBnSilu(3, 56, 1, bn_eps, bn_momentum, stride=2),
             MbconvStage(bn_eps, bn_momentum),
             MbconvStage2(
-                16,
+                32,
                 3,
-                24,
-                bn_eps,
-                bn_momentum,
-                None,
-                None,
-                96,
-                4,
-                1,
-                0.025,
-                144,
-                6,
-                0,
-                0.08750000000000001,
-                480,
-                20,
-                1,
-                stride=2,
-            ),
-            MbconvStage2(
-                24,
-                5,
                 40,
                 bn_eps,
                 bn_momentum,
-                None,
-                None,
-                144,
-                6,
-                2,
-                0.05,
+                192,
+                8,
+                1,
+                0.017777777777777778,
                 240,
                 10,
-                0,
-                0.08750000000000001,
-                480,
-                20,
-                1,
-                stride=2,
+                0.022222222222222223,
+                0.026666666666666672,
+                0.031111111111111114,
+                0.035555555555555556,
             ),
             MbconvStage2(
                 40,
-                3,
-                80,
-                bn_eps,
-                bn_momentum,
+                5,
+                72,
                 bn_eps,
                 bn_momentum,
                 240,
                 10,
+                2,
+                0.044444444444444446,
+                432,
+                18,
+                0.04888888888888889,
+                0.053333333333333344,
+                0.05777777777777778,
+                0.06222222222222223,
+            ),
+            MbconvStage3(
+                72,
+                3,
+                144,
+                bn_eps,
+                bn_momentum,
+                432,
+                18,
                 1,
-                0.07500000000000001,
-                480,
-                20,
-                1,
-                0.08750000000000001,
-                480,
-                20,
-                1,
+                0.07111111111111111,
+                864,
+                36,
+                0.07555555555555557,
+                0.08,
+                0.08444444444444445,
+                0.08888888888888889,
+                0.09333333333333334,
+                0.09777777777777778,
                 stride=2,
             ),
-            MbconvStage2(
-                80,
+            MbconvStage3(
+                144,
                 5,
-                112,
+                200,
                 bn_eps,
                 bn_momentum,
-                bn_eps,
-                bn_momentum,
-                480,
-                20,
+                864,
+                36,
                 2,
-                0.1125,
-                672,
-                28,
-                1,
-                0.125,
-                672,
-                28,
-                2,
+                0.10666666666666669,
+                1200,
+                50,
+                0.1111111111111111,
+                0.11555555555555556,
+                0.12000000000000001,
+                0.12444444444444445,
+                0.12888888888888891,
+                0.13333333333333333,
             ),
-            MbconvStage3(bn_eps, bn_momentum),
             MbconvStage4(bn_eps, bn_momentum),
-            ConvBnSilu(320, 1280, 0, bn_eps, bn_momentum, kernel=1),
+            MbconvStage5(bn_eps, bn_momentum),
+            ConvBnSilu(576, 2304, 0, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout, inplace=True), nn.Linear(1280, num_classes)
+            nn.Dropout(p=dropout, inplace=True), nn.Linear(2304, num_classes)
         )
 
         for m in self.modules():
@@ -461,20 +620,20 @@ class EfficientNetB0(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # 1280x7x7
-        x = self.avgpool(x)  # 1280x1x1
-        x = self.flatten(x)  # 1280
+        x = self.features(x)  # 2304x17x17
+        x = self.avgpool(x)  # 2304x1x1
+        x = self.flatten(x)  # 2304
         x = self.classifier(x)  # 1000
         return x
 
 
-def efficientnet(
-    num_classes: int = 1000, dropout: float = 0.2, bn_eps: float = 1e-05, bn_momentum: float = 0.1
-) -> EfficientNetB0:
-    """efficientnet_b0 with freshly initialised weights.
+def efficientnet_b6(
+    num_classes: int = 1000, dropout: float = 0.5, bn_eps: float = 0.001, bn_momentum: float = 0.01
+) -> EfficientNetB6:
+    """efficientnet_b6 with freshly initialised weights.
 
-    Fixed in this file: width=1.0, depth=1.0 (change the spec and regenerate).
+    Fixed in this file: width=1.8, depth=2.6 (change the spec and regenerate).
     """
-    return EfficientNetB0(
+    return EfficientNetB6(
         num_classes=num_classes, dropout=dropout, bn_eps=bn_eps, bn_momentum=bn_momentum
     )

@@ -6,8 +6,7 @@ stride-1 ones), a 1x1 conv, the global average and a linear classifier. Matches
 torchvision.models.shufflenet_v2_x0_5 ...
 shufflenet_v2_x2_0: same state_dict, same outputs, same init (torchvision's defaults).
 
-Model shufflenet_v2_x1_0: input 3x224x224, output 1000; 2,278,604 parameters, 144,907,992 MACs (0.14
-G).
+Model shufflenet_v2_x0_5: input 3x224x224, output 1000; 1,366,792 parameters, 40,476,448 MACs.
 """
 
 import torch
@@ -39,7 +38,7 @@ class ShuffleDown(nn.Module):
     half of `out` channels; their concatenation is channel-shuffled in 2 groups.
     """
 
-    def __init__(self, in_channels: int, half: int) -> None:
+    def __init__(self, in_channels: int) -> None:
         super().__init__()
         self.branch1 = nn.Sequential(
             nn.Conv2d(
@@ -52,18 +51,26 @@ class ShuffleDown(nn.Module):
                 bias=False,
             ),
             nn.BatchNorm2d(in_channels),
-            nn.Conv2d(in_channels, half, kernel_size=1, bias=False),
-            nn.BatchNorm2d(half),
+            nn.Conv2d(in_channels, in_channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(in_channels),
             nn.ReLU(inplace=True),
         )
         self.branch2 = nn.Sequential(
-            nn.Conv2d(in_channels, half, kernel_size=1, bias=False),
-            nn.BatchNorm2d(half),
+            nn.Conv2d(in_channels, in_channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(in_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(half, half, kernel_size=3, stride=2, padding=1, groups=half, bias=False),
-            nn.BatchNorm2d(half),
-            nn.Conv2d(half, half, kernel_size=1, bias=False),
-            nn.BatchNorm2d(half),
+            nn.Conv2d(
+                in_channels,
+                in_channels,
+                kernel_size=3,
+                stride=2,
+                padding=1,
+                groups=in_channels,
+                bias=False,
+            ),
+            nn.BatchNorm2d(in_channels),
+            nn.Conv2d(in_channels, in_channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(in_channels),
             nn.ReLU(inplace=True),
         )
         self.channel_shuffle = ChannelShuffle(2)
@@ -106,8 +113,8 @@ class ShuffleUnit(nn.Module):
         return out
 
 
-class ShufflenetV2X1_0(nn.Module):
-    """The shufflenet_v2_x1_0 network: 3x224x224 in, 1000 out."""
+class ShufflenetV2X0_5(nn.Module):
+    """The shufflenet_v2_x0_5 network: 3x224x224 in, 1000 out."""
 
     def __init__(self, num_classes: int = 1000, last: int = 1024) -> None:
         super().__init__()
@@ -117,11 +124,11 @@ class ShufflenetV2X1_0(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.stage2 = nn.Sequential(ShuffleDown(24, 58), *[ShuffleUnit(58) for _ in range(3)])
-        self.stage3 = nn.Sequential(ShuffleDown(116, 116), *[ShuffleUnit(116) for _ in range(7)])
-        self.stage4 = nn.Sequential(ShuffleDown(232, 232), *[ShuffleUnit(232) for _ in range(3)])
+        self.stage2 = nn.Sequential(ShuffleDown(24), *[ShuffleUnit(24) for _ in range(3)])
+        self.stage3 = nn.Sequential(ShuffleDown(48), *[ShuffleUnit(48) for _ in range(7)])
+        self.stage4 = nn.Sequential(ShuffleDown(96), *[ShuffleUnit(96) for _ in range(3)])
         self.conv5 = nn.Sequential(
-            nn.Conv2d(464, last, kernel_size=1, bias=False),
+            nn.Conv2d(192, last, kernel_size=1, bias=False),
             nn.BatchNorm2d(last),
             nn.ReLU(inplace=True),
         )
@@ -132,9 +139,9 @@ class ShufflenetV2X1_0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)  # 24x112x112
         x = self.maxpool(x)  # 24x56x56
-        x = self.stage2(x)  # 116x28x28
-        x = self.stage3(x)  # 232x14x14
-        x = self.stage4(x)  # 464x7x7
+        x = self.stage2(x)  # 48x28x28
+        x = self.stage3(x)  # 96x14x14
+        x = self.stage4(x)  # 192x7x7
         x = self.conv5(x)  # 1024x7x7
         x = self.avgpool(x)  # 1024x1x1
         x = self.flatten(x)  # 1024
@@ -142,9 +149,9 @@ class ShufflenetV2X1_0(nn.Module):
         return x
 
 
-def shufflenet_v2(num_classes: int = 1000, last: int = 1024) -> ShufflenetV2X1_0:
-    """shufflenet_v2_x1_0 with freshly initialised weights.
+def shufflenet_v2_x0_5(num_classes: int = 1000, last: int = 1024) -> ShufflenetV2X0_5:
+    """shufflenet_v2_x0_5 with freshly initialised weights.
 
-    Fixed in this file: widths=[116, 232, 464] (change the spec and regenerate).
+    Fixed in this file: widths=[48, 96, 192] (change the spec and regenerate).
     """
-    return ShufflenetV2X1_0(num_classes=num_classes, last=last)
+    return ShufflenetV2X0_5(num_classes=num_classes, last=last)

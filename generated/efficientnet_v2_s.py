@@ -84,8 +84,9 @@ class ConvBnSilu2(nn.Sequential):
 
 
 class SqueezeExcitation(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2017; torchvision's SqueezeExcitation with SiLU): the input
-    scaled per channel by a sigmoid of a two-layer bottleneck of its global average.
+    """Squeeze-and-excitation (Hu et al. 2017; torchvision's SqueezeExcitation): the input scaled
+    per channel by scale_activation(fc2(activation(fc1(avgpool(x))))): SiLU and a sigmoid in
+    EfficientNet, ReLU and a hard sigmoid in MobileNetV3 (act, scale).
     """
 
     def __init__(self, in_channels: int, squeeze: int) -> None:
@@ -367,7 +368,7 @@ class EfficientNetV2S(nn.Module):
         return x
 
 
-def efficientnet_v2(num_classes: int = 1000, dropout: float = 0.2) -> EfficientNetV2S:
+def efficientnet_v2_s(num_classes: int = 1000, dropout: float = 0.2) -> EfficientNetV2S:
     """efficientnet_v2_s with freshly initialised weights.
 
     Fixed in this file: stem=24, depths=[2, 4, 4, 6, 9, 15, 0], widths=[24, 48, 64, 128, 160, 256,
