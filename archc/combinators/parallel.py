@@ -184,5 +184,5 @@ class Parallel(Combinator):
             d.edge(out, cat)
         post = node.role_children("post")
         if post:
-            return d.chain(post, d.port(cat, node.out_shape), level, into)
+            return d.chain(post, d.port(cat, post[0].in_shape), level, into)
         return d.port(cat, node.out_shape)
