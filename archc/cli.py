@@ -178,12 +178,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 @command
 def cmd_export(args: argparse.Namespace) -> int:
     from archc.compiler import load
+    from archc.outputs import OutputError
 
     spec = load(args.spec, **spec_options(args))
     target = Path(args.output)
     if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
         raise NotADirectoryError(  # printed as `archc: error: FILE: ...`, exit 1
             20, f"cannot write here: {target.parent} is not a writable folder", str(target))
+    if os.path.lexists(target) and not (args.force and target.is_file()):
+        what = "exists" if target.is_file() else "exists and is not a regular file"
+        raise OutputError(f"{target} {what}; pass --force to replace a file")
     from archc.export import export
 
     export(spec, args.format, target)
@@ -394,6 +398,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("spec", metavar="SPEC")
     s.add_argument("--format", required=True, choices=("onnx", "torchscript", "exported-program"))
     s.add_argument("-o", "--output", required=True, metavar="FILE")
+    s.add_argument("--force", action="store_true", help="replace an existing file")
     add_spec_options(s)
 
     sub.add_parser("schema", help="print the JSON Schema of the spec format (for editors)")

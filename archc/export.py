@@ -3,6 +3,8 @@ Imports torch; the static path never imports this module."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -14,15 +16,23 @@ def export(spec, fmt: str, path: Path, *, seed: int | None = 0) -> torch.nn.Modu
     """Write the model in `fmt` to `path`; returns the live (eval-mode) model it came from."""
     import archc
 
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
     model = archc.build(spec, seed=seed).eval()
     example = torch.randn(1, *spec.input_shape)
-    if fmt == "torchscript":
-        torch.jit.trace(model, example).save(str(path))
-    elif fmt == "exported-program":
-        torch.export.save(torch.export.export(model, (example,)), str(path))
-    elif fmt == "onnx":
-        torch.onnx.export(model, (example,), str(path), input_names=["input"],
-                          output_names=["output"], dynamo=False)
-    else:
-        raise ValueError(f"unknown format {fmt!r}")
+    # written beside the target and renamed over it: a failed export leaves no half-written file
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if fmt == "torchscript":
+            torch.jit.trace(model, example).save(tmp)
+        elif fmt == "exported-program":
+            torch.export.save(torch.export.export(model, (example,)), tmp)
+        else:
+            torch.onnx.export(model, (example,), tmp, input_names=["input"],
+                              output_names=["output"], dynamo=False)  # fmt: skip
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return model

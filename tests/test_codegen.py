@@ -499,9 +499,14 @@ def test_model_parameters_become_keyword_arguments():
     model = factory(module(SPECS / "googlenet.yaml", text), text)(num_classes=7, dropout=0.5)
     assert model.fc.out_features == 7 and model.dropout.p == 0.5
     assert model.aux1.fc2.out_features == 7 and model.aux1.dropout.p == 0.7  # the heads' too
-    dense = source(SPECS / "densenet121.yaml")  # growth_rate sizes every layer: fixed, and said so
+    family = SPECS / "densenet.yaml"  # growth_rate sizes every layer: fixed, and said so
+    dense = generate(archc.load(family, variant="densenet121"))
     assert "def densenet121(num_classes: int = 1000) -> DenseNet121:" in dense
-    assert "growth_rate=32, bn_size=4" in dense
+    fixed = "growth_rate=32, block_config=[6, 12, 24, 16], num_init_features=64,\n    bn_size=4"
+    assert fixed in dense
+    wide = generate(archc.load(family, variant="densenet161"))  # each variant its own values
+    assert "def densenet161(num_classes: int = 1000) -> DenseNet161:" in wide
+    assert "growth_rate=48, block_config=[6, 12, 36, 24], num_init_features=96" in wide
 
 
 # ---- synthetic specs: every combinator and naming corner ------------------------------------------

@@ -61,3 +61,13 @@ def test_unwritable_path_and_bad_format(spec, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["export", str(spec), "--format", "tflite", "-o", str(tmp_path / "m")])
     assert exc.value.code != 0
+
+
+def test_an_existing_file_is_replaced_only_with_force(spec, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    out.write_text("mine")
+    assert main(["export", str(spec), "--format", "torchscript", "-o", str(out)]) == 1
+    assert "exists; pass --force" in capsys.readouterr().err and out.read_text() == "mine"
+    assert main(["export", str(spec), "--format", "torchscript", "-o", str(out), "--force"]) == 0
+    assert torch.jit.load(str(out)) is not None
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
