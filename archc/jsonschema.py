@@ -166,9 +166,14 @@ def _combinator_nodes() -> list[dict]:
                 replace["shortcut"] = _shortcut()
             if "block" in fields:
                 replace["block"] = {"type": "string"}
+            if "branches" in fields:  # parallel's long form; its short form is its branches
+                replace["branches"] = {"type": "object", "additionalProperties": NODE}
+                replace["post"] = {"anyOf": [NODE, {"type": "array", "items": NODE}]}
             value = _model(comb.options, **replace)
             if value.get("additionalProperties") is True:
                 value["additionalProperties"] = ANY_VALUE  # the repeated block's arguments
+            if "branches" in fields:
+                value = {"anyOf": [value, LAYERS]}
         description = comb.meaning.replace("`", "")
         nodes.append(_one_key(kind, value, f"{comb.syntax.replace('`', '')}: {description}"))
     return nodes

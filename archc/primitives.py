@@ -491,6 +491,34 @@ class Identity(Primitive):
 
 
 @primitive
+class ChannelShuffle(Primitive):
+    """ShuffleNet's channel shuffle (torchvision's `channel_shuffle`): the channels, seen as a
+    `groups × C/groups` grid, are read column by column (a view, a transpose and a view back).
+    It has no parameters and keeps the shape."""
+
+    kind = "channel_shuffle"
+    shorthand = "groups"
+
+    class Params(Params):
+        groups: PosInt
+        """Number of groups the channels are split into before being interleaved."""
+
+    def infer(self, p, shape):
+        channels, _, _ = _feature_map("channel_shuffle", shape)
+        if channels % p.groups:
+            raise ShapeError(
+                f"channel_shuffle: {channels} channels do not split into {p.groups} groups"
+            )
+        return Inferred(shape)
+
+    def torch_layer(self, p, shape):
+        return TorchLayer("ChannelShuffle", (p.groups,), own=True)
+
+    def label(self, p, out_shape):
+        return f"channel shuffle {p.groups}"
+
+
+@primitive
 class LocalResponseNorm(Primitive):
     kind = "lrn"
     category = "norm"

@@ -52,6 +52,12 @@ TORCHVISION = {
     "efficientnet_v2_s": (21_458_488, 8.366),
     "efficientnet_v2_m": (54_139_356, 24.582),
     "efficientnet_v2_l": (118_515_272, 56.08),
+    # ShuffleNet V2, from the weights' meta in torchvision/models/shufflenetv2.py (num_params,
+    # _ops in GFLOPS, given to 3 decimals)
+    "shufflenet_v2_x0_5": (1_366_792, 0.04),
+    "shufflenet_v2_x1_0": (2_278_604, 0.145),
+    "shufflenet_v2_x1_5": (3_503_624, 0.296),
+    "shufflenet_v2_x2_0": (7_393_996, 0.583),
 }
 
 # googlenet's weights are published without its auxiliary heads (the builder drops them after

@@ -130,7 +130,10 @@ def expected_shapes(spec) -> dict[str, str]:
             body = node.role_children("body")
             out[node.path + "/add"] = fmt_shape(body[-1].out_shape)
         elif node.kind == "parallel":
-            out[node.path + "/concat"] = fmt_shape(node.out_shape)
+            post = node.role_children("post")
+            out[node.path + "/concat"] = fmt_shape(post[0].in_shape if post else node.out_shape)
+            if node.children[0].role == "chunk":  # split: each branch is fed its chunk
+                out[node.path + "/chunk"] = fmt_shape(node.children[0].in_shape)
         elif node.kind == "gate":
             out[node.path + "/mul"] = fmt_shape(node.out_shape)
         elif node.kind == "dense":

@@ -63,5 +63,7 @@ def test_summary_json_matches_published_figures(name):
     assert data["params"] - (head_params if name in META_WITHOUT_HEADS else 0) == params
     assert data["params"] == DEFAULT_BUILDER_PARAMS.get(name, params)
     eval_macs = data["macs"] - sum(h["macs"] for h in heads)
-    assert abs(eval_macs / 1e9 - gflops) / gflops < 0.01
+    # within 1%, or within the rounding of a figure given to 3 decimals (shufflenet_v2_x0_5's
+    # 0.04 is 0.0405)
+    assert abs(eval_macs / 1e9 - gflops) <= max(0.01 * gflops, 0.0005)
     assert data["output_shape"] == [1000]

@@ -60,23 +60,35 @@ class Residual(_Children):
 
 
 class Parallel(_Children):
-    """Branches applied to the same input, concatenated on channels."""
+    """Branches applied to the same input (or, split, each to its chunk of the channels),
+    concatenated on channels, then the post layers."""
 
-    def __init__(self, modules: OrderedDict, branches: list[list[str]]):
+    def __init__(
+        self,
+        modules: OrderedDict,
+        branches: list[list[str]],
+        split: bool = False,
+        post: list[str] = (),
+    ):
         super().__init__(modules)
         self._branches = tuple(tuple(b) for b in branches)
+        self._split = split
+        self._post = tuple(post)
 
     def chains(self) -> list[list[str]]:
-        return [list(b) for b in self._branches]
+        return [list(b) for b in self._branches] + [list(self._post)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = x.chunk(len(self._branches), dim=1) if self._split else [x] * len(self._branches)
         outputs = []
-        for branch in self._branches:
-            out = x
+        for branch, out in zip(self._branches, inputs):
             for name in branch:
                 out = self._modules[name](out)
             outputs.append(out)
-        return torch.cat(outputs, 1)
+        out = torch.cat(outputs, 1)
+        for name in self._post:
+            out = self._modules[name](out)
+        return out
 
 
 class Dense(_Children):
@@ -99,6 +111,25 @@ class Gate(_Children):
         for layer in self._modules.values():
             scale = layer(scale)
         return x * scale
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle, as torchvision's `channel_shuffle`: view the channels as
+    groups × channels_per_group, transpose, and flatten back. No parameters."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batchsize, num_channels, height, width = x.size()
+        channels_per_group = num_channels // self.groups
+        x = x.view(batchsize, self.groups, channels_per_group, height, width)
+        x = torch.transpose(x, 1, 2).contiguous()
+        return x.view(batchsize, num_channels, height, width)
 
 
 class StochasticDepth(nn.Module):

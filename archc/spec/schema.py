@@ -262,3 +262,16 @@ class Residual(StrictModel):
     post: str | None = "relu"
     """Activation after the sum, or none."""
 
+
+
+class Parallel(StrictModel):
+    """A parallel block's settings (the long form; the short one is just its branches)."""
+
+    branches: dict[str, Any]
+    """The branches by name, in order; an empty list is the identity (no parameters)."""
+    split: Annotated[bool, Strict()] = False
+    """Give each branch one equal chunk of the input channels, in order (torch.chunk), instead
+    of the whole input; the channels must divide by the number of branches."""
+    post: Any = None
+    """Parameter-free layers after the concatenation, children of the block after the branches
+    (e.g. {channel_shuffle: 2}), or none."""
