@@ -158,6 +158,47 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def cmd_train(args: argparse.Namespace) -> int:
+    from archc.compiler import load
+
+    spec = load(args.spec, **spec_options(args))
+    from archc.train import Options, train
+
+    build_options = {}
+    if args.weights is not None:
+        build_options["weights"] = args.weights
+    if args.freeze:
+        build_options["freeze"] = args.freeze
+    opts = Options(
+        data=args.data, output=Path(args.output), epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, optimizer=args.optimizer, label_smoothing=args.label_smoothing,
+        seed=args.seed, resume=args.resume, stop_after=args.stop_after, build_options=build_options,
+    )  # fmt: skip
+    train(spec, opts)
+    return 0
+
+
+@command
+def cmd_export(args: argparse.Namespace) -> int:
+    from archc.compiler import load
+    from archc.outputs import OutputError
+
+    spec = load(args.spec, **spec_options(args))
+    target = Path(args.output)
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        raise NotADirectoryError(  # printed as `archc: error: FILE: ...`, exit 1
+            20, f"cannot write here: {target.parent} is not a writable folder", str(target))
+    if os.path.lexists(target) and not (args.force and target.is_file()):
+        what = "exists" if target.is_file() else "exists and is not a regular file"
+        raise OutputError(f"{target} {what}; pass --force to replace a file")
+    from archc.export import export
+
+    export(spec, args.format, target)
+    print(f"wrote {target} ({args.format})")
+    return 0
+
+
 def save_path(arg: str, spec: Spec, *, force: bool) -> Path:
     """Where `--save ARG` writes: ARG, or `<spec name>.pt` inside it when ARG is a folder (an
     existing one, or any path ending in /). Checked before the build, so a refusal costs nothing."""
@@ -343,6 +384,30 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-shapes", action="store_true", help="leave shapes off the edges")
     add_spec_options(s)
     s.add_argument("--force", action="store_true", help="overwrite a file archc did not write")
+
+    s = sub.add_parser("train", help="train on an ImageFolder dataset (torchrun for DDP)")
+    s.add_argument("spec", metavar="SPEC")
+    s.add_argument("--data", required=True, metavar="DIR", help="ImageFolder root, or 'synthetic'")
+    s.add_argument("-o", "--output", default="runs", metavar="DIR", help="checkpoint and metrics")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--batch-size", type=int, default=32, help="global batch (split over ranks)")
+    s.add_argument("--lr", type=float, default=0.01)
+    s.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    s.add_argument("--label-smoothing", type=float, default=0.0)
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    s.add_argument("--stop-after", type=int, metavar="N", help="stop after epoch N (resume later)")
+    s.add_argument("--weights", metavar="FILE", help="initial weights (archc.build's weights=)")
+    s.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
+                   help="freeze these modules (archc.build's freeze=)")
+    add_spec_options(s)
+
+    s = sub.add_parser("export", help="write the model as ONNX, TorchScript or an ExportedProgram")
+    s.add_argument("spec", metavar="SPEC")
+    s.add_argument("--format", required=True, choices=("onnx", "torchscript", "exported-program"))
+    s.add_argument("-o", "--output", required=True, metavar="FILE")
+    s.add_argument("--force", action="store_true", help="replace an existing file")
+    add_spec_options(s)
 
     sub.add_parser("schema", help="print the JSON Schema of the spec format (for editors)")
 

@@ -109,28 +109,50 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class MbconvBlock(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
-    def __init__(self, in_channels: int, squeeze: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
+    def __init__(
+        self,
+        in_channels: int,
+        squeeze: int,
+        bn_eps: float,
+        bn_momentum: float,
+        stochastic_depth: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
             SqueezeExcitation(in_channels, squeeze),
             ConvBnSilu2(in_channels, 16, bn_eps, bn_momentum),
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(0.008695652173913044, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
-class MbconvBlock2(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv2(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(
@@ -140,17 +162,21 @@ class MbconvBlock2(nn.Sequential):
         out: int,
         hidden: int,
         squeeze: int,
+        sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        layer1_padding: int,
+        block_layer1_padding: int,
         stride: int = 1,
+        stochastic_depth: bool = False,
     ) -> None:
-        super().__init__(
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
             ConvBnSilu(
                 hidden,
                 hidden,
-                layer1_padding,
+                block_layer1_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -160,260 +186,17 @@ class MbconvBlock2(nn.Sequential):
             SqueezeExcitation(hidden, squeeze),
             ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
         )
-
-
-class MbconvPlain(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(32, 8, bn_eps, bn_momentum)
-
-
-class MbconvPlain2(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-        stride: int = 1,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            out,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-            stride=stride,
-        )
-
-
-class Mbconv(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(16, 4, bn_eps, bn_momentum)
-        self.stochastic_depth = StochasticDepth(0.008695652173913044, "row")
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
         return out
-
-
-class Mbconv2(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        sd_prob: float,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            in_channels,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-        )
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class MbconvStage(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(MbconvPlain(bn_eps, bn_momentum), Mbconv(bn_eps, bn_momentum))
-
-
-class MbconvStage2(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        bn_eps_: float,
-        bn_momentum_: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_2_block_hidden: int,
-        arg_2_block_squeeze: int,
-        stride: int = 1,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=stride,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            *[
-                Mbconv2(
-                    out,
-                    kernel,
-                    arg_2_sd_prob,
-                    bn_eps_,
-                    bn_momentum_,
-                    arg_2_block_hidden,
-                    arg_2_block_squeeze,
-                    arg_0_block_layer1_padding,
-                )
-                for _ in range(stride - 1)
-            ],
-        )
-
-
-class MbconvStage3(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        stride: int = 1,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=stride,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_2_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_3_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-        )
-
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain2(120, 5, 208, bn_eps, bn_momentum, 720, 30, 2, stride=2),
-            Mbconv2(208, 5, 0.14782608695652175, bn_eps, bn_momentum, 1248, 52, 2),
-            Mbconv2(208, 5, 0.1565217391304348, bn_eps, bn_momentum, 1248, 52, 2),
-            Mbconv2(208, 5, 0.16521739130434784, bn_eps, bn_momentum, 1248, 52, 2),
-            Mbconv2(208, 5, 0.17391304347826086, bn_eps, bn_momentum, 1248, 52, 2),
-        )
 
 
 class EfficientNetB2(nn.Module):
@@ -429,94 +212,207 @@ class EfficientNetB2(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 32, 1, bn_eps, bn_momentum, stride=2),
-            MbconvStage(bn_eps, bn_momentum),
-            MbconvStage2(
-                16,
-                3,
-                24,
-                bn_eps,
-                bn_momentum,
-                bn_eps,
-                bn_momentum,
-                96,
-                4,
-                1,
-                0.026086956521739136,
-                144,
-                6,
-                0.034782608695652174,
-                144,
-                6,
-                stride=2,
+            nn.Sequential(
+                Mbconv(32, 8, bn_eps, bn_momentum),
+                Mbconv(16, 4, bn_eps, bn_momentum, stochastic_depth=True),
             ),
-            MbconvStage2(
-                24,
-                5,
-                48,
-                bn_eps,
-                bn_momentum,
-                bn_eps,
-                bn_momentum,
-                144,
-                6,
-                2,
-                0.05217391304347827,
-                288,
-                12,
-                0.06086956521739131,
-                288,
-                12,
-                stride=2,
+            nn.Sequential(
+                Mbconv2(16, 3, 24, 96, 4, 0.017391304347826087, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    24,
+                    3,
+                    24,
+                    144,
+                    6,
+                    0.026086956521739136,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    24,
+                    3,
+                    24,
+                    144,
+                    6,
+                    0.034782608695652174,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage3(
-                48,
-                3,
-                88,
-                bn_eps,
-                bn_momentum,
-                288,
-                12,
-                1,
-                0.0782608695652174,
-                528,
-                22,
-                0.08695652173913043,
-                0.09565217391304348,
-                stride=2,
+            nn.Sequential(
+                Mbconv2(24, 5, 48, 144, 6, 0.043478260869565216, bn_eps, bn_momentum, 2, stride=2),
+                Mbconv2(
+                    48,
+                    5,
+                    48,
+                    288,
+                    12,
+                    0.05217391304347827,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    48,
+                    5,
+                    48,
+                    288,
+                    12,
+                    0.06086956521739131,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage3(
-                88,
-                5,
-                120,
-                bn_eps,
-                bn_momentum,
-                528,
-                22,
-                2,
-                0.11304347826086956,
-                720,
-                30,
-                0.12173913043478261,
-                0.13043478260869565,
+            nn.Sequential(
+                Mbconv2(48, 3, 88, 288, 12, 0.06956521739130435, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    88,
+                    3,
+                    88,
+                    528,
+                    22,
+                    0.0782608695652174,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    88,
+                    3,
+                    88,
+                    528,
+                    22,
+                    0.08695652173913043,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    88,
+                    3,
+                    88,
+                    528,
+                    22,
+                    0.09565217391304348,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage4(bn_eps, bn_momentum),
-            MbconvStage2(
-                208,
-                3,
-                352,
-                bn_eps,
-                bn_momentum,
-                None,
-                None,
-                1248,
-                52,
-                1,
-                0.19130434782608696,
-                2112,
-                88,
-                0.034782608695652174,
-                144,
-                6,
+            nn.Sequential(
+                Mbconv2(88, 5, 120, 528, 22, 0.10434782608695654, bn_eps, bn_momentum, 2),
+                Mbconv2(
+                    120,
+                    5,
+                    120,
+                    720,
+                    30,
+                    0.11304347826086956,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    120,
+                    5,
+                    120,
+                    720,
+                    30,
+                    0.12173913043478261,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    120,
+                    5,
+                    120,
+                    720,
+                    30,
+                    0.13043478260869565,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(120, 5, 208, 720, 30, 0.1391304347826087, bn_eps, bn_momentum, 2, stride=2),
+                Mbconv2(
+                    208,
+                    5,
+                    208,
+                    1248,
+                    52,
+                    0.14782608695652175,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    208,
+                    5,
+                    208,
+                    1248,
+                    52,
+                    0.1565217391304348,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    208,
+                    5,
+                    208,
+                    1248,
+                    52,
+                    0.16521739130434784,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    208,
+                    5,
+                    208,
+                    1248,
+                    52,
+                    0.17391304347826086,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(208, 3, 352, 1248, 52, 0.1826086956521739, bn_eps, bn_momentum, 1),
+                Mbconv2(
+                    352,
+                    3,
+                    352,
+                    2112,
+                    88,
+                    0.19130434782608696,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
             ConvBnSilu(352, 1408, 0, bn_eps, bn_momentum, kernel=1),
         )

@@ -109,28 +109,50 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class MbconvBlock(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
-    def __init__(self, in_channels: int, squeeze: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
+    def __init__(
+        self,
+        in_channels: int,
+        squeeze: int,
+        bn_eps: float,
+        bn_momentum: float,
+        stochastic_depth: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
             SqueezeExcitation(in_channels, squeeze),
             ConvBnSilu2(in_channels, 24, bn_eps, bn_momentum),
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(0.007692307692307693, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
-class MbconvBlock2(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv2(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(
@@ -140,17 +162,21 @@ class MbconvBlock2(nn.Sequential):
         out: int,
         hidden: int,
         squeeze: int,
+        sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        layer1_padding: int,
+        block_layer1_padding: int,
         stride: int = 1,
+        stochastic_depth: bool = False,
     ) -> None:
-        super().__init__(
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
             ConvBnSilu(
                 hidden,
                 hidden,
-                layer1_padding,
+                block_layer1_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -160,272 +186,17 @@ class MbconvBlock2(nn.Sequential):
             SqueezeExcitation(hidden, squeeze),
             ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
         )
-
-
-class MbconvPlain(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(40, 10, bn_eps, bn_momentum)
-
-
-class MbconvPlain2(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-        stride: int = 1,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            out,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-            stride=stride,
-        )
-
-
-class Mbconv(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(24, 6, bn_eps, bn_momentum)
-        self.stochastic_depth = StochasticDepth(0.007692307692307693, "row")
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
         return out
-
-
-class Mbconv2(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        sd_prob: float,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            in_channels,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-        )
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class MbconvStage(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(MbconvPlain(bn_eps, bn_momentum), Mbconv(bn_eps, bn_momentum))
-
-
-class MbconvStage2(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        bn_eps_: float,
-        bn_momentum_: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_2_block_hidden: int,
-        arg_2_block_squeeze: int,
-        stride: int = 1,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=stride,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            *[
-                Mbconv2(
-                    out,
-                    kernel,
-                    arg_2_sd_prob,
-                    bn_eps_,
-                    bn_momentum_,
-                    arg_2_block_hidden,
-                    arg_2_block_squeeze,
-                    arg_0_block_layer1_padding,
-                )
-                for _ in range(stride - 1)
-            ],
-        )
-
-
-class MbconvStage3(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        arg_4_sd_prob: float,
-        stride: int = 1,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=stride,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_2_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_3_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_4_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-        )
-
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain2(136, 5, 232, bn_eps, bn_momentum, 816, 34, 2, stride=2),
-            Mbconv2(232, 5, 0.14615384615384616, bn_eps, bn_momentum, 1392, 58, 2),
-            Mbconv2(232, 5, 0.15384615384615385, bn_eps, bn_momentum, 1392, 58, 2),
-            Mbconv2(232, 5, 0.16153846153846155, bn_eps, bn_momentum, 1392, 58, 2),
-            Mbconv2(232, 5, 0.16923076923076924, bn_eps, bn_momentum, 1392, 58, 2),
-            Mbconv2(232, 5, 0.17692307692307693, bn_eps, bn_momentum, 1392, 58, 2),
-        )
 
 
 class EfficientNetB3(nn.Module):
@@ -441,96 +212,245 @@ class EfficientNetB3(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 40, 1, bn_eps, bn_momentum, stride=2),
-            MbconvStage(bn_eps, bn_momentum),
-            MbconvStage2(
-                24,
-                3,
-                32,
-                bn_eps,
-                bn_momentum,
-                bn_eps,
-                bn_momentum,
-                144,
-                6,
-                1,
-                0.02307692307692308,
-                192,
-                8,
-                0.03076923076923077,
-                192,
-                8,
-                stride=2,
+            nn.Sequential(
+                Mbconv(40, 10, bn_eps, bn_momentum),
+                Mbconv(24, 6, bn_eps, bn_momentum, stochastic_depth=True),
             ),
-            MbconvStage2(
-                32,
-                5,
-                48,
-                bn_eps,
-                bn_momentum,
-                bn_eps,
-                bn_momentum,
-                192,
-                8,
-                2,
-                0.04615384615384616,
-                288,
-                12,
-                0.05384615384615385,
-                288,
-                12,
-                stride=2,
+            nn.Sequential(
+                Mbconv2(24, 3, 32, 144, 6, 0.015384615384615385, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    32,
+                    3,
+                    32,
+                    192,
+                    8,
+                    0.02307692307692308,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    32,
+                    3,
+                    32,
+                    192,
+                    8,
+                    0.03076923076923077,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage3(
-                48,
-                3,
-                96,
-                bn_eps,
-                bn_momentum,
-                288,
-                12,
-                1,
-                0.06923076923076923,
-                576,
-                24,
-                0.07692307692307693,
-                0.08461538461538462,
-                0.09230769230769233,
-                stride=2,
+            nn.Sequential(
+                Mbconv2(32, 5, 48, 192, 8, 0.038461538461538464, bn_eps, bn_momentum, 2, stride=2),
+                Mbconv2(
+                    48,
+                    5,
+                    48,
+                    288,
+                    12,
+                    0.04615384615384616,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    48,
+                    5,
+                    48,
+                    288,
+                    12,
+                    0.05384615384615385,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage3(
-                96,
-                5,
-                136,
-                bn_eps,
-                bn_momentum,
-                576,
-                24,
-                2,
-                0.1076923076923077,
-                816,
-                34,
-                0.11538461538461539,
-                0.12307692307692308,
-                0.13076923076923078,
+            nn.Sequential(
+                Mbconv2(48, 3, 96, 288, 12, 0.06153846153846154, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    96,
+                    3,
+                    96,
+                    576,
+                    24,
+                    0.06923076923076923,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    96,
+                    3,
+                    96,
+                    576,
+                    24,
+                    0.07692307692307693,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    96,
+                    3,
+                    96,
+                    576,
+                    24,
+                    0.08461538461538462,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    96,
+                    3,
+                    96,
+                    576,
+                    24,
+                    0.09230769230769233,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage4(bn_eps, bn_momentum),
-            MbconvStage2(
-                232,
-                3,
-                384,
-                bn_eps,
-                bn_momentum,
-                None,
-                None,
-                1392,
-                58,
-                1,
-                0.19230769230769232,
-                2304,
-                96,
-                0.03076923076923077,
-                192,
-                8,
+            nn.Sequential(
+                Mbconv2(96, 5, 136, 576, 24, 0.1, bn_eps, bn_momentum, 2),
+                Mbconv2(
+                    136,
+                    5,
+                    136,
+                    816,
+                    34,
+                    0.1076923076923077,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    136,
+                    5,
+                    136,
+                    816,
+                    34,
+                    0.11538461538461539,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    136,
+                    5,
+                    136,
+                    816,
+                    34,
+                    0.12307692307692308,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    136,
+                    5,
+                    136,
+                    816,
+                    34,
+                    0.13076923076923078,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(
+                    136, 5, 232, 816, 34, 0.13846153846153847, bn_eps, bn_momentum, 2, stride=2
+                ),
+                Mbconv2(
+                    232,
+                    5,
+                    232,
+                    1392,
+                    58,
+                    0.14615384615384616,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    232,
+                    5,
+                    232,
+                    1392,
+                    58,
+                    0.15384615384615385,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    232,
+                    5,
+                    232,
+                    1392,
+                    58,
+                    0.16153846153846155,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    232,
+                    5,
+                    232,
+                    1392,
+                    58,
+                    0.16923076923076924,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    232,
+                    5,
+                    232,
+                    1392,
+                    58,
+                    0.17692307692307693,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(232, 3, 384, 1392, 58, 0.18461538461538465, bn_eps, bn_momentum, 1),
+                Mbconv2(
+                    384,
+                    3,
+                    384,
+                    2304,
+                    96,
+                    0.19230769230769232,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
             ConvBnSilu(384, 1536, 0, bn_eps, bn_momentum, kernel=1),
         )

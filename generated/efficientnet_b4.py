@@ -109,28 +109,50 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class MbconvBlock(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
-    def __init__(self, in_channels: int, squeeze: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
+    def __init__(
+        self,
+        in_channels: int,
+        squeeze: int,
+        bn_eps: float,
+        bn_momentum: float,
+        stochastic_depth: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
             SqueezeExcitation(in_channels, squeeze),
             ConvBnSilu2(in_channels, 24, bn_eps, bn_momentum),
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(0.00625, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
-class MbconvBlock2(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv2(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(
@@ -140,17 +162,21 @@ class MbconvBlock2(nn.Sequential):
         out: int,
         hidden: int,
         squeeze: int,
+        sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        layer1_padding: int,
+        block_layer1_padding: int,
         stride: int = 1,
+        stochastic_depth: bool = False,
     ) -> None:
-        super().__init__(
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
             ConvBnSilu(
                 hidden,
                 hidden,
-                layer1_padding,
+                block_layer1_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -160,301 +186,17 @@ class MbconvBlock2(nn.Sequential):
             SqueezeExcitation(hidden, squeeze),
             ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
         )
-
-
-class MbconvPlain(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(48, 12, bn_eps, bn_momentum)
-
-
-class MbconvPlain2(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-        stride: int = 1,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            out,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-            stride=stride,
-        )
-
-
-class Mbconv(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(24, 6, bn_eps, bn_momentum)
-        self.stochastic_depth = StochasticDepth(0.00625, "row")
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
         return out
-
-
-class Mbconv2(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        sd_prob: float,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            in_channels,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-        )
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class MbconvStage(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(MbconvPlain(bn_eps, bn_momentum), Mbconv(bn_eps, bn_momentum))
-
-
-class MbconvStage2(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        bn_eps_: float,
-        bn_momentum_: float,
-        bn_eps__: float,
-        bn_momentum__: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_2_block_hidden: int,
-        arg_2_block_squeeze: int,
-        arg_3_sd_prob: float,
-        stride: int = 1,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=stride,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            *[
-                Mbconv2(
-                    out,
-                    kernel,
-                    arg_2_sd_prob,
-                    bn_eps_,
-                    bn_momentum_,
-                    arg_2_block_hidden,
-                    arg_2_block_squeeze,
-                    arg_0_block_layer1_padding,
-                )
-                for _ in range(stride - 1)
-            ],
-            *[
-                Mbconv2(
-                    out,
-                    kernel,
-                    arg_3_sd_prob,
-                    bn_eps__,
-                    bn_momentum__,
-                    arg_2_block_hidden,
-                    arg_2_block_squeeze,
-                    arg_0_block_layer1_padding,
-                )
-                for _ in range(stride - 1)
-            ],
-        )
-
-
-class MbconvStage3(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        arg_4_sd_prob: float,
-        arg_5_sd_prob: float,
-        stride: int = 1,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=stride,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_2_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_3_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_4_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_5_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-        )
-
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain2(160, 5, 272, bn_eps, bn_momentum, 960, 40, 2, stride=2),
-            Mbconv2(272, 5, 0.14375000000000002, bn_eps, bn_momentum, 1632, 68, 2),
-            Mbconv2(272, 5, 0.15000000000000002, bn_eps, bn_momentum, 1632, 68, 2),
-            Mbconv2(272, 5, 0.15625, bn_eps, bn_momentum, 1632, 68, 2),
-            Mbconv2(272, 5, 0.1625, bn_eps, bn_momentum, 1632, 68, 2),
-            Mbconv2(272, 5, 0.16875, bn_eps, bn_momentum, 1632, 68, 2),
-            Mbconv2(272, 5, 0.17500000000000002, bn_eps, bn_momentum, 1632, 68, 2),
-            Mbconv2(272, 5, 0.18125000000000002, bn_eps, bn_momentum, 1632, 68, 2),
-        )
 
 
 class EfficientNetB4(nn.Module):
@@ -470,107 +212,179 @@ class EfficientNetB4(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 48, 1, bn_eps, bn_momentum, stride=2),
-            MbconvStage(bn_eps, bn_momentum),
-            MbconvStage2(
-                24,
-                3,
-                32,
-                bn_eps,
-                bn_momentum,
-                bn_eps,
-                bn_momentum,
-                bn_eps,
-                bn_momentum,
-                144,
-                6,
-                1,
-                0.018750000000000003,
-                192,
-                8,
-                0.025,
-                192,
-                8,
-                0.03125,
-                stride=2,
+            nn.Sequential(
+                Mbconv(48, 12, bn_eps, bn_momentum),
+                Mbconv(24, 6, bn_eps, bn_momentum, stochastic_depth=True),
             ),
-            MbconvStage2(
-                32,
-                5,
-                56,
-                bn_eps,
-                bn_momentum,
-                bn_eps,
-                bn_momentum,
-                bn_eps,
-                bn_momentum,
-                192,
-                8,
-                2,
-                0.043750000000000004,
-                336,
-                14,
-                0.05,
-                336,
-                14,
-                0.05625,
-                stride=2,
+            nn.Sequential(
+                Mbconv2(24, 3, 32, 144, 6, 0.0125, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    32,
+                    3,
+                    32,
+                    192,
+                    8,
+                    0.018750000000000003,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(32, 3, 32, 192, 8, 0.025, bn_eps, bn_momentum, 1, stochastic_depth=True),
+                Mbconv2(32, 3, 32, 192, 8, 0.03125, bn_eps, bn_momentum, 1, stochastic_depth=True),
             ),
-            MbconvStage3(
-                56,
-                3,
-                112,
-                bn_eps,
-                bn_momentum,
-                336,
-                14,
-                1,
-                0.06875,
-                672,
-                28,
-                0.07500000000000001,
-                0.08125,
-                0.08750000000000001,
-                0.09375,
-                stride=2,
+            nn.Sequential(
+                Mbconv2(32, 5, 56, 192, 8, 0.037500000000000006, bn_eps, bn_momentum, 2, stride=2),
+                Mbconv2(
+                    56,
+                    5,
+                    56,
+                    336,
+                    14,
+                    0.043750000000000004,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(56, 5, 56, 336, 14, 0.05, bn_eps, bn_momentum, 2, stochastic_depth=True),
+                Mbconv2(56, 5, 56, 336, 14, 0.05625, bn_eps, bn_momentum, 2, stochastic_depth=True),
             ),
-            MbconvStage3(
-                112,
-                5,
-                160,
-                bn_eps,
-                bn_momentum,
-                672,
-                28,
-                2,
-                0.10625000000000001,
-                960,
-                40,
-                0.1125,
-                0.11875000000000001,
-                0.125,
-                0.13125,
+            nn.Sequential(
+                Mbconv2(56, 3, 112, 336, 14, 0.0625, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    112, 3, 112, 672, 28, 0.06875, bn_eps, bn_momentum, 1, stochastic_depth=True
+                ),
+                Mbconv2(
+                    112,
+                    3,
+                    112,
+                    672,
+                    28,
+                    0.07500000000000001,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    112, 3, 112, 672, 28, 0.08125, bn_eps, bn_momentum, 1, stochastic_depth=True
+                ),
+                Mbconv2(
+                    112,
+                    3,
+                    112,
+                    672,
+                    28,
+                    0.08750000000000001,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    112, 3, 112, 672, 28, 0.09375, bn_eps, bn_momentum, 1, stochastic_depth=True
+                ),
             ),
-            MbconvStage4(bn_eps, bn_momentum),
-            MbconvStage2(
-                272,
-                3,
-                448,
-                bn_eps,
-                bn_momentum,
-                None,
-                None,
-                None,
-                None,
-                1632,
-                68,
-                1,
-                0.19375,
-                2688,
-                112,
-                0.025,
-                192,
-                8,
-                0.03125,
+            nn.Sequential(
+                Mbconv2(112, 5, 160, 672, 28, 0.1, bn_eps, bn_momentum, 2),
+                Mbconv2(
+                    160,
+                    5,
+                    160,
+                    960,
+                    40,
+                    0.10625000000000001,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    160, 5, 160, 960, 40, 0.1125, bn_eps, bn_momentum, 2, stochastic_depth=True
+                ),
+                Mbconv2(
+                    160,
+                    5,
+                    160,
+                    960,
+                    40,
+                    0.11875000000000001,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(160, 5, 160, 960, 40, 0.125, bn_eps, bn_momentum, 2, stochastic_depth=True),
+                Mbconv2(
+                    160, 5, 160, 960, 40, 0.13125, bn_eps, bn_momentum, 2, stochastic_depth=True
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(160, 5, 272, 960, 40, 0.1375, bn_eps, bn_momentum, 2, stride=2),
+                Mbconv2(
+                    272,
+                    5,
+                    272,
+                    1632,
+                    68,
+                    0.14375000000000002,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    272,
+                    5,
+                    272,
+                    1632,
+                    68,
+                    0.15000000000000002,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    272, 5, 272, 1632, 68, 0.15625, bn_eps, bn_momentum, 2, stochastic_depth=True
+                ),
+                Mbconv2(
+                    272, 5, 272, 1632, 68, 0.1625, bn_eps, bn_momentum, 2, stochastic_depth=True
+                ),
+                Mbconv2(
+                    272, 5, 272, 1632, 68, 0.16875, bn_eps, bn_momentum, 2, stochastic_depth=True
+                ),
+                Mbconv2(
+                    272,
+                    5,
+                    272,
+                    1632,
+                    68,
+                    0.17500000000000002,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    272,
+                    5,
+                    272,
+                    1632,
+                    68,
+                    0.18125000000000002,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(272, 3, 448, 1632, 68, 0.1875, bn_eps, bn_momentum, 1),
+                Mbconv2(
+                    448, 3, 448, 2688, 112, 0.19375, bn_eps, bn_momentum, 1, stochastic_depth=True
+                ),
             ),
             ConvBnSilu(448, 1792, 0, bn_eps, bn_momentum, kernel=1),
         )

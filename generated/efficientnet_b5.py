@@ -109,28 +109,51 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class MbconvBlock(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
-    def __init__(self, in_channels: int, squeeze: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
+    def __init__(
+        self,
+        in_channels: int,
+        squeeze: int,
+        sd_prob: float,
+        bn_eps: float,
+        bn_momentum: float,
+        stochastic_depth: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
             SqueezeExcitation(in_channels, squeeze),
             ConvBnSilu2(in_channels, 24, bn_eps, bn_momentum),
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
-class MbconvBlock2(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv2(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(
@@ -140,17 +163,21 @@ class MbconvBlock2(nn.Sequential):
         out: int,
         hidden: int,
         squeeze: int,
+        sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        layer1_padding: int,
+        block_layer1_padding: int,
         stride: int = 1,
+        stochastic_depth: bool = False,
     ) -> None:
-        super().__init__(
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
             ConvBnSilu(
                 hidden,
                 hidden,
-                layer1_padding,
+                block_layer1_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -160,329 +187,17 @@ class MbconvBlock2(nn.Sequential):
             SqueezeExcitation(hidden, squeeze),
             ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
         )
-
-
-class MbconvPlain(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(48, 12, bn_eps, bn_momentum)
-
-
-class MbconvPlain2(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-        stride: int = 1,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            out,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-            stride=stride,
-        )
-
-
-class Mbconv(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(self, sd_prob: float, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(24, 6, bn_eps, bn_momentum)
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
         return out
-
-
-class Mbconv2(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        sd_prob: float,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            in_channels,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-        )
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class MbconvStage(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain(bn_eps, bn_momentum),
-            Mbconv(0.005128205128205128, bn_eps, bn_momentum),
-            Mbconv(0.010256410256410256, bn_eps, bn_momentum),
-        )
-
-
-class MbconvStage2(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        arg_4_sd_prob: float,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=2,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_2_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_3_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_4_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-        )
-
-
-class MbconvStage3(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        arg_4_sd_prob: float,
-        arg_5_sd_prob: float,
-        arg_6_sd_prob: float,
-        stride: int = 1,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=stride,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_2_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_3_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_4_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_5_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_6_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-        )
-
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain2(176, 5, 304, bn_eps, bn_momentum, 1056, 44, 2, stride=2),
-            Mbconv2(304, 5, 0.1435897435897436, bn_eps, bn_momentum, 1824, 76, 2),
-            Mbconv2(304, 5, 0.14871794871794874, bn_eps, bn_momentum, 1824, 76, 2),
-            Mbconv2(304, 5, 0.15384615384615385, bn_eps, bn_momentum, 1824, 76, 2),
-            Mbconv2(304, 5, 0.158974358974359, bn_eps, bn_momentum, 1824, 76, 2),
-            Mbconv2(304, 5, 0.1641025641025641, bn_eps, bn_momentum, 1824, 76, 2),
-            Mbconv2(304, 5, 0.16923076923076924, bn_eps, bn_momentum, 1824, 76, 2),
-            Mbconv2(304, 5, 0.17435897435897438, bn_eps, bn_momentum, 1824, 76, 2),
-            Mbconv2(304, 5, 0.1794871794871795, bn_eps, bn_momentum, 1824, 76, 2),
-        )
-
-
-class MbconvStage5(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain2(304, 3, 512, bn_eps, bn_momentum, 1824, 76, 1),
-            Mbconv2(512, 3, 0.18974358974358976, bn_eps, bn_momentum, 3072, 128, 1),
-            Mbconv2(512, 3, 0.19487179487179487, bn_eps, bn_momentum, 3072, 128, 1),
-        )
 
 
 class EfficientNetB5(nn.Module):
@@ -498,78 +213,391 @@ class EfficientNetB5(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 48, 1, bn_eps, bn_momentum, stride=2),
-            MbconvStage(bn_eps, bn_momentum),
-            MbconvStage2(
-                24,
-                3,
-                40,
-                bn_eps,
-                bn_momentum,
-                144,
-                6,
-                1,
-                0.020512820512820513,
-                240,
-                10,
-                0.02564102564102564,
-                0.030769230769230774,
-                0.0358974358974359,
+            nn.Sequential(
+                Mbconv(48, 12, 0.0, bn_eps, bn_momentum),
+                Mbconv(24, 6, 0.005128205128205128, bn_eps, bn_momentum, stochastic_depth=True),
+                Mbconv(24, 6, 0.010256410256410256, bn_eps, bn_momentum, stochastic_depth=True),
             ),
-            MbconvStage2(
-                40,
-                5,
-                64,
-                bn_eps,
-                bn_momentum,
-                240,
-                10,
-                2,
-                0.046153846153846156,
-                384,
-                16,
-                0.05128205128205128,
-                0.05641025641025642,
-                0.06153846153846155,
+            nn.Sequential(
+                Mbconv2(24, 3, 40, 144, 6, 0.015384615384615387, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    40,
+                    3,
+                    40,
+                    240,
+                    10,
+                    0.020512820512820513,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    40,
+                    3,
+                    40,
+                    240,
+                    10,
+                    0.02564102564102564,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    40,
+                    3,
+                    40,
+                    240,
+                    10,
+                    0.030769230769230774,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    40,
+                    3,
+                    40,
+                    240,
+                    10,
+                    0.0358974358974359,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage3(
-                64,
-                3,
-                128,
-                bn_eps,
-                bn_momentum,
-                384,
-                16,
-                1,
-                0.0717948717948718,
-                768,
-                32,
-                0.07692307692307693,
-                0.08205128205128205,
-                0.08717948717948719,
-                0.09230769230769231,
-                0.09743589743589744,
-                stride=2,
+            nn.Sequential(
+                Mbconv2(40, 5, 64, 240, 10, 0.041025641025641026, bn_eps, bn_momentum, 2, stride=2),
+                Mbconv2(
+                    64,
+                    5,
+                    64,
+                    384,
+                    16,
+                    0.046153846153846156,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    64,
+                    5,
+                    64,
+                    384,
+                    16,
+                    0.05128205128205128,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    64,
+                    5,
+                    64,
+                    384,
+                    16,
+                    0.05641025641025642,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    64,
+                    5,
+                    64,
+                    384,
+                    16,
+                    0.06153846153846155,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage3(
-                128,
-                5,
-                176,
-                bn_eps,
-                bn_momentum,
-                768,
-                32,
-                2,
-                0.1076923076923077,
-                1056,
-                44,
-                0.11282051282051284,
-                0.11794871794871796,
-                0.1230769230769231,
-                0.1282051282051282,
-                0.13333333333333333,
+            nn.Sequential(
+                Mbconv2(64, 3, 128, 384, 16, 0.06666666666666667, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    128,
+                    3,
+                    128,
+                    768,
+                    32,
+                    0.0717948717948718,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    128,
+                    3,
+                    128,
+                    768,
+                    32,
+                    0.07692307692307693,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    128,
+                    3,
+                    128,
+                    768,
+                    32,
+                    0.08205128205128205,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    128,
+                    3,
+                    128,
+                    768,
+                    32,
+                    0.08717948717948719,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    128,
+                    3,
+                    128,
+                    768,
+                    32,
+                    0.09230769230769231,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    128,
+                    3,
+                    128,
+                    768,
+                    32,
+                    0.09743589743589744,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage4(bn_eps, bn_momentum),
-            MbconvStage5(bn_eps, bn_momentum),
+            nn.Sequential(
+                Mbconv2(128, 5, 176, 768, 32, 0.10256410256410256, bn_eps, bn_momentum, 2),
+                Mbconv2(
+                    176,
+                    5,
+                    176,
+                    1056,
+                    44,
+                    0.1076923076923077,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    176,
+                    5,
+                    176,
+                    1056,
+                    44,
+                    0.11282051282051284,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    176,
+                    5,
+                    176,
+                    1056,
+                    44,
+                    0.11794871794871796,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    176,
+                    5,
+                    176,
+                    1056,
+                    44,
+                    0.1230769230769231,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    176,
+                    5,
+                    176,
+                    1056,
+                    44,
+                    0.1282051282051282,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    176,
+                    5,
+                    176,
+                    1056,
+                    44,
+                    0.13333333333333333,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(
+                    176, 5, 304, 1056, 44, 0.13846153846153847, bn_eps, bn_momentum, 2, stride=2
+                ),
+                Mbconv2(
+                    304,
+                    5,
+                    304,
+                    1824,
+                    76,
+                    0.1435897435897436,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    304,
+                    5,
+                    304,
+                    1824,
+                    76,
+                    0.14871794871794874,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    304,
+                    5,
+                    304,
+                    1824,
+                    76,
+                    0.15384615384615385,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    304,
+                    5,
+                    304,
+                    1824,
+                    76,
+                    0.158974358974359,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    304,
+                    5,
+                    304,
+                    1824,
+                    76,
+                    0.1641025641025641,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    304,
+                    5,
+                    304,
+                    1824,
+                    76,
+                    0.16923076923076924,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    304,
+                    5,
+                    304,
+                    1824,
+                    76,
+                    0.17435897435897438,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    304,
+                    5,
+                    304,
+                    1824,
+                    76,
+                    0.1794871794871795,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(304, 3, 512, 1824, 76, 0.18461538461538463, bn_eps, bn_momentum, 1),
+                Mbconv2(
+                    512,
+                    3,
+                    512,
+                    3072,
+                    128,
+                    0.18974358974358976,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    512,
+                    3,
+                    512,
+                    3072,
+                    128,
+                    0.19487179487179487,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+            ),
             ConvBnSilu(512, 2048, 0, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -109,28 +109,51 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class MbconvBlock(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
-    def __init__(self, in_channels: int, squeeze: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
+    def __init__(
+        self,
+        in_channels: int,
+        squeeze: int,
+        sd_prob: float,
+        bn_eps: float,
+        bn_momentum: float,
+        stochastic_depth: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
             SqueezeExcitation(in_channels, squeeze),
             ConvBnSilu2(in_channels, 32, bn_eps, bn_momentum),
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
-class MbconvBlock2(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv2(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(
@@ -140,17 +163,21 @@ class MbconvBlock2(nn.Sequential):
         out: int,
         hidden: int,
         squeeze: int,
+        sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        layer1_padding: int,
+        block_layer1_padding: int,
         stride: int = 1,
+        stochastic_depth: bool = False,
     ) -> None:
-        super().__init__(
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
             ConvBnSilu(
                 hidden,
                 hidden,
-                layer1_padding,
+                block_layer1_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -160,353 +187,17 @@ class MbconvBlock2(nn.Sequential):
             SqueezeExcitation(hidden, squeeze),
             ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
         )
-
-
-class MbconvPlain(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(56, 14, bn_eps, bn_momentum)
-
-
-class MbconvPlain2(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-        stride: int = 1,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            out,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-            stride=stride,
-        )
-
-
-class Mbconv(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(self, sd_prob: float, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(32, 8, bn_eps, bn_momentum)
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
         return out
-
-
-class Mbconv2(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        sd_prob: float,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            in_channels,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-        )
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class MbconvStage(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain(bn_eps, bn_momentum),
-            Mbconv(0.0044444444444444444, bn_eps, bn_momentum),
-            Mbconv(0.008888888888888889, bn_eps, bn_momentum),
-        )
-
-
-class MbconvStage2(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        arg_4_sd_prob: float,
-        arg_5_sd_prob: float,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=2,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_2_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_3_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_4_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_5_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-        )
-
-
-class MbconvStage3(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        arg_4_sd_prob: float,
-        arg_5_sd_prob: float,
-        arg_6_sd_prob: float,
-        arg_7_sd_prob: float,
-        stride: int = 1,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=stride,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_2_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_3_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_4_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_5_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_6_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_7_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-        )
-
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain2(200, 5, 344, bn_eps, bn_momentum, 1200, 50, 2, stride=2),
-            Mbconv2(344, 5, 0.14222222222222222, bn_eps, bn_momentum, 2064, 86, 2),
-            Mbconv2(344, 5, 0.14666666666666667, bn_eps, bn_momentum, 2064, 86, 2),
-            Mbconv2(344, 5, 0.15111111111111114, bn_eps, bn_momentum, 2064, 86, 2),
-            Mbconv2(344, 5, 0.15555555555555556, bn_eps, bn_momentum, 2064, 86, 2),
-            Mbconv2(344, 5, 0.16, bn_eps, bn_momentum, 2064, 86, 2),
-            Mbconv2(344, 5, 0.16444444444444445, bn_eps, bn_momentum, 2064, 86, 2),
-            Mbconv2(344, 5, 0.1688888888888889, bn_eps, bn_momentum, 2064, 86, 2),
-            Mbconv2(344, 5, 0.17333333333333334, bn_eps, bn_momentum, 2064, 86, 2),
-            Mbconv2(344, 5, 0.17777777777777778, bn_eps, bn_momentum, 2064, 86, 2),
-            Mbconv2(344, 5, 0.18222222222222226, bn_eps, bn_momentum, 2064, 86, 2),
-        )
-
-
-class MbconvStage5(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain2(344, 3, 576, bn_eps, bn_momentum, 2064, 86, 1),
-            Mbconv2(576, 3, 0.1911111111111111, bn_eps, bn_momentum, 3456, 144, 1),
-            Mbconv2(576, 3, 0.19555555555555557, bn_eps, bn_momentum, 3456, 144, 1),
-        )
 
 
 class EfficientNetB6(nn.Module):
@@ -522,82 +213,441 @@ class EfficientNetB6(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 56, 1, bn_eps, bn_momentum, stride=2),
-            MbconvStage(bn_eps, bn_momentum),
-            MbconvStage2(
-                32,
-                3,
-                40,
-                bn_eps,
-                bn_momentum,
-                192,
-                8,
-                1,
-                0.017777777777777778,
-                240,
-                10,
-                0.022222222222222223,
-                0.026666666666666672,
-                0.031111111111111114,
-                0.035555555555555556,
+            nn.Sequential(
+                Mbconv(56, 14, 0.0, bn_eps, bn_momentum),
+                Mbconv(32, 8, 0.0044444444444444444, bn_eps, bn_momentum, stochastic_depth=True),
+                Mbconv(32, 8, 0.008888888888888889, bn_eps, bn_momentum, stochastic_depth=True),
             ),
-            MbconvStage2(
-                40,
-                5,
-                72,
-                bn_eps,
-                bn_momentum,
-                240,
-                10,
-                2,
-                0.044444444444444446,
-                432,
-                18,
-                0.04888888888888889,
-                0.053333333333333344,
-                0.05777777777777778,
-                0.06222222222222223,
+            nn.Sequential(
+                Mbconv2(32, 3, 40, 192, 8, 0.013333333333333336, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    40,
+                    3,
+                    40,
+                    240,
+                    10,
+                    0.017777777777777778,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    40,
+                    3,
+                    40,
+                    240,
+                    10,
+                    0.022222222222222223,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    40,
+                    3,
+                    40,
+                    240,
+                    10,
+                    0.026666666666666672,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    40,
+                    3,
+                    40,
+                    240,
+                    10,
+                    0.031111111111111114,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    40,
+                    3,
+                    40,
+                    240,
+                    10,
+                    0.035555555555555556,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage3(
-                72,
-                3,
-                144,
-                bn_eps,
-                bn_momentum,
-                432,
-                18,
-                1,
-                0.07111111111111111,
-                864,
-                36,
-                0.07555555555555557,
-                0.08,
-                0.08444444444444445,
-                0.08888888888888889,
-                0.09333333333333334,
-                0.09777777777777778,
-                stride=2,
+            nn.Sequential(
+                Mbconv2(40, 5, 72, 240, 10, 0.04, bn_eps, bn_momentum, 2, stride=2),
+                Mbconv2(
+                    72,
+                    5,
+                    72,
+                    432,
+                    18,
+                    0.044444444444444446,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    72,
+                    5,
+                    72,
+                    432,
+                    18,
+                    0.04888888888888889,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    72,
+                    5,
+                    72,
+                    432,
+                    18,
+                    0.053333333333333344,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    72,
+                    5,
+                    72,
+                    432,
+                    18,
+                    0.05777777777777778,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    72,
+                    5,
+                    72,
+                    432,
+                    18,
+                    0.06222222222222223,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage3(
-                144,
-                5,
-                200,
-                bn_eps,
-                bn_momentum,
-                864,
-                36,
-                2,
-                0.10666666666666669,
-                1200,
-                50,
-                0.1111111111111111,
-                0.11555555555555556,
-                0.12000000000000001,
-                0.12444444444444445,
-                0.12888888888888891,
-                0.13333333333333333,
+            nn.Sequential(
+                Mbconv2(72, 3, 144, 432, 18, 0.06666666666666667, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    144,
+                    3,
+                    144,
+                    864,
+                    36,
+                    0.07111111111111111,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    144,
+                    3,
+                    144,
+                    864,
+                    36,
+                    0.07555555555555557,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(144, 3, 144, 864, 36, 0.08, bn_eps, bn_momentum, 1, stochastic_depth=True),
+                Mbconv2(
+                    144,
+                    3,
+                    144,
+                    864,
+                    36,
+                    0.08444444444444445,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    144,
+                    3,
+                    144,
+                    864,
+                    36,
+                    0.08888888888888889,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    144,
+                    3,
+                    144,
+                    864,
+                    36,
+                    0.09333333333333334,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    144,
+                    3,
+                    144,
+                    864,
+                    36,
+                    0.09777777777777778,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage4(bn_eps, bn_momentum),
-            MbconvStage5(bn_eps, bn_momentum),
+            nn.Sequential(
+                Mbconv2(144, 5, 200, 864, 36, 0.10222222222222223, bn_eps, bn_momentum, 2),
+                Mbconv2(
+                    200,
+                    5,
+                    200,
+                    1200,
+                    50,
+                    0.10666666666666669,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    200,
+                    5,
+                    200,
+                    1200,
+                    50,
+                    0.1111111111111111,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    200,
+                    5,
+                    200,
+                    1200,
+                    50,
+                    0.11555555555555556,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    200,
+                    5,
+                    200,
+                    1200,
+                    50,
+                    0.12000000000000001,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    200,
+                    5,
+                    200,
+                    1200,
+                    50,
+                    0.12444444444444445,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    200,
+                    5,
+                    200,
+                    1200,
+                    50,
+                    0.12888888888888891,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    200,
+                    5,
+                    200,
+                    1200,
+                    50,
+                    0.13333333333333333,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(
+                    200, 5, 344, 1200, 50, 0.13777777777777778, bn_eps, bn_momentum, 2, stride=2
+                ),
+                Mbconv2(
+                    344,
+                    5,
+                    344,
+                    2064,
+                    86,
+                    0.14222222222222222,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    344,
+                    5,
+                    344,
+                    2064,
+                    86,
+                    0.14666666666666667,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    344,
+                    5,
+                    344,
+                    2064,
+                    86,
+                    0.15111111111111114,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    344,
+                    5,
+                    344,
+                    2064,
+                    86,
+                    0.15555555555555556,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(344, 5, 344, 2064, 86, 0.16, bn_eps, bn_momentum, 2, stochastic_depth=True),
+                Mbconv2(
+                    344,
+                    5,
+                    344,
+                    2064,
+                    86,
+                    0.16444444444444445,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    344,
+                    5,
+                    344,
+                    2064,
+                    86,
+                    0.1688888888888889,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    344,
+                    5,
+                    344,
+                    2064,
+                    86,
+                    0.17333333333333334,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    344,
+                    5,
+                    344,
+                    2064,
+                    86,
+                    0.17777777777777778,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    344,
+                    5,
+                    344,
+                    2064,
+                    86,
+                    0.18222222222222226,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(344, 3, 576, 2064, 86, 0.18666666666666668, bn_eps, bn_momentum, 1),
+                Mbconv2(
+                    576,
+                    3,
+                    576,
+                    3456,
+                    144,
+                    0.1911111111111111,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    576,
+                    3,
+                    576,
+                    3456,
+                    144,
+                    0.19555555555555557,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+            ),
             ConvBnSilu(576, 2304, 0, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

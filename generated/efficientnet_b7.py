@@ -109,28 +109,51 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class MbconvBlock(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
-    def __init__(self, in_channels: int, squeeze: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
+    def __init__(
+        self,
+        in_channels: int,
+        squeeze: int,
+        sd_prob: float,
+        bn_eps: float,
+        bn_momentum: float,
+        stochastic_depth: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
             SqueezeExcitation(in_channels, squeeze),
             ConvBnSilu2(in_channels, 32, bn_eps, bn_momentum),
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
-class MbconvBlock2(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
+class Mbconv2(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(
@@ -140,17 +163,21 @@ class MbconvBlock2(nn.Sequential):
         out: int,
         hidden: int,
         squeeze: int,
+        sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        layer1_padding: int,
+        block_layer1_padding: int,
         stride: int = 1,
+        stochastic_depth: bool = False,
     ) -> None:
-        super().__init__(
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
             ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
             ConvBnSilu(
                 hidden,
                 hidden,
-                layer1_padding,
+                block_layer1_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -160,390 +187,17 @@ class MbconvBlock2(nn.Sequential):
             SqueezeExcitation(hidden, squeeze),
             ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
         )
-
-
-class MbconvPlain(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(64, 16, bn_eps, bn_momentum)
-
-
-class MbconvPlain2(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-        stride: int = 1,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            out,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-            stride=stride,
-        )
-
-
-class Mbconv(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(self, sd_prob: float, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = MbconvBlock(32, 8, bn_eps, bn_momentum)
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
         return out
-
-
-class Mbconv2(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        sd_prob: float,
-        bn_eps: float,
-        bn_momentum: float,
-        block_hidden: int,
-        block_squeeze: int,
-        block_layer1_padding: int,
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(
-            in_channels,
-            kernel,
-            in_channels,
-            block_hidden,
-            block_squeeze,
-            bn_eps,
-            bn_momentum,
-            block_layer1_padding,
-        )
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class MbconvStage(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain(bn_eps, bn_momentum),
-            Mbconv(0.0036363636363636364, bn_eps, bn_momentum),
-            Mbconv(0.007272727272727273, bn_eps, bn_momentum),
-            Mbconv(0.01090909090909091, bn_eps, bn_momentum),
-        )
-
-
-class MbconvStage2(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        arg_4_sd_prob: float,
-        arg_5_sd_prob: float,
-        arg_6_sd_prob: float,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=2,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_2_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_3_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_4_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_5_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_6_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-        )
-
-
-class MbconvStage3(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        kernel: int,
-        out: int,
-        bn_eps: float,
-        bn_momentum: float,
-        arg_0_block_hidden: int,
-        arg_0_block_squeeze: int,
-        arg_0_block_layer1_padding: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_1_block_squeeze: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        arg_4_sd_prob: float,
-        arg_5_sd_prob: float,
-        arg_6_sd_prob: float,
-        arg_7_sd_prob: float,
-        arg_8_sd_prob: float,
-        arg_9_sd_prob: float,
-        stride: int = 1,
-    ) -> None:
-        super().__init__(
-            MbconvPlain2(
-                in_channels,
-                kernel,
-                out,
-                bn_eps,
-                bn_momentum,
-                arg_0_block_hidden,
-                arg_0_block_squeeze,
-                arg_0_block_layer1_padding,
-                stride=stride,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_1_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_2_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_3_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_4_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_5_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_6_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_7_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_8_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-            Mbconv2(
-                out,
-                kernel,
-                arg_9_sd_prob,
-                bn_eps,
-                bn_momentum,
-                arg_1_block_hidden,
-                arg_1_block_squeeze,
-                arg_0_block_layer1_padding,
-            ),
-        )
-
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain2(224, 5, 384, bn_eps, bn_momentum, 1344, 56, 2, stride=2),
-            Mbconv2(384, 5, 0.14181818181818184, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.14545454545454545, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.1490909090909091, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.15272727272727274, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.15636363636363634, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.16, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.16363636363636364, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.1672727272727273, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.17090909090909093, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.17454545454545456, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.1781818181818182, bn_eps, bn_momentum, 2304, 96, 2),
-            Mbconv2(384, 5, 0.18181818181818182, bn_eps, bn_momentum, 2304, 96, 2),
-        )
-
-
-class MbconvStage5(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            MbconvPlain2(384, 3, 640, bn_eps, bn_momentum, 2304, 96, 1),
-            Mbconv2(640, 3, 0.1890909090909091, bn_eps, bn_momentum, 3840, 160, 1),
-            Mbconv2(640, 3, 0.19272727272727275, bn_eps, bn_momentum, 3840, 160, 1),
-            Mbconv2(640, 3, 0.19636363636363638, bn_eps, bn_momentum, 3840, 160, 1),
-        )
 
 
 class EfficientNetB7(nn.Module):
@@ -559,88 +213,550 @@ class EfficientNetB7(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 64, 1, bn_eps, bn_momentum, stride=2),
-            MbconvStage(bn_eps, bn_momentum),
-            MbconvStage2(
-                32,
-                3,
-                48,
-                bn_eps,
-                bn_momentum,
-                192,
-                8,
-                1,
-                0.01818181818181818,
-                288,
-                12,
-                0.02181818181818182,
-                0.025454545454545455,
-                0.02909090909090909,
-                0.03272727272727273,
-                0.03636363636363636,
+            nn.Sequential(
+                Mbconv(64, 16, 0.0, bn_eps, bn_momentum),
+                Mbconv(32, 8, 0.0036363636363636364, bn_eps, bn_momentum, stochastic_depth=True),
+                Mbconv(32, 8, 0.007272727272727273, bn_eps, bn_momentum, stochastic_depth=True),
+                Mbconv(32, 8, 0.01090909090909091, bn_eps, bn_momentum, stochastic_depth=True),
             ),
-            MbconvStage2(
-                48,
-                5,
-                80,
-                bn_eps,
-                bn_momentum,
-                288,
-                12,
-                2,
-                0.04363636363636364,
-                480,
-                20,
-                0.04727272727272727,
-                0.05090909090909091,
-                0.05454545454545454,
-                0.05818181818181818,
-                0.06181818181818183,
+            nn.Sequential(
+                Mbconv2(32, 3, 48, 192, 8, 0.014545454545454545, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    48,
+                    3,
+                    48,
+                    288,
+                    12,
+                    0.01818181818181818,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    48,
+                    3,
+                    48,
+                    288,
+                    12,
+                    0.02181818181818182,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    48,
+                    3,
+                    48,
+                    288,
+                    12,
+                    0.025454545454545455,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    48,
+                    3,
+                    48,
+                    288,
+                    12,
+                    0.02909090909090909,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    48,
+                    3,
+                    48,
+                    288,
+                    12,
+                    0.03272727272727273,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    48,
+                    3,
+                    48,
+                    288,
+                    12,
+                    0.03636363636363636,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage3(
-                80,
-                3,
-                160,
-                bn_eps,
-                bn_momentum,
-                480,
-                20,
-                1,
-                0.06909090909090909,
-                960,
-                40,
-                0.07272727272727272,
-                0.07636363636363637,
-                0.08,
-                0.08363636363636365,
-                0.08727272727272728,
-                0.09090909090909091,
-                0.09454545454545454,
-                0.09818181818181819,
-                stride=2,
+            nn.Sequential(
+                Mbconv2(48, 5, 80, 288, 12, 0.04, bn_eps, bn_momentum, 2, stride=2),
+                Mbconv2(
+                    80,
+                    5,
+                    80,
+                    480,
+                    20,
+                    0.04363636363636364,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    80,
+                    5,
+                    80,
+                    480,
+                    20,
+                    0.04727272727272727,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    80,
+                    5,
+                    80,
+                    480,
+                    20,
+                    0.05090909090909091,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    80,
+                    5,
+                    80,
+                    480,
+                    20,
+                    0.05454545454545454,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    80,
+                    5,
+                    80,
+                    480,
+                    20,
+                    0.05818181818181818,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    80,
+                    5,
+                    80,
+                    480,
+                    20,
+                    0.06181818181818183,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage3(
-                160,
-                5,
-                224,
-                bn_eps,
-                bn_momentum,
-                960,
-                40,
-                2,
-                0.10545454545454547,
-                1344,
-                56,
-                0.10909090909090909,
-                0.11272727272727273,
-                0.11636363636363636,
-                0.12000000000000001,
-                0.12363636363636366,
-                0.12727272727272726,
-                0.13090909090909092,
-                0.13454545454545455,
+            nn.Sequential(
+                Mbconv2(80, 3, 160, 480, 20, 0.06545454545454546, bn_eps, bn_momentum, 1, stride=2),
+                Mbconv2(
+                    160,
+                    3,
+                    160,
+                    960,
+                    40,
+                    0.06909090909090909,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    160,
+                    3,
+                    160,
+                    960,
+                    40,
+                    0.07272727272727272,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    160,
+                    3,
+                    160,
+                    960,
+                    40,
+                    0.07636363636363637,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(160, 3, 160, 960, 40, 0.08, bn_eps, bn_momentum, 1, stochastic_depth=True),
+                Mbconv2(
+                    160,
+                    3,
+                    160,
+                    960,
+                    40,
+                    0.08363636363636365,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    160,
+                    3,
+                    160,
+                    960,
+                    40,
+                    0.08727272727272728,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    160,
+                    3,
+                    160,
+                    960,
+                    40,
+                    0.09090909090909091,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    160,
+                    3,
+                    160,
+                    960,
+                    40,
+                    0.09454545454545454,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    160,
+                    3,
+                    160,
+                    960,
+                    40,
+                    0.09818181818181819,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
             ),
-            MbconvStage4(bn_eps, bn_momentum),
-            MbconvStage5(bn_eps, bn_momentum),
+            nn.Sequential(
+                Mbconv2(160, 5, 224, 960, 40, 0.10181818181818182, bn_eps, bn_momentum, 2),
+                Mbconv2(
+                    224,
+                    5,
+                    224,
+                    1344,
+                    56,
+                    0.10545454545454547,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    224,
+                    5,
+                    224,
+                    1344,
+                    56,
+                    0.10909090909090909,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    224,
+                    5,
+                    224,
+                    1344,
+                    56,
+                    0.11272727272727273,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    224,
+                    5,
+                    224,
+                    1344,
+                    56,
+                    0.11636363636363636,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    224,
+                    5,
+                    224,
+                    1344,
+                    56,
+                    0.12000000000000001,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    224,
+                    5,
+                    224,
+                    1344,
+                    56,
+                    0.12363636363636366,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    224,
+                    5,
+                    224,
+                    1344,
+                    56,
+                    0.12727272727272726,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    224,
+                    5,
+                    224,
+                    1344,
+                    56,
+                    0.13090909090909092,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    224,
+                    5,
+                    224,
+                    1344,
+                    56,
+                    0.13454545454545455,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(
+                    224, 5, 384, 1344, 56, 0.13818181818181818, bn_eps, bn_momentum, 2, stride=2
+                ),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.14181818181818184,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.14545454545454545,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.1490909090909091,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.15272727272727274,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.15636363636363634,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(384, 5, 384, 2304, 96, 0.16, bn_eps, bn_momentum, 2, stochastic_depth=True),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.16363636363636364,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.1672727272727273,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.17090909090909093,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.17454545454545456,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.1781818181818182,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    384,
+                    5,
+                    384,
+                    2304,
+                    96,
+                    0.18181818181818182,
+                    bn_eps,
+                    bn_momentum,
+                    2,
+                    stochastic_depth=True,
+                ),
+            ),
+            nn.Sequential(
+                Mbconv2(384, 3, 640, 2304, 96, 0.18545454545454548, bn_eps, bn_momentum, 1),
+                Mbconv2(
+                    640,
+                    3,
+                    640,
+                    3840,
+                    160,
+                    0.1890909090909091,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    640,
+                    3,
+                    640,
+                    3840,
+                    160,
+                    0.19272727272727275,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+                Mbconv2(
+                    640,
+                    3,
+                    640,
+                    3840,
+                    160,
+                    0.19636363636363638,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stochastic_depth=True,
+                ),
+            ),
             ConvBnSilu(640, 2560, 0, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -106,60 +106,18 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class MbconvBlock(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(ConvBnSilu(32, 32, 1))
-
-
-class MbconvBlock2(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
-    """
-
-    def __init__(self, in_channels: int, out: int, hidden: int, stride: int = 1) -> None:
-        super().__init__(
-            ConvBnSilu(in_channels, hidden, 1, stride=stride), ConvBnSilu2(hidden, out)
-        )
-
-
-class MbconvBlock3(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
-    """
-
-    def __init__(
-        self, in_channels: int, out: int, hidden: int, squeeze: int, stride: int = 1
-    ) -> None:
-        super().__init__(
-            ConvBnSilu(in_channels, hidden, 0, kernel=1),
-            ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
-            SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out),
-        )
-
-
 class Mbconv(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(self, sd_prob: float) -> None:
         super().__init__()
-        self.block = MbconvBlock()
+        self.block = nn.Sequential(ConvBnSilu(32, 32, 1))
         self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,213 +128,79 @@ class Mbconv(nn.Module):
 
 
 class Mbconv2(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(self, in_channels: int, sd_prob: float, block_hidden: int) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(in_channels, in_channels, block_hidden)
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class Mbconv3(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(
-        self, in_channels: int, sd_prob: float, block_hidden: int, block_squeeze: int
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock3(in_channels, in_channels, block_hidden, block_squeeze)
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class MbconvPlain(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(self, in_channels: int, out: int, block_hidden: int) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(in_channels, out, block_hidden, stride=2)
-
-
-class MbconvPlain2(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(
-        self, in_channels: int, out: int, block_hidden: int, block_squeeze: int, stride: int = 1
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock3(in_channels, out, block_hidden, block_squeeze, stride=stride)
-
-
-class MbconvStage(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            Mbconv(0.0),
-            Mbconv(0.002531645569620253),
-            Mbconv(0.005063291139240506),
-            Mbconv(0.007594936708860761),
-        )
-
-
-class MbconvStage2(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(
         self,
         in_channels: int,
         out: int,
-        arg_0_block_hidden: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        arg_4_sd_prob: float,
-        arg_5_sd_prob: float,
-        arg_6_sd_prob: float,
+        hidden: int,
+        sd_prob: float,
+        stride: int = 1,
+        stochastic_depth: bool = False,
     ) -> None:
-        super().__init__(
-            MbconvPlain(in_channels, out, arg_0_block_hidden),
-            Mbconv2(out, arg_1_sd_prob, arg_1_block_hidden),
-            Mbconv2(out, arg_2_sd_prob, arg_1_block_hidden),
-            Mbconv2(out, arg_3_sd_prob, arg_1_block_hidden),
-            Mbconv2(out, arg_4_sd_prob, arg_1_block_hidden),
-            Mbconv2(out, arg_5_sd_prob, arg_1_block_hidden),
-            Mbconv2(out, arg_6_sd_prob, arg_1_block_hidden),
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
+            ConvBnSilu(in_channels, hidden, 1, stride=stride), ConvBnSilu2(hidden, out)
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
-class MbconvStage3(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
+class Mbconv3(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(96, 192, 384, 24, stride=2),
-            Mbconv3(192, 0.04810126582278482, 768, 48),
-            Mbconv3(192, 0.05063291139240506, 768, 48),
-            Mbconv3(192, 0.053164556962025315, 768, 48),
-            Mbconv3(192, 0.055696202531645575, 768, 48),
-            Mbconv3(192, 0.05822784810126583, 768, 48),
-            Mbconv3(192, 0.06075949367088609, 768, 48),
-            Mbconv3(192, 0.06329113924050633, 768, 48),
-            Mbconv3(192, 0.06582278481012659, 768, 48),
-            Mbconv3(192, 0.06835443037974684, 768, 48),
+    def __init__(
+        self,
+        in_channels: int,
+        out: int,
+        hidden: int,
+        squeeze: int,
+        sd_prob: float,
+        stride: int = 1,
+        stochastic_depth: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
+            ConvBnSilu(in_channels, hidden, 0, kernel=1),
+            ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
+            SqueezeExcitation(hidden, squeeze),
+            ConvBnSilu2(hidden, out),
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(192, 224, 1152, 48),
-            Mbconv3(224, 0.07341772151898734, 1344, 56),
-            Mbconv3(224, 0.0759493670886076, 1344, 56),
-            Mbconv3(224, 0.07848101265822785, 1344, 56),
-            Mbconv3(224, 0.0810126582278481, 1344, 56),
-            Mbconv3(224, 0.08354430379746836, 1344, 56),
-            Mbconv3(224, 0.08607594936708862, 1344, 56),
-            Mbconv3(224, 0.08860759493670886, 1344, 56),
-            Mbconv3(224, 0.09113924050632911, 1344, 56),
-            Mbconv3(224, 0.09367088607594937, 1344, 56),
-            Mbconv3(224, 0.09620253164556963, 1344, 56),
-            Mbconv3(224, 0.09873417721518989, 1344, 56),
-            Mbconv3(224, 0.10126582278481013, 1344, 56),
-            Mbconv3(224, 0.10379746835443039, 1344, 56),
-            Mbconv3(224, 0.10632911392405063, 1344, 56),
-            Mbconv3(224, 0.10886075949367088, 1344, 56),
-            Mbconv3(224, 0.11139240506329115, 1344, 56),
-            Mbconv3(224, 0.11392405063291139, 1344, 56),
-            Mbconv3(224, 0.11645569620253166, 1344, 56),
-        )
-
-
-class MbconvStage5(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(224, 384, 1344, 56, stride=2),
-            Mbconv3(384, 0.12151898734177217, 2304, 96),
-            Mbconv3(384, 0.12405063291139241, 2304, 96),
-            Mbconv3(384, 0.12658227848101267, 2304, 96),
-            Mbconv3(384, 0.12911392405063293, 2304, 96),
-            Mbconv3(384, 0.13164556962025317, 2304, 96),
-            Mbconv3(384, 0.13417721518987344, 2304, 96),
-            Mbconv3(384, 0.13670886075949368, 2304, 96),
-            Mbconv3(384, 0.13924050632911392, 2304, 96),
-            Mbconv3(384, 0.14177215189873418, 2304, 96),
-            Mbconv3(384, 0.14430379746835442, 2304, 96),
-            Mbconv3(384, 0.1468354430379747, 2304, 96),
-            Mbconv3(384, 0.14936708860759496, 2304, 96),
-            Mbconv3(384, 0.1518987341772152, 2304, 96),
-            Mbconv3(384, 0.15443037974683546, 2304, 96),
-            Mbconv3(384, 0.1569620253164557, 2304, 96),
-            Mbconv3(384, 0.15949367088607597, 2304, 96),
-            Mbconv3(384, 0.1620253164556962, 2304, 96),
-            Mbconv3(384, 0.16455696202531644, 2304, 96),
-            Mbconv3(384, 0.1670886075949367, 2304, 96),
-            Mbconv3(384, 0.16962025316455698, 2304, 96),
-            Mbconv3(384, 0.17215189873417724, 2304, 96),
-            Mbconv3(384, 0.17468354430379748, 2304, 96),
-            Mbconv3(384, 0.17721518987341772, 2304, 96),
-            Mbconv3(384, 0.179746835443038, 2304, 96),
-        )
-
-
-class MbconvStage6(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(384, 640, 2304, 96),
-            Mbconv3(640, 0.1848101265822785, 3840, 160),
-            Mbconv3(640, 0.18734177215189873, 3840, 160),
-            Mbconv3(640, 0.189873417721519, 3840, 160),
-            Mbconv3(640, 0.19240506329113927, 3840, 160),
-            Mbconv3(640, 0.1949367088607595, 3840, 160),
-            Mbconv3(640, 0.19746835443037977, 3840, 160),
-        )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
 class EfficientNetV2L(nn.Module):
@@ -386,35 +210,99 @@ class EfficientNetV2L(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 32, 1, stride=2),
-            MbconvStage(),
-            MbconvStage2(
-                32,
-                64,
-                128,
-                0.012658227848101266,
-                256,
-                0.015189873417721522,
-                0.017721518987341773,
-                0.020253164556962026,
-                0.02278481012658228,
-                0.02531645569620253,
+            nn.Sequential(
+                Mbconv(0.0),
+                Mbconv(0.002531645569620253),
+                Mbconv(0.005063291139240506),
+                Mbconv(0.007594936708860761),
             ),
-            MbconvStage2(
-                64,
-                96,
-                256,
-                0.030379746835443044,
-                384,
-                0.03291139240506329,
-                0.035443037974683546,
-                0.0379746835443038,
-                0.04050632911392405,
-                0.04303797468354431,
+            nn.Sequential(
+                Mbconv2(32, 64, 128, 0.010126582278481013, stride=2),
+                Mbconv2(64, 64, 256, 0.012658227848101266, stochastic_depth=True),
+                Mbconv2(64, 64, 256, 0.015189873417721522, stochastic_depth=True),
+                Mbconv2(64, 64, 256, 0.017721518987341773, stochastic_depth=True),
+                Mbconv2(64, 64, 256, 0.020253164556962026, stochastic_depth=True),
+                Mbconv2(64, 64, 256, 0.02278481012658228, stochastic_depth=True),
+                Mbconv2(64, 64, 256, 0.02531645569620253, stochastic_depth=True),
             ),
-            MbconvStage3(),
-            MbconvStage4(),
-            MbconvStage5(),
-            MbconvStage6(),
+            nn.Sequential(
+                Mbconv2(64, 96, 256, 0.027848101265822787, stride=2),
+                Mbconv2(96, 96, 384, 0.030379746835443044, stochastic_depth=True),
+                Mbconv2(96, 96, 384, 0.03291139240506329, stochastic_depth=True),
+                Mbconv2(96, 96, 384, 0.035443037974683546, stochastic_depth=True),
+                Mbconv2(96, 96, 384, 0.0379746835443038, stochastic_depth=True),
+                Mbconv2(96, 96, 384, 0.04050632911392405, stochastic_depth=True),
+                Mbconv2(96, 96, 384, 0.04303797468354431, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv3(96, 192, 384, 24, 0.04556962025316456, stride=2),
+                Mbconv3(192, 192, 768, 48, 0.04810126582278482, stochastic_depth=True),
+                Mbconv3(192, 192, 768, 48, 0.05063291139240506, stochastic_depth=True),
+                Mbconv3(192, 192, 768, 48, 0.053164556962025315, stochastic_depth=True),
+                Mbconv3(192, 192, 768, 48, 0.055696202531645575, stochastic_depth=True),
+                Mbconv3(192, 192, 768, 48, 0.05822784810126583, stochastic_depth=True),
+                Mbconv3(192, 192, 768, 48, 0.06075949367088609, stochastic_depth=True),
+                Mbconv3(192, 192, 768, 48, 0.06329113924050633, stochastic_depth=True),
+                Mbconv3(192, 192, 768, 48, 0.06582278481012659, stochastic_depth=True),
+                Mbconv3(192, 192, 768, 48, 0.06835443037974684, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv3(192, 224, 1152, 48, 0.07088607594936709),
+                Mbconv3(224, 224, 1344, 56, 0.07341772151898734, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.0759493670886076, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.07848101265822785, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.0810126582278481, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.08354430379746836, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.08607594936708862, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.08860759493670886, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.09113924050632911, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.09367088607594937, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.09620253164556963, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.09873417721518989, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.10126582278481013, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.10379746835443039, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.10632911392405063, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.10886075949367088, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.11139240506329115, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.11392405063291139, stochastic_depth=True),
+                Mbconv3(224, 224, 1344, 56, 0.11645569620253166, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv3(224, 384, 1344, 56, 0.11898734177215191, stride=2),
+                Mbconv3(384, 384, 2304, 96, 0.12151898734177217, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.12405063291139241, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.12658227848101267, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.12911392405063293, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.13164556962025317, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.13417721518987344, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.13670886075949368, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.13924050632911392, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.14177215189873418, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.14430379746835442, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.1468354430379747, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.14936708860759496, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.1518987341772152, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.15443037974683546, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.1569620253164557, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.15949367088607597, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.1620253164556962, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.16455696202531644, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.1670886075949367, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.16962025316455698, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.17215189873417724, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.17468354430379748, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.17721518987341772, stochastic_depth=True),
+                Mbconv3(384, 384, 2304, 96, 0.179746835443038, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv3(384, 640, 2304, 96, 0.18227848101265823),
+                Mbconv3(640, 640, 3840, 160, 0.1848101265822785, stochastic_depth=True),
+                Mbconv3(640, 640, 3840, 160, 0.18734177215189873, stochastic_depth=True),
+                Mbconv3(640, 640, 3840, 160, 0.189873417721519, stochastic_depth=True),
+                Mbconv3(640, 640, 3840, 160, 0.19240506329113927, stochastic_depth=True),
+                Mbconv3(640, 640, 3840, 160, 0.1949367088607595, stochastic_depth=True),
+                Mbconv3(640, 640, 3840, 160, 0.19746835443037977, stochastic_depth=True),
+            ),
             ConvBnSilu(640, 1280, 0, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -106,60 +106,18 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class MbconvBlock(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(ConvBnSilu(24, 24, 1))
-
-
-class MbconvBlock2(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
-    """
-
-    def __init__(self, in_channels: int, out: int, hidden: int, stride: int = 1) -> None:
-        super().__init__(
-            ConvBnSilu(in_channels, hidden, 1, stride=stride), ConvBnSilu2(hidden, out)
-        )
-
-
-class MbconvBlock3(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
-    """
-
-    def __init__(
-        self, in_channels: int, out: int, hidden: int, squeeze: int, stride: int = 1
-    ) -> None:
-        super().__init__(
-            ConvBnSilu(in_channels, hidden, 0, kernel=1),
-            ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
-            SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out),
-        )
-
-
 class Mbconv(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(self, sd_prob: float) -> None:
         super().__init__()
-        self.block = MbconvBlock()
+        self.block = nn.Sequential(ConvBnSilu(24, 24, 1))
         self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,187 +128,79 @@ class Mbconv(nn.Module):
 
 
 class Mbconv2(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(self, in_channels: int, sd_prob: float, block_hidden: int) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(in_channels, in_channels, block_hidden)
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class Mbconv3(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(
-        self, in_channels: int, sd_prob: float, block_hidden: int, block_squeeze: int
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock3(in_channels, in_channels, block_hidden, block_squeeze)
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class MbconvPlain(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(self, in_channels: int, out: int, block_hidden: int) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(in_channels, out, block_hidden, stride=2)
-
-
-class MbconvPlain2(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(
-        self, in_channels: int, out: int, block_hidden: int, block_squeeze: int, stride: int = 1
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock3(in_channels, out, block_hidden, block_squeeze, stride=stride)
-
-
-class MbconvStage(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(Mbconv(0.0), Mbconv(0.0035087719298245615), Mbconv(0.007017543859649123))
-
-
-class MbconvStage2(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(
         self,
         in_channels: int,
         out: int,
-        arg_0_block_hidden: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
-        arg_4_sd_prob: float,
+        hidden: int,
+        sd_prob: float,
+        stride: int = 1,
+        stochastic_depth: bool = False,
     ) -> None:
-        super().__init__(
-            MbconvPlain(in_channels, out, arg_0_block_hidden),
-            Mbconv2(out, arg_1_sd_prob, arg_1_block_hidden),
-            Mbconv2(out, arg_2_sd_prob, arg_1_block_hidden),
-            Mbconv2(out, arg_3_sd_prob, arg_1_block_hidden),
-            Mbconv2(out, arg_4_sd_prob, arg_1_block_hidden),
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
+            ConvBnSilu(in_channels, hidden, 1, stride=stride), ConvBnSilu2(hidden, out)
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
-class MbconvStage3(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
+class Mbconv3(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(80, 160, 320, 20, stride=2),
-            Mbconv3(160, 0.04912280701754387, 640, 40),
-            Mbconv3(160, 0.05263157894736842, 640, 40),
-            Mbconv3(160, 0.056140350877192984, 640, 40),
-            Mbconv3(160, 0.05964912280701755, 640, 40),
-            Mbconv3(160, 0.06315789473684211, 640, 40),
-            Mbconv3(160, 0.06666666666666667, 640, 40),
+    def __init__(
+        self,
+        in_channels: int,
+        out: int,
+        hidden: int,
+        squeeze: int,
+        sd_prob: float,
+        stride: int = 1,
+        stochastic_depth: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
+            ConvBnSilu(in_channels, hidden, 0, kernel=1),
+            ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
+            SqueezeExcitation(hidden, squeeze),
+            ConvBnSilu2(hidden, out),
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(160, 176, 960, 40),
-            Mbconv3(176, 0.0736842105263158, 1056, 44),
-            Mbconv3(176, 0.07719298245614035, 1056, 44),
-            Mbconv3(176, 0.08070175438596493, 1056, 44),
-            Mbconv3(176, 0.08421052631578949, 1056, 44),
-            Mbconv3(176, 0.08771929824561403, 1056, 44),
-            Mbconv3(176, 0.0912280701754386, 1056, 44),
-            Mbconv3(176, 0.09473684210526316, 1056, 44),
-            Mbconv3(176, 0.09824561403508773, 1056, 44),
-            Mbconv3(176, 0.10175438596491229, 1056, 44),
-            Mbconv3(176, 0.10526315789473684, 1056, 44),
-            Mbconv3(176, 0.10877192982456141, 1056, 44),
-            Mbconv3(176, 0.11228070175438597, 1056, 44),
-            Mbconv3(176, 0.11578947368421054, 1056, 44),
-        )
-
-
-class MbconvStage5(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(176, 304, 1056, 44, stride=2),
-            Mbconv3(304, 0.12280701754385964, 1824, 76),
-            Mbconv3(304, 0.12631578947368421, 1824, 76),
-            Mbconv3(304, 0.1298245614035088, 1824, 76),
-            Mbconv3(304, 0.13333333333333333, 1824, 76),
-            Mbconv3(304, 0.1368421052631579, 1824, 76),
-            Mbconv3(304, 0.14035087719298245, 1824, 76),
-            Mbconv3(304, 0.14385964912280705, 1824, 76),
-            Mbconv3(304, 0.1473684210526316, 1824, 76),
-            Mbconv3(304, 0.15087719298245614, 1824, 76),
-            Mbconv3(304, 0.1543859649122807, 1824, 76),
-            Mbconv3(304, 0.15789473684210525, 1824, 76),
-            Mbconv3(304, 0.16140350877192985, 1824, 76),
-            Mbconv3(304, 0.1649122807017544, 1824, 76),
-            Mbconv3(304, 0.16842105263157897, 1824, 76),
-            Mbconv3(304, 0.17192982456140352, 1824, 76),
-            Mbconv3(304, 0.17543859649122806, 1824, 76),
-            Mbconv3(304, 0.17894736842105266, 1824, 76),
-        )
-
-
-class MbconvStage6(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(304, 512, 1824, 76),
-            Mbconv3(512, 0.18596491228070178, 3072, 128),
-            Mbconv3(512, 0.18947368421052632, 3072, 128),
-            Mbconv3(512, 0.19298245614035087, 3072, 128),
-            Mbconv3(512, 0.19649122807017547, 3072, 128),
-        )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
 class EfficientNetV2M(nn.Module):
@@ -360,31 +210,73 @@ class EfficientNetV2M(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 24, 1, stride=2),
-            MbconvStage(),
-            MbconvStage2(
-                24,
-                48,
-                96,
-                0.014035087719298246,
-                192,
-                0.017543859649122806,
-                0.02105263157894737,
-                0.024561403508771933,
+            nn.Sequential(Mbconv(0.0), Mbconv(0.0035087719298245615), Mbconv(0.007017543859649123)),
+            nn.Sequential(
+                Mbconv2(24, 48, 96, 0.010526315789473686, stride=2),
+                Mbconv2(48, 48, 192, 0.014035087719298246, stochastic_depth=True),
+                Mbconv2(48, 48, 192, 0.017543859649122806, stochastic_depth=True),
+                Mbconv2(48, 48, 192, 0.02105263157894737, stochastic_depth=True),
+                Mbconv2(48, 48, 192, 0.024561403508771933, stochastic_depth=True),
             ),
-            MbconvStage2(
-                48,
-                80,
-                192,
-                0.031578947368421054,
-                320,
-                0.03508771929824561,
-                0.03859649122807018,
-                0.04210526315789474,
+            nn.Sequential(
+                Mbconv2(48, 80, 192, 0.028070175438596492, stride=2),
+                Mbconv2(80, 80, 320, 0.031578947368421054, stochastic_depth=True),
+                Mbconv2(80, 80, 320, 0.03508771929824561, stochastic_depth=True),
+                Mbconv2(80, 80, 320, 0.03859649122807018, stochastic_depth=True),
+                Mbconv2(80, 80, 320, 0.04210526315789474, stochastic_depth=True),
             ),
-            MbconvStage3(),
-            MbconvStage4(),
-            MbconvStage5(),
-            MbconvStage6(),
+            nn.Sequential(
+                Mbconv3(80, 160, 320, 20, 0.0456140350877193, stride=2),
+                Mbconv3(160, 160, 640, 40, 0.04912280701754387, stochastic_depth=True),
+                Mbconv3(160, 160, 640, 40, 0.05263157894736842, stochastic_depth=True),
+                Mbconv3(160, 160, 640, 40, 0.056140350877192984, stochastic_depth=True),
+                Mbconv3(160, 160, 640, 40, 0.05964912280701755, stochastic_depth=True),
+                Mbconv3(160, 160, 640, 40, 0.06315789473684211, stochastic_depth=True),
+                Mbconv3(160, 160, 640, 40, 0.06666666666666667, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv3(160, 176, 960, 40, 0.07017543859649122),
+                Mbconv3(176, 176, 1056, 44, 0.0736842105263158, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.07719298245614035, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.08070175438596493, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.08421052631578949, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.08771929824561403, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.0912280701754386, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.09473684210526316, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.09824561403508773, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.10175438596491229, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.10526315789473684, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.10877192982456141, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.11228070175438597, stochastic_depth=True),
+                Mbconv3(176, 176, 1056, 44, 0.11578947368421054, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv3(176, 304, 1056, 44, 0.1192982456140351, stride=2),
+                Mbconv3(304, 304, 1824, 76, 0.12280701754385964, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.12631578947368421, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.1298245614035088, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.13333333333333333, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.1368421052631579, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.14035087719298245, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.14385964912280705, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.1473684210526316, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.15087719298245614, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.1543859649122807, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.15789473684210525, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.16140350877192985, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.1649122807017544, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.16842105263157897, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.17192982456140352, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.17543859649122806, stochastic_depth=True),
+                Mbconv3(304, 304, 1824, 76, 0.17894736842105266, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv3(304, 512, 1824, 76, 0.1824561403508772),
+                Mbconv3(512, 512, 3072, 128, 0.18596491228070178, stochastic_depth=True),
+                Mbconv3(512, 512, 3072, 128, 0.18947368421052632, stochastic_depth=True),
+                Mbconv3(512, 512, 3072, 128, 0.19298245614035087, stochastic_depth=True),
+                Mbconv3(512, 512, 3072, 128, 0.19649122807017547, stochastic_depth=True),
+            ),
             ConvBnSilu(512, 1280, 0, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

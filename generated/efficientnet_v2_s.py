@@ -106,60 +106,18 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class MbconvBlock(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(ConvBnSilu(24, 24, 1))
-
-
-class MbconvBlock2(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
-    """
-
-    def __init__(self, in_channels: int, out: int, hidden: int, stride: int = 1) -> None:
-        super().__init__(
-            ConvBnSilu(in_channels, hidden, 1, stride=stride), ConvBnSilu2(hidden, out)
-        )
-
-
-class MbconvBlock3(nn.Sequential):
-    """The layers of an MBConv block (its `block` sequence): a 1x1 expansion (left out at
-    expand_ratio 1), a depthwise convolution, squeeze-and-excitation on a quarter of the input
-    channels and a 1x1 projection; with fused: true, FusedMBConv's (EfficientNetV2): one full
-    convolution in place of the expansion and the depthwise one, then the projection (the
-    convolution alone at expand_ratio 1).
-    """
-
-    def __init__(
-        self, in_channels: int, out: int, hidden: int, squeeze: int, stride: int = 1
-    ) -> None:
-        super().__init__(
-            ConvBnSilu(in_channels, hidden, 0, kernel=1),
-            ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
-            SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out),
-        )
-
-
 class Mbconv(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(self, sd_prob: float) -> None:
         super().__init__()
-        self.block = MbconvBlock()
+        self.block = nn.Sequential(ConvBnSilu(24, 24, 1))
         self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,160 +128,79 @@ class Mbconv(nn.Module):
 
 
 class Mbconv2(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(self, in_channels: int, sd_prob: float, block_hidden: int) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(in_channels, in_channels, block_hidden)
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class Mbconv3(nn.Module):
-    """MBConv (FusedMBConv with fused: true) with its skip connection: the block's layers, then
-    stochastic depth with a probability growing with the block's place in the network
-    (stochastic_depth_prob * block_id / total_blocks), plus the input.
-    """
-
-    def __init__(
-        self, in_channels: int, sd_prob: float, block_hidden: int, block_squeeze: int
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock3(in_channels, in_channels, block_hidden, block_squeeze)
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class MbconvPlain(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(self, in_channels: int, out: int, block_hidden: int) -> None:
-        super().__init__()
-        self.block = MbconvBlock2(in_channels, out, block_hidden, stride=2)
-
-
-class MbconvPlain2(nn.Sequential):
-    """MBConv (FusedMBConv with fused: true) without a skip connection, where the stride or the
-    width changes: the block's layers alone (torchvision's unused stochastic depth left out).
-    """
-
-    def __init__(
-        self, in_channels: int, out: int, block_hidden: int, block_squeeze: int, stride: int = 1
-    ) -> None:
-        super().__init__()
-        self.block = MbconvBlock3(in_channels, out, block_hidden, block_squeeze, stride=stride)
-
-
-class MbconvStage(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(Mbconv(0.0), Mbconv(0.005))
-
-
-class MbconvStage2(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
     def __init__(
         self,
         in_channels: int,
         out: int,
-        arg_0_block_hidden: int,
-        arg_1_sd_prob: float,
-        arg_1_block_hidden: int,
-        arg_2_sd_prob: float,
-        arg_3_sd_prob: float,
+        hidden: int,
+        sd_prob: float,
+        stride: int = 1,
+        stochastic_depth: bool = False,
     ) -> None:
-        super().__init__(
-            MbconvPlain(in_channels, out, arg_0_block_hidden),
-            Mbconv2(out, arg_1_sd_prob, arg_1_block_hidden),
-            Mbconv2(out, arg_2_sd_prob, arg_1_block_hidden),
-            Mbconv2(out, arg_3_sd_prob, arg_1_block_hidden),
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
+            ConvBnSilu(in_channels, hidden, 1, stride=stride), ConvBnSilu2(hidden, out)
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
-class MbconvStage3(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
+class Mbconv3(nn.Module):
+    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
+    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
+    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
+    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
+    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
+    added.
     """
 
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(64, 128, 256, 16, stride=2),
-            Mbconv3(128, 0.05500000000000001, 512, 32),
-            Mbconv3(128, 0.06000000000000001, 512, 32),
-            Mbconv3(128, 0.065, 512, 32),
-            Mbconv3(128, 0.07, 512, 32),
-            Mbconv3(128, 0.075, 512, 32),
+    def __init__(
+        self,
+        in_channels: int,
+        out: int,
+        hidden: int,
+        squeeze: int,
+        sd_prob: float,
+        stride: int = 1,
+        stochastic_depth: bool = False,
+    ) -> None:
+        super().__init__()
+        self.use_res_connect = stochastic_depth
+        self.block = nn.Sequential(
+            ConvBnSilu(in_channels, hidden, 0, kernel=1),
+            ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
+            SqueezeExcitation(hidden, squeeze),
+            ConvBnSilu2(hidden, out),
         )
+        self.stochastic_depth = None
+        if stochastic_depth:
+            self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
-
-class MbconvStage4(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(128, 160, 768, 32),
-            Mbconv3(160, 0.085, 960, 40),
-            Mbconv3(160, 0.09, 960, 40),
-            Mbconv3(160, 0.095, 960, 40),
-            Mbconv3(160, 0.1, 960, 40),
-            Mbconv3(160, 0.10500000000000001, 960, 40),
-            Mbconv3(160, 0.11000000000000001, 960, 40),
-            Mbconv3(160, 0.11500000000000002, 960, 40),
-            Mbconv3(160, 0.12000000000000002, 960, 40),
-        )
-
-
-class MbconvStage5(nn.Sequential):
-    """A stage of `depth` MBConv blocks (FusedMBConv with fused: true), torchvision's nn.Sequential
-    of them: the first carries the stride and the width change and has a skip connection only when
-    it has neither; every skip has stochastic depth.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            MbconvPlain2(160, 256, 960, 40, stride=2),
-            Mbconv3(256, 0.13, 1536, 64),
-            Mbconv3(256, 0.135, 1536, 64),
-            Mbconv3(256, 0.14, 1536, 64),
-            Mbconv3(256, 0.14500000000000002, 1536, 64),
-            Mbconv3(256, 0.15, 1536, 64),
-            Mbconv3(256, 0.155, 1536, 64),
-            Mbconv3(256, 0.16, 1536, 64),
-            Mbconv3(256, 0.165, 1536, 64),
-            Mbconv3(256, 0.17, 1536, 64),
-            Mbconv3(256, 0.175, 1536, 64),
-            Mbconv3(256, 0.18, 1536, 64),
-            Mbconv3(256, 0.185, 1536, 64),
-            Mbconv3(256, 0.19, 1536, 64),
-            Mbconv3(256, 0.195, 1536, 64),
-        )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)
+        if self.use_res_connect:
+            out = out + x
+        return out
 
 
 class EfficientNetV2S(nn.Module):
@@ -333,12 +210,55 @@ class EfficientNetV2S(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 24, 1, stride=2),
-            MbconvStage(),
-            MbconvStage2(24, 48, 96, 0.015000000000000003, 192, 0.02, 0.025),
-            MbconvStage2(48, 64, 192, 0.035, 256, 0.04, 0.045),
-            MbconvStage3(),
-            MbconvStage4(),
-            MbconvStage5(),
+            nn.Sequential(Mbconv(0.0), Mbconv(0.005)),
+            nn.Sequential(
+                Mbconv2(24, 48, 96, 0.01, stride=2),
+                Mbconv2(48, 48, 192, 0.015000000000000003, stochastic_depth=True),
+                Mbconv2(48, 48, 192, 0.02, stochastic_depth=True),
+                Mbconv2(48, 48, 192, 0.025, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv2(48, 64, 192, 0.030000000000000006, stride=2),
+                Mbconv2(64, 64, 256, 0.035, stochastic_depth=True),
+                Mbconv2(64, 64, 256, 0.04, stochastic_depth=True),
+                Mbconv2(64, 64, 256, 0.045, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv3(64, 128, 256, 16, 0.05, stride=2),
+                Mbconv3(128, 128, 512, 32, 0.05500000000000001, stochastic_depth=True),
+                Mbconv3(128, 128, 512, 32, 0.06000000000000001, stochastic_depth=True),
+                Mbconv3(128, 128, 512, 32, 0.065, stochastic_depth=True),
+                Mbconv3(128, 128, 512, 32, 0.07, stochastic_depth=True),
+                Mbconv3(128, 128, 512, 32, 0.075, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv3(128, 160, 768, 32, 0.08),
+                Mbconv3(160, 160, 960, 40, 0.085, stochastic_depth=True),
+                Mbconv3(160, 160, 960, 40, 0.09, stochastic_depth=True),
+                Mbconv3(160, 160, 960, 40, 0.095, stochastic_depth=True),
+                Mbconv3(160, 160, 960, 40, 0.1, stochastic_depth=True),
+                Mbconv3(160, 160, 960, 40, 0.10500000000000001, stochastic_depth=True),
+                Mbconv3(160, 160, 960, 40, 0.11000000000000001, stochastic_depth=True),
+                Mbconv3(160, 160, 960, 40, 0.11500000000000002, stochastic_depth=True),
+                Mbconv3(160, 160, 960, 40, 0.12000000000000002, stochastic_depth=True),
+            ),
+            nn.Sequential(
+                Mbconv3(160, 256, 960, 40, 0.125, stride=2),
+                Mbconv3(256, 256, 1536, 64, 0.13, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.135, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.14, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.14500000000000002, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.15, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.155, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.16, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.165, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.17, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.175, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.18, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.185, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.19, stochastic_depth=True),
+                Mbconv3(256, 256, 1536, 64, 0.195, stochastic_depth=True),
+            ),
             ConvBnSilu(256, 1280, 0, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -220,7 +220,7 @@ def test_draw_renders(name, tmp_path):
 def test_compound_scaling_is_written_once():
     """B0-B7 are one table: the variants set only the multipliers, dropout, batch norm and input."""
     text = spec_file("efficientnet_b0").read_text()
-    assert text.count("mbconv_stage:") == 7
+    assert text.count("stage: {block: mbconv") == 7
     b0, b7 = spec("efficientnet_b0"), spec("efficientnet_b7")
     assert b0.variants == tuple(V1)
     stages = lambda s: [len(n.registered()) for n in s.tree.children[0].children[1:-1]]  # noqa: E731
