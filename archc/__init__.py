@@ -71,9 +71,15 @@ def build(
     fuse: bool = False,
     channels_last: bool = False,
     overrides: Sequence[str] = (),
+    weights: str | Path | Any = None,
+    strict: bool = True,
 ):
     """A live, initialised `torch.nn.Module` for the spec (of a file: its `variant`, with
     `overrides` like `--set`'s KEY=VALUE strings).
+
+    `weights` (a checkpoint file, or a state_dict / checkpoint dict) is loaded into it, see
+    `load_weights`; tensors whose shapes differ keep the spec's init (under `seed`,
+    reproducibly). The load report is the model's `load_report` attribute.
 
     Before anything is allocated, the memory the model needs (parameters, buffers, and the
     activations of a forward pass at batch 1) is estimated statically; over `max_memory`
@@ -90,7 +96,16 @@ def build(
     resources.check(spec, max_memory)
     from archc.backends.torch_backend import build as build_module
 
+    if weights is not None:
+        from archc.weights import read_state_dict
+
+        weights = read_state_dict(weights)  # a missing or broken file fails before the build
     model = build_module(spec, seed=seed)
+    report = None
+    if weights is not None:
+        from archc.weights import load_weights as load_into
+
+        report = load_into(model, spec, weights, strict=strict, reinitialise=False)  # fresh: init'd
     if fuse or channels_last:
         from archc.backends.fuse import fuse as fuse_model
         from archc.backends.fuse import to_channels_last
@@ -100,7 +115,20 @@ def build(
             if fuse
             else to_channels_last(model)
         )
+    if report is not None:
+        model.load_report = report
     return model
+
+
+def load_weights(model, spec_or_path: Spec | str | Path, source, *, strict: bool = True):
+    """Load a checkpoint file (or a state_dict / checkpoint dict) into `model`, built from the
+    spec, and return an `archc.weights.LoadReport` (loaded, re-initialised, missing,
+    unexpected, with shapes). Tensors whose shapes differ are re-initialised by the spec's init
+    rules; with `strict` (the default) a missing or unexpected key raises
+    `archc.weights.WeightsError` naming them and nothing is loaded."""
+    from archc.weights import load_weights as load_into
+
+    return load_into(model, _spec(spec_or_path), source, strict=strict)
 
 
 def fuse(model, spec_or_path: Spec | str | Path | None = None, *, channels_last: bool = False):
@@ -143,6 +171,7 @@ __all__ = [
     "loads",
     "summary",
     "build",
+    "load_weights",
     "fuse",
     "codegen",
     "draw",

@@ -122,10 +122,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         max_memory=args.max_memory,
         fuse=args.fuse,
         channels_last=args.channels_last,
+        weights=args.weights,
+        strict=not args.no_strict,
     )
     from archc.backends import fuse, torch_backend
 
     print(table(spec, args.depth))
+    if args.weights:
+        print(model.load_report.format())
     print(
         f"built {type(model).__name__} with {sum(p.numel() for p in model.parameters()):,} parameters"
     )
@@ -350,6 +354,10 @@ def parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="let --save overwrite a file archc did not write"
     )
     s.add_argument("--seed", type=_seed, default=None, help="seed for reproducible weights")
+    s.add_argument("--weights", metavar="FILE",
+                   help="load a state_dict or checkpoint (tensors whose shapes differ get the spec's init)")  # fmt: skip
+    s.add_argument("--no-strict", action="store_true",
+                   help="with --weights: load what matches, ignoring missing and unexpected keys")  # fmt: skip
     s.add_argument("--depth", type=_depth, default=2, help="levels of nesting in the summary")
     s.add_argument("--fuse", action="store_true",
                    help="inference build: fold batch norms into convolutions, fuse ReLUs, pack weights (eval mode)")  # fmt: skip

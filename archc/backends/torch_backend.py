@@ -104,14 +104,25 @@ def initialise(model: nn.Module, spec: Spec, kinds: dict[int, str]) -> None:
     """Apply the spec's init rules, module by module in registration order (as torchvision does)."""
     if not spec.init:
         return
+    for module in model.modules():
+        initialise_module(module, spec, kinds.get(id(module), ""))
+
+
+def initialise_module(module: nn.Module, spec: Spec, kind: str, tensors: set[str] | None = None) -> None:
+    """Apply the spec's init rules for `kind` to one module's tensors (only those in `tensors`
+    when given); tensors without a rule keep what they have."""
     with torch.no_grad():
-        for module in model.modules():
-            rules = spec.init.get(kinds.get(id(module), ""), {})
-            for tensor_name, rule in rules.items():
-                tensor = getattr(module, tensor_name, None)
-                if tensor is None or rule.kind == "default":
-                    continue
-                _INITIALISERS[rule.kind](tensor, **rule.args)
+        for tensor_name, rule in spec.init.get(kind, {}).items():
+            tensor = getattr(module, tensor_name, None)
+            if tensor is None or rule.kind == "default" or (tensors is not None and tensor_name not in tensors):
+                continue
+            _INITIALISERS[rule.kind](tensor, **rule.args)
+
+
+def module_kinds(model: nn.Module, spec: Spec) -> dict[str, str]:
+    """Module path -> the primitive kind whose init rules apply to it (as `build` records them)."""
+    modules = dict(model.named_modules())
+    return {n.path: n.kind for n in module_nodes(spec) if n.is_primitive and n.path in modules}
 
 
 def build(spec: Spec, *, seed: int | None = None) -> nn.Module:
