@@ -13,7 +13,6 @@ Files are read with `torch.load(weights_only=True)`: tensors and plain container
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -130,7 +129,7 @@ def read_state_dict(source: str | Path | Mapping | Checkpoint) -> Checkpoint:
                     name,
                     "not a PyTorch checkpoint: torch.save writes a zip archive and this file is not one",
                 ) from None
-            if isinstance(exc, pickle.UnpicklingError):
+            if "Weights only load failed" in str(exc):  # torch's refusal to unpickle objects
                 raise WeightsError(
                     name,
                     "the checkpoint holds pickled objects (a whole model saved with torch.save(model)?), "
