@@ -168,6 +168,7 @@ def test_cli_strict_error_and_no_strict(checkpoints, tmp_path):
         (b"not a checkpoint\n", "not a PyTorch checkpoint"),
         ("list", "not a state_dict: the file holds a list"),
         ("empty", "no tensors found"),
+        ("model", "the checkpoint holds pickled objects"),  # torch.save(model), never unpickled
     ],
 )
 def test_cli_bad_weights_files(content, words, tmp_path):
@@ -178,6 +179,8 @@ def test_cli_bad_weights_files(content, words, tmp_path):
         torch.save([torch.zeros(1)], path)
     elif content == "empty":
         torch.save({"epoch": 1}, path)
+    elif content == "model":
+        torch.save(torch.nn.Linear(2, 2), path)
     result = run_archc("build", "resnet18", "--weights", str(path))
     assert result.returncode == 1
     _no_traceback(result)
