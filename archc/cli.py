@@ -168,8 +168,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     build_options = {}
     if args.weights is not None:
         build_options["weights"] = args.weights
-    if args.freeze:
-        build_options["freeze"] = args.freeze
     opts = Options(
         data=args.data, output=Path(args.output), epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer, label_smoothing=args.label_smoothing,
@@ -397,9 +395,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     s.add_argument("--stop-after", type=int, metavar="N", help="stop after epoch N (resume later)")
-    s.add_argument("--weights", metavar="FILE", help="initial weights (archc.build's weights=)")
-    s.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
-                   help="freeze these modules (archc.build's freeze=)")
+    s.add_argument("--weights", metavar="FILE",
+                   help="start from these weights (a state_dict or checkpoint; a new head keeps the spec's init)")
     add_spec_options(s)
 
     s = sub.add_parser("export", help="write the model as ONNX, TorchScript or an ExportedProgram")

@@ -85,3 +85,16 @@ def test_torchrun_two_ranks_agree(data, tmp_path):
     assert len(sums) == 2 and sums[0][1] == sums[1][1]
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert ddp[-1]["val_acc"] >= 0.95 and abs(ddp[-1]["val_acc"] - single[-1]["val_acc"]) <= 0.05
+
+
+def test_weights_start_training_from_a_checkpoint(data, tmp_path):
+    """--weights loads a checkpoint (here a previous run's, its state_dict under "model"): with
+    the learning rate at 0 the first epoch already scores what the trained model scores."""
+    root, spec = data
+    trained = run(spec, root, tmp_path / "first", "--epochs", "6")
+    assert trained[-1]["val_acc"] >= 0.95
+    frozen = ["--epochs", "1", "--lr", "0"]
+    loaded = run(spec, root, tmp_path / "loaded", *frozen, "--weights", str(tmp_path / "first" / "checkpoint.pt"))
+    fresh = run(spec, root, tmp_path / "fresh", *frozen)
+    assert loaded[0]["val_acc"] == trained[-1]["val_acc"]
+    assert fresh[0]["val_acc"] < 0.9  # an untrained model does not separate the stripes
