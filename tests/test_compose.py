@@ -440,7 +440,7 @@ def test_summary_of_several_specs_is_one_table(tmp_path, capsys):
     path = write(tmp_path, "tiny.yaml", TINY)
     assert main(["summary", "vgg16", str(path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["name"], r["depth"], r["variant"]) for r in rows] == [("vgg16", 16, None), ("tiny", 2, None)]
+    assert [(r["name"], r["depth"], r["variant"]) for r in rows] == [("vgg16", 16, "vgg16"), ("tiny", 2, None)]
     assert main(["summary", "vgg16", str(path), "--variants", "--json"]) == 0  # tiny's variants
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["vgg16", "wide", "bignet"]
