@@ -180,16 +180,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 @command
 def cmd_export(args: argparse.Namespace) -> int:
     from archc.compiler import load
-    from archc.outputs import OutputError
+    from archc.outputs import check_replaceable
 
     spec = load(args.spec, **spec_options(args))
     target = Path(args.output)
     if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
         raise NotADirectoryError(  # printed as `archc: error: FILE: ...`, exit 1
             20, f"cannot write here: {target.parent} is not a writable folder", str(target))
-    if os.path.lexists(target) and not (args.force and target.is_file()):
-        what = "exists" if target.is_file() else "exists and is not a regular file"
-        raise OutputError(f"{target} {what}; pass --force to replace a file")
+    check_replaceable(target, force=args.force)  # exports carry no marker: replaced with --force
     from archc.export import export
 
     export(spec, args.format, target)

@@ -67,7 +67,8 @@ def test_an_existing_file_is_replaced_only_with_force(spec, tmp_path, capsys):
     out = tmp_path / "m.pt"
     out.write_text("mine")
     assert main(["export", str(spec), "--format", "torchscript", "-o", str(out)]) == 1
-    assert "exists; pass --force" in capsys.readouterr().err and out.read_text() == "mine"
+    assert f"{out} exists and was not written by archc; use --force" in capsys.readouterr().err
+    assert out.read_text() == "mine"
     assert main(["export", str(spec), "--format", "torchscript", "-o", str(out), "--force"]) == 0
     assert torch.jit.load(str(out)) is not None
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
