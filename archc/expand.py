@@ -284,6 +284,9 @@ class Expander:
                 raise scope.error("only a sequence (seq, stage or a seq block) can be inline", path)
             node.inline = True
         node.location, node.field_path = scope.here(path)
+        node.slot = path
+        if isinstance(meta.get("if"), str):
+            node.condition = meta["if"]
         return node
 
     def words(self, source: str) -> tuple[str, ...]:

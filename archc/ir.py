@@ -49,6 +49,11 @@ class Node:
     head: Head | None = None  # an auxiliary head of the model (top-level layers only)
     location: Location | None = None
     field_path: str = ""
+    # where the spec entry that made this node is written (a path into its source, a block
+    # template's own for a builtin block): children of different instances of one template
+    # that share a slot come from the same entry of its body (codegen aligns them by it)
+    slot: tuple = field(default=(), compare=False, repr=False)
+    condition: str = field(default="", compare=False, repr=False)  # its entry's `if:`, as written
     path: str = ""  # dotted module path, the state_dict prefix ("" for the model)
     in_shape: Shape = ()
     out_shape: Shape = ()

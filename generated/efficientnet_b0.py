@@ -58,8 +58,9 @@ class ConvBnSilu(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        activation: bool = True,
     ) -> None:
-        super().__init__(
+        layers = [
             nn.Conv2d(
                 in_channels,
                 out,
@@ -70,20 +71,10 @@ class ConvBnSilu(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-            nn.SiLU(inplace=True),
-        )
-
-
-class ConvBnSilu2(nn.Sequential):
-    """torchvision's Conv2dNormActivation with SiLU: a bias-free convolution padded to keep the size
-    (before the stride), batch norm and (unless activation is false) SiLU.
-    """
-
-    def __init__(self, in_channels: int, out: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out, kernel_size=1, bias=False),
-            nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-        )
+        ]
+        if activation:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -109,29 +100,7 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class Mbconv(nn.Module):
-    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
-    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
-    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
-    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
-    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
-    added.
-    """
-
-    def __init__(self, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__()
-        self.block = nn.Sequential(
-            ConvBnSilu(32, 32, 1, bn_eps, bn_momentum, groups=32),
-            SqueezeExcitation(32, 8),
-            ConvBnSilu2(32, 16, bn_eps, bn_momentum),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        return out
-
-
-class Mbconv2(nn.Module):
+class MBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -147,21 +116,24 @@ class Mbconv2(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
+        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer1_padding: int,
+        block_layer0_padding: int,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
+        self.use_res_connect = skip
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+        layers += [
             ConvBnSilu(
                 hidden,
                 hidden,
-                block_layer1_padding,
+                block_layer0_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -169,10 +141,11 @@ class Mbconv2(nn.Module):
                 groups=hidden,
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
-        )
+            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+        ]
+        self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,80 +170,51 @@ class EfficientNetB0(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 32, 1, bn_eps, bn_momentum, stride=2),
-            nn.Sequential(Mbconv(bn_eps, bn_momentum)),
+            nn.Sequential(MBConv(32, 3, 16, 32, 8, False, False, 0.0, bn_eps, bn_momentum, 1)),
             nn.Sequential(
-                Mbconv2(16, 3, 24, 96, 4, 0.0125, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(24, 3, 24, 144, 6, 0.025, bn_eps, bn_momentum, 1, stochastic_depth=True),
+                MBConv(16, 3, 24, 96, 4, True, False, 0.0125, bn_eps, bn_momentum, 1, stride=2),
+                MBConv(24, 3, 24, 144, 6, True, True, 0.025, bn_eps, bn_momentum, 1),
             ),
             nn.Sequential(
-                Mbconv2(24, 5, 40, 144, 6, 0.037500000000000006, bn_eps, bn_momentum, 2, stride=2),
-                Mbconv2(40, 5, 40, 240, 10, 0.05, bn_eps, bn_momentum, 2, stochastic_depth=True),
-            ),
-            nn.Sequential(
-                Mbconv2(40, 3, 80, 240, 10, 0.0625, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    80,
-                    3,
-                    80,
-                    480,
-                    20,
-                    0.07500000000000001,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    80,
-                    3,
-                    80,
-                    480,
-                    20,
-                    0.08750000000000001,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-            ),
-            nn.Sequential(
-                Mbconv2(80, 5, 112, 480, 20, 0.1, bn_eps, bn_momentum, 2),
-                Mbconv2(
-                    112, 5, 112, 672, 28, 0.1125, bn_eps, bn_momentum, 2, stochastic_depth=True
-                ),
-                Mbconv2(112, 5, 112, 672, 28, 0.125, bn_eps, bn_momentum, 2, stochastic_depth=True),
-            ),
-            nn.Sequential(
-                Mbconv2(112, 5, 192, 672, 28, 0.1375, bn_eps, bn_momentum, 2, stride=2),
-                Mbconv2(
-                    192,
+                MBConv(
+                    24,
                     5,
-                    192,
-                    1152,
-                    48,
-                    0.15000000000000002,
+                    40,
+                    144,
+                    6,
+                    True,
+                    False,
+                    0.037500000000000006,
                     bn_eps,
                     bn_momentum,
                     2,
-                    stochastic_depth=True,
+                    stride=2,
                 ),
-                Mbconv2(
-                    192, 5, 192, 1152, 48, 0.1625, bn_eps, bn_momentum, 2, stochastic_depth=True
+                MBConv(40, 5, 40, 240, 10, True, True, 0.05, bn_eps, bn_momentum, 2),
+            ),
+            nn.Sequential(
+                MBConv(40, 3, 80, 240, 10, True, False, 0.0625, bn_eps, bn_momentum, 1, stride=2),
+                MBConv(80, 3, 80, 480, 20, True, True, 0.07500000000000001, bn_eps, bn_momentum, 1),
+                MBConv(80, 3, 80, 480, 20, True, True, 0.08750000000000001, bn_eps, bn_momentum, 1),
+            ),
+            nn.Sequential(
+                MBConv(80, 5, 112, 480, 20, True, False, 0.1, bn_eps, bn_momentum, 2),
+                MBConv(112, 5, 112, 672, 28, True, True, 0.1125, bn_eps, bn_momentum, 2),
+                MBConv(112, 5, 112, 672, 28, True, True, 0.125, bn_eps, bn_momentum, 2),
+            ),
+            nn.Sequential(
+                MBConv(112, 5, 192, 672, 28, True, False, 0.1375, bn_eps, bn_momentum, 2, stride=2),
+                MBConv(
+                    192, 5, 192, 1152, 48, True, True, 0.15000000000000002, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    192,
-                    5,
-                    192,
-                    1152,
-                    48,
-                    0.17500000000000002,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(192, 5, 192, 1152, 48, True, True, 0.1625, bn_eps, bn_momentum, 2),
+                MBConv(
+                    192, 5, 192, 1152, 48, True, True, 0.17500000000000002, bn_eps, bn_momentum, 2
                 ),
             ),
-            nn.Sequential(Mbconv2(192, 3, 320, 1152, 48, 0.1875, bn_eps, bn_momentum, 1)),
+            nn.Sequential(
+                MBConv(192, 3, 320, 1152, 48, True, False, 0.1875, bn_eps, bn_momentum, 1)
+            ),
             ConvBnSilu(320, 1280, 0, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -58,8 +58,9 @@ class ConvBnSilu(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        activation: bool = True,
     ) -> None:
-        super().__init__(
+        layers = [
             nn.Conv2d(
                 in_channels,
                 out,
@@ -70,20 +71,10 @@ class ConvBnSilu(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-            nn.SiLU(inplace=True),
-        )
-
-
-class ConvBnSilu2(nn.Sequential):
-    """torchvision's Conv2dNormActivation with SiLU: a bias-free convolution padded to keep the size
-    (before the stride), batch norm and (unless activation is false) SiLU.
-    """
-
-    def __init__(self, in_channels: int, out: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out, kernel_size=1, bias=False),
-            nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-        )
+        ]
+        if activation:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -109,44 +100,7 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class Mbconv(nn.Module):
-    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
-    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
-    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
-    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
-    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
-    added.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        squeeze: int,
-        bn_eps: float,
-        bn_momentum: float,
-        stochastic_depth: bool = False,
-    ) -> None:
-        super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
-            SqueezeExcitation(in_channels, squeeze),
-            ConvBnSilu2(in_channels, 16, bn_eps, bn_momentum),
-        )
-        self.stochastic_depth = None
-        if stochastic_depth:
-            self.stochastic_depth = StochasticDepth(0.008695652173913044, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.stochastic_depth is not None:
-            out = self.stochastic_depth(out)
-        if self.use_res_connect:
-            out = out + x
-        return out
-
-
-class Mbconv2(nn.Module):
+class MBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -162,21 +116,24 @@ class Mbconv2(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
+        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer1_padding: int,
+        block_layer0_padding: int,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
+        self.use_res_connect = skip
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+        layers += [
             ConvBnSilu(
                 hidden,
                 hidden,
-                block_layer1_padding,
+                block_layer0_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -184,10 +141,11 @@ class Mbconv2(nn.Module):
                 groups=hidden,
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
-        )
+            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+        ]
+        self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,205 +171,112 @@ class EfficientNetB1(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 32, 1, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                Mbconv(32, 8, bn_eps, bn_momentum),
-                Mbconv(16, 4, bn_eps, bn_momentum, stochastic_depth=True),
+                MBConv(32, 3, 16, 32, 8, False, False, 0.0, bn_eps, bn_momentum, 1),
+                MBConv(16, 3, 16, 16, 4, False, True, 0.008695652173913044, bn_eps, bn_momentum, 1),
             ),
             nn.Sequential(
-                Mbconv2(16, 3, 24, 96, 4, 0.017391304347826087, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    24,
+                MBConv(
+                    16,
                     3,
                     24,
+                    96,
+                    4,
+                    True,
+                    False,
+                    0.017391304347826087,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stride=2,
+                ),
+                MBConv(24, 3, 24, 144, 6, True, True, 0.026086956521739136, bn_eps, bn_momentum, 1),
+                MBConv(24, 3, 24, 144, 6, True, True, 0.034782608695652174, bn_eps, bn_momentum, 1),
+            ),
+            nn.Sequential(
+                MBConv(
+                    24,
+                    5,
+                    40,
                     144,
                     6,
-                    0.026086956521739136,
+                    True,
+                    False,
+                    0.043478260869565216,
                     bn_eps,
                     bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                    2,
+                    stride=2,
                 ),
-                Mbconv2(
-                    24,
-                    3,
-                    24,
-                    144,
-                    6,
-                    0.034782608695652174,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
+                MBConv(40, 5, 40, 240, 10, True, True, 0.05217391304347827, bn_eps, bn_momentum, 2),
+                MBConv(40, 5, 40, 240, 10, True, True, 0.06086956521739131, bn_eps, bn_momentum, 2),
             ),
             nn.Sequential(
-                Mbconv2(24, 5, 40, 144, 6, 0.043478260869565216, bn_eps, bn_momentum, 2, stride=2),
-                Mbconv2(
+                MBConv(
                     40,
-                    5,
-                    40,
+                    3,
+                    80,
                     240,
                     10,
-                    0.05217391304347827,
+                    True,
+                    False,
+                    0.06956521739130435,
                     bn_eps,
                     bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                    1,
+                    stride=2,
                 ),
-                Mbconv2(
-                    40,
-                    5,
-                    40,
-                    240,
-                    10,
-                    0.06086956521739131,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(80, 3, 80, 480, 20, True, True, 0.0782608695652174, bn_eps, bn_momentum, 1),
+                MBConv(80, 3, 80, 480, 20, True, True, 0.08695652173913043, bn_eps, bn_momentum, 1),
+                MBConv(80, 3, 80, 480, 20, True, True, 0.09565217391304348, bn_eps, bn_momentum, 1),
+            ),
+            nn.Sequential(
+                MBConv(
+                    80, 5, 112, 480, 20, True, False, 0.10434782608695654, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    112, 5, 112, 672, 28, True, True, 0.11304347826086956, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    112, 5, 112, 672, 28, True, True, 0.12173913043478261, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    112, 5, 112, 672, 28, True, True, 0.13043478260869565, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(40, 3, 80, 240, 10, 0.06956521739130435, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    80,
-                    3,
-                    80,
-                    480,
-                    20,
-                    0.0782608695652174,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    80,
-                    3,
-                    80,
-                    480,
-                    20,
-                    0.08695652173913043,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    80,
-                    3,
-                    80,
-                    480,
-                    20,
-                    0.09565217391304348,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-            ),
-            nn.Sequential(
-                Mbconv2(80, 5, 112, 480, 20, 0.10434782608695654, bn_eps, bn_momentum, 2),
-                Mbconv2(
+                MBConv(
                     112,
                     5,
-                    112,
+                    192,
                     672,
                     28,
-                    0.11304347826086956,
+                    True,
+                    False,
+                    0.1391304347826087,
                     bn_eps,
                     bn_momentum,
                     2,
-                    stochastic_depth=True,
+                    stride=2,
                 ),
-                Mbconv2(
-                    112,
-                    5,
-                    112,
-                    672,
-                    28,
-                    0.12173913043478261,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    192, 5, 192, 1152, 48, True, True, 0.14782608695652175, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    112,
-                    5,
-                    112,
-                    672,
-                    28,
-                    0.13043478260869565,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    192, 5, 192, 1152, 48, True, True, 0.1565217391304348, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    192, 5, 192, 1152, 48, True, True, 0.16521739130434784, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    192, 5, 192, 1152, 48, True, True, 0.17391304347826086, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(112, 5, 192, 672, 28, 0.1391304347826087, bn_eps, bn_momentum, 2, stride=2),
-                Mbconv2(
-                    192,
-                    5,
-                    192,
-                    1152,
-                    48,
-                    0.14782608695652175,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    192, 3, 320, 1152, 48, True, False, 0.1826086956521739, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    192,
-                    5,
-                    192,
-                    1152,
-                    48,
-                    0.1565217391304348,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    192,
-                    5,
-                    192,
-                    1152,
-                    48,
-                    0.16521739130434784,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    192,
-                    5,
-                    192,
-                    1152,
-                    48,
-                    0.17391304347826086,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-            ),
-            nn.Sequential(
-                Mbconv2(192, 3, 320, 1152, 48, 0.1826086956521739, bn_eps, bn_momentum, 1),
-                Mbconv2(
-                    320,
-                    3,
-                    320,
-                    1920,
-                    80,
-                    0.19130434782608696,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    320, 3, 320, 1920, 80, True, True, 0.19130434782608696, bn_eps, bn_momentum, 1
                 ),
             ),
             ConvBnSilu(320, 1280, 0, bn_eps, bn_momentum, kernel=1),

@@ -58,8 +58,9 @@ class ConvBnSilu(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        activation: bool = True,
     ) -> None:
-        super().__init__(
+        layers = [
             nn.Conv2d(
                 in_channels,
                 out,
@@ -70,20 +71,10 @@ class ConvBnSilu(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-            nn.SiLU(inplace=True),
-        )
-
-
-class ConvBnSilu2(nn.Sequential):
-    """torchvision's Conv2dNormActivation with SiLU: a bias-free convolution padded to keep the size
-    (before the stride), batch norm and (unless activation is false) SiLU.
-    """
-
-    def __init__(self, in_channels: int, out: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out, kernel_size=1, bias=False),
-            nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-        )
+        ]
+        if activation:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -109,44 +100,7 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class Mbconv(nn.Module):
-    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
-    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
-    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
-    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
-    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
-    added.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        squeeze: int,
-        bn_eps: float,
-        bn_momentum: float,
-        stochastic_depth: bool = False,
-    ) -> None:
-        super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
-            SqueezeExcitation(in_channels, squeeze),
-            ConvBnSilu2(in_channels, 24, bn_eps, bn_momentum),
-        )
-        self.stochastic_depth = None
-        if stochastic_depth:
-            self.stochastic_depth = StochasticDepth(0.007692307692307693, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.stochastic_depth is not None:
-            out = self.stochastic_depth(out)
-        if self.use_res_connect:
-            out = out + x
-        return out
-
-
-class Mbconv2(nn.Module):
+class MBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -162,21 +116,24 @@ class Mbconv2(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
+        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer1_padding: int,
+        block_layer0_padding: int,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
+        self.use_res_connect = skip
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+        layers += [
             ConvBnSilu(
                 hidden,
                 hidden,
-                block_layer1_padding,
+                block_layer0_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -184,10 +141,11 @@ class Mbconv2(nn.Module):
                 groups=hidden,
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
-        )
+            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+        ]
+        self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,243 +171,117 @@ class EfficientNetB3(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 40, 1, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                Mbconv(40, 10, bn_eps, bn_momentum),
-                Mbconv(24, 6, bn_eps, bn_momentum, stochastic_depth=True),
+                MBConv(40, 3, 24, 40, 10, False, False, 0.0, bn_eps, bn_momentum, 1),
+                MBConv(24, 3, 24, 24, 6, False, True, 0.007692307692307693, bn_eps, bn_momentum, 1),
             ),
             nn.Sequential(
-                Mbconv2(24, 3, 32, 144, 6, 0.015384615384615385, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    32,
+                MBConv(
+                    24,
                     3,
                     32,
+                    144,
+                    6,
+                    True,
+                    False,
+                    0.015384615384615385,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stride=2,
+                ),
+                MBConv(32, 3, 32, 192, 8, True, True, 0.02307692307692308, bn_eps, bn_momentum, 1),
+                MBConv(32, 3, 32, 192, 8, True, True, 0.03076923076923077, bn_eps, bn_momentum, 1),
+            ),
+            nn.Sequential(
+                MBConv(
+                    32,
+                    5,
+                    48,
                     192,
                     8,
-                    0.02307692307692308,
+                    True,
+                    False,
+                    0.038461538461538464,
                     bn_eps,
                     bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                    2,
+                    stride=2,
                 ),
-                Mbconv2(
-                    32,
-                    3,
-                    32,
-                    192,
-                    8,
-                    0.03076923076923077,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
+                MBConv(48, 5, 48, 288, 12, True, True, 0.04615384615384616, bn_eps, bn_momentum, 2),
+                MBConv(48, 5, 48, 288, 12, True, True, 0.05384615384615385, bn_eps, bn_momentum, 2),
             ),
             nn.Sequential(
-                Mbconv2(32, 5, 48, 192, 8, 0.038461538461538464, bn_eps, bn_momentum, 2, stride=2),
-                Mbconv2(
+                MBConv(
                     48,
-                    5,
-                    48,
+                    3,
+                    96,
                     288,
                     12,
-                    0.04615384615384616,
+                    True,
+                    False,
+                    0.06153846153846154,
                     bn_eps,
                     bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                    1,
+                    stride=2,
                 ),
-                Mbconv2(
-                    48,
-                    5,
-                    48,
-                    288,
-                    12,
-                    0.05384615384615385,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(96, 3, 96, 576, 24, True, True, 0.06923076923076923, bn_eps, bn_momentum, 1),
+                MBConv(96, 3, 96, 576, 24, True, True, 0.07692307692307693, bn_eps, bn_momentum, 1),
+                MBConv(96, 3, 96, 576, 24, True, True, 0.08461538461538462, bn_eps, bn_momentum, 1),
+                MBConv(96, 3, 96, 576, 24, True, True, 0.09230769230769233, bn_eps, bn_momentum, 1),
+            ),
+            nn.Sequential(
+                MBConv(96, 5, 136, 576, 24, True, False, 0.1, bn_eps, bn_momentum, 2),
+                MBConv(
+                    136, 5, 136, 816, 34, True, True, 0.1076923076923077, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    136, 5, 136, 816, 34, True, True, 0.11538461538461539, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    136, 5, 136, 816, 34, True, True, 0.12307692307692308, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    136, 5, 136, 816, 34, True, True, 0.13076923076923078, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(48, 3, 96, 288, 12, 0.06153846153846154, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    96,
-                    3,
-                    96,
-                    576,
-                    24,
-                    0.06923076923076923,
+                MBConv(
+                    136,
+                    5,
+                    232,
+                    816,
+                    34,
+                    True,
+                    False,
+                    0.13846153846153847,
                     bn_eps,
                     bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                    2,
+                    stride=2,
                 ),
-                Mbconv2(
-                    96,
-                    3,
-                    96,
-                    576,
-                    24,
-                    0.07692307692307693,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    232, 5, 232, 1392, 58, True, True, 0.14615384615384616, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    96,
-                    3,
-                    96,
-                    576,
-                    24,
-                    0.08461538461538462,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    232, 5, 232, 1392, 58, True, True, 0.15384615384615385, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    96,
-                    3,
-                    96,
-                    576,
-                    24,
-                    0.09230769230769233,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    232, 5, 232, 1392, 58, True, True, 0.16153846153846155, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    232, 5, 232, 1392, 58, True, True, 0.16923076923076924, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    232, 5, 232, 1392, 58, True, True, 0.17692307692307693, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(96, 5, 136, 576, 24, 0.1, bn_eps, bn_momentum, 2),
-                Mbconv2(
-                    136,
-                    5,
-                    136,
-                    816,
-                    34,
-                    0.1076923076923077,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    232, 3, 384, 1392, 58, True, False, 0.18461538461538465, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    136,
-                    5,
-                    136,
-                    816,
-                    34,
-                    0.11538461538461539,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    136,
-                    5,
-                    136,
-                    816,
-                    34,
-                    0.12307692307692308,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    136,
-                    5,
-                    136,
-                    816,
-                    34,
-                    0.13076923076923078,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-            ),
-            nn.Sequential(
-                Mbconv2(
-                    136, 5, 232, 816, 34, 0.13846153846153847, bn_eps, bn_momentum, 2, stride=2
-                ),
-                Mbconv2(
-                    232,
-                    5,
-                    232,
-                    1392,
-                    58,
-                    0.14615384615384616,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    232,
-                    5,
-                    232,
-                    1392,
-                    58,
-                    0.15384615384615385,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    232,
-                    5,
-                    232,
-                    1392,
-                    58,
-                    0.16153846153846155,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    232,
-                    5,
-                    232,
-                    1392,
-                    58,
-                    0.16923076923076924,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    232,
-                    5,
-                    232,
-                    1392,
-                    58,
-                    0.17692307692307693,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-            ),
-            nn.Sequential(
-                Mbconv2(232, 3, 384, 1392, 58, 0.18461538461538465, bn_eps, bn_momentum, 1),
-                Mbconv2(
-                    384,
-                    3,
-                    384,
-                    2304,
-                    96,
-                    0.19230769230769232,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    384, 3, 384, 2304, 96, True, True, 0.19230769230769232, bn_eps, bn_momentum, 1
                 ),
             ),
             ConvBnSilu(384, 1536, 0, bn_eps, bn_momentum, kernel=1),

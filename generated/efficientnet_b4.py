@@ -58,8 +58,9 @@ class ConvBnSilu(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        activation: bool = True,
     ) -> None:
-        super().__init__(
+        layers = [
             nn.Conv2d(
                 in_channels,
                 out,
@@ -70,20 +71,10 @@ class ConvBnSilu(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-            nn.SiLU(inplace=True),
-        )
-
-
-class ConvBnSilu2(nn.Sequential):
-    """torchvision's Conv2dNormActivation with SiLU: a bias-free convolution padded to keep the size
-    (before the stride), batch norm and (unless activation is false) SiLU.
-    """
-
-    def __init__(self, in_channels: int, out: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out, kernel_size=1, bias=False),
-            nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-        )
+        ]
+        if activation:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -109,44 +100,7 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class Mbconv(nn.Module):
-    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
-    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
-    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
-    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
-    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
-    added.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        squeeze: int,
-        bn_eps: float,
-        bn_momentum: float,
-        stochastic_depth: bool = False,
-    ) -> None:
-        super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
-            SqueezeExcitation(in_channels, squeeze),
-            ConvBnSilu2(in_channels, 24, bn_eps, bn_momentum),
-        )
-        self.stochastic_depth = None
-        if stochastic_depth:
-            self.stochastic_depth = StochasticDepth(0.00625, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.stochastic_depth is not None:
-            out = self.stochastic_depth(out)
-        if self.use_res_connect:
-            out = out + x
-        return out
-
-
-class Mbconv2(nn.Module):
+class MBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -162,21 +116,24 @@ class Mbconv2(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
+        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer1_padding: int,
+        block_layer0_padding: int,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
+        self.use_res_connect = skip
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+        layers += [
             ConvBnSilu(
                 hidden,
                 hidden,
-                block_layer1_padding,
+                block_layer0_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -184,10 +141,11 @@ class Mbconv2(nn.Module):
                 groups=hidden,
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
-        )
+            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+        ]
+        self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,178 +171,81 @@ class EfficientNetB4(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 48, 1, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                Mbconv(48, 12, bn_eps, bn_momentum),
-                Mbconv(24, 6, bn_eps, bn_momentum, stochastic_depth=True),
+                MBConv(48, 3, 24, 48, 12, False, False, 0.0, bn_eps, bn_momentum, 1),
+                MBConv(24, 3, 24, 24, 6, False, True, 0.00625, bn_eps, bn_momentum, 1),
             ),
             nn.Sequential(
-                Mbconv2(24, 3, 32, 144, 6, 0.0125, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
+                MBConv(24, 3, 32, 144, 6, True, False, 0.0125, bn_eps, bn_momentum, 1, stride=2),
+                MBConv(32, 3, 32, 192, 8, True, True, 0.018750000000000003, bn_eps, bn_momentum, 1),
+                MBConv(32, 3, 32, 192, 8, True, True, 0.025, bn_eps, bn_momentum, 1),
+                MBConv(32, 3, 32, 192, 8, True, True, 0.03125, bn_eps, bn_momentum, 1),
+            ),
+            nn.Sequential(
+                MBConv(
                     32,
-                    3,
-                    32,
+                    5,
+                    56,
                     192,
                     8,
-                    0.018750000000000003,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(32, 3, 32, 192, 8, 0.025, bn_eps, bn_momentum, 1, stochastic_depth=True),
-                Mbconv2(32, 3, 32, 192, 8, 0.03125, bn_eps, bn_momentum, 1, stochastic_depth=True),
-            ),
-            nn.Sequential(
-                Mbconv2(32, 5, 56, 192, 8, 0.037500000000000006, bn_eps, bn_momentum, 2, stride=2),
-                Mbconv2(
-                    56,
-                    5,
-                    56,
-                    336,
-                    14,
-                    0.043750000000000004,
+                    True,
+                    False,
+                    0.037500000000000006,
                     bn_eps,
                     bn_momentum,
                     2,
-                    stochastic_depth=True,
+                    stride=2,
                 ),
-                Mbconv2(56, 5, 56, 336, 14, 0.05, bn_eps, bn_momentum, 2, stochastic_depth=True),
-                Mbconv2(56, 5, 56, 336, 14, 0.05625, bn_eps, bn_momentum, 2, stochastic_depth=True),
+                MBConv(
+                    56, 5, 56, 336, 14, True, True, 0.043750000000000004, bn_eps, bn_momentum, 2
+                ),
+                MBConv(56, 5, 56, 336, 14, True, True, 0.05, bn_eps, bn_momentum, 2),
+                MBConv(56, 5, 56, 336, 14, True, True, 0.05625, bn_eps, bn_momentum, 2),
             ),
             nn.Sequential(
-                Mbconv2(56, 3, 112, 336, 14, 0.0625, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    112, 3, 112, 672, 28, 0.06875, bn_eps, bn_momentum, 1, stochastic_depth=True
+                MBConv(56, 3, 112, 336, 14, True, False, 0.0625, bn_eps, bn_momentum, 1, stride=2),
+                MBConv(112, 3, 112, 672, 28, True, True, 0.06875, bn_eps, bn_momentum, 1),
+                MBConv(
+                    112, 3, 112, 672, 28, True, True, 0.07500000000000001, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    112,
-                    3,
-                    112,
-                    672,
-                    28,
-                    0.07500000000000001,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(112, 3, 112, 672, 28, True, True, 0.08125, bn_eps, bn_momentum, 1),
+                MBConv(
+                    112, 3, 112, 672, 28, True, True, 0.08750000000000001, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    112, 3, 112, 672, 28, 0.08125, bn_eps, bn_momentum, 1, stochastic_depth=True
+                MBConv(112, 3, 112, 672, 28, True, True, 0.09375, bn_eps, bn_momentum, 1),
+            ),
+            nn.Sequential(
+                MBConv(112, 5, 160, 672, 28, True, False, 0.1, bn_eps, bn_momentum, 2),
+                MBConv(
+                    160, 5, 160, 960, 40, True, True, 0.10625000000000001, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    112,
-                    3,
-                    112,
-                    672,
-                    28,
-                    0.08750000000000001,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(160, 5, 160, 960, 40, True, True, 0.1125, bn_eps, bn_momentum, 2),
+                MBConv(
+                    160, 5, 160, 960, 40, True, True, 0.11875000000000001, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    112, 3, 112, 672, 28, 0.09375, bn_eps, bn_momentum, 1, stochastic_depth=True
+                MBConv(160, 5, 160, 960, 40, True, True, 0.125, bn_eps, bn_momentum, 2),
+                MBConv(160, 5, 160, 960, 40, True, True, 0.13125, bn_eps, bn_momentum, 2),
+            ),
+            nn.Sequential(
+                MBConv(160, 5, 272, 960, 40, True, False, 0.1375, bn_eps, bn_momentum, 2, stride=2),
+                MBConv(
+                    272, 5, 272, 1632, 68, True, True, 0.14375000000000002, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    272, 5, 272, 1632, 68, True, True, 0.15000000000000002, bn_eps, bn_momentum, 2
+                ),
+                MBConv(272, 5, 272, 1632, 68, True, True, 0.15625, bn_eps, bn_momentum, 2),
+                MBConv(272, 5, 272, 1632, 68, True, True, 0.1625, bn_eps, bn_momentum, 2),
+                MBConv(272, 5, 272, 1632, 68, True, True, 0.16875, bn_eps, bn_momentum, 2),
+                MBConv(
+                    272, 5, 272, 1632, 68, True, True, 0.17500000000000002, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    272, 5, 272, 1632, 68, True, True, 0.18125000000000002, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(112, 5, 160, 672, 28, 0.1, bn_eps, bn_momentum, 2),
-                Mbconv2(
-                    160,
-                    5,
-                    160,
-                    960,
-                    40,
-                    0.10625000000000001,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    160, 5, 160, 960, 40, 0.1125, bn_eps, bn_momentum, 2, stochastic_depth=True
-                ),
-                Mbconv2(
-                    160,
-                    5,
-                    160,
-                    960,
-                    40,
-                    0.11875000000000001,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(160, 5, 160, 960, 40, 0.125, bn_eps, bn_momentum, 2, stochastic_depth=True),
-                Mbconv2(
-                    160, 5, 160, 960, 40, 0.13125, bn_eps, bn_momentum, 2, stochastic_depth=True
-                ),
-            ),
-            nn.Sequential(
-                Mbconv2(160, 5, 272, 960, 40, 0.1375, bn_eps, bn_momentum, 2, stride=2),
-                Mbconv2(
-                    272,
-                    5,
-                    272,
-                    1632,
-                    68,
-                    0.14375000000000002,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    272,
-                    5,
-                    272,
-                    1632,
-                    68,
-                    0.15000000000000002,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    272, 5, 272, 1632, 68, 0.15625, bn_eps, bn_momentum, 2, stochastic_depth=True
-                ),
-                Mbconv2(
-                    272, 5, 272, 1632, 68, 0.1625, bn_eps, bn_momentum, 2, stochastic_depth=True
-                ),
-                Mbconv2(
-                    272, 5, 272, 1632, 68, 0.16875, bn_eps, bn_momentum, 2, stochastic_depth=True
-                ),
-                Mbconv2(
-                    272,
-                    5,
-                    272,
-                    1632,
-                    68,
-                    0.17500000000000002,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    272,
-                    5,
-                    272,
-                    1632,
-                    68,
-                    0.18125000000000002,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-            ),
-            nn.Sequential(
-                Mbconv2(272, 3, 448, 1632, 68, 0.1875, bn_eps, bn_momentum, 1),
-                Mbconv2(
-                    448, 3, 448, 2688, 112, 0.19375, bn_eps, bn_momentum, 1, stochastic_depth=True
-                ),
+                MBConv(272, 3, 448, 1632, 68, True, False, 0.1875, bn_eps, bn_momentum, 1),
+                MBConv(448, 3, 448, 2688, 112, True, True, 0.19375, bn_eps, bn_momentum, 1),
             ),
             ConvBnSilu(448, 1792, 0, bn_eps, bn_momentum, kernel=1),
         )

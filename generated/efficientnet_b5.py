@@ -58,8 +58,9 @@ class ConvBnSilu(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        activation: bool = True,
     ) -> None:
-        super().__init__(
+        layers = [
             nn.Conv2d(
                 in_channels,
                 out,
@@ -70,20 +71,10 @@ class ConvBnSilu(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-            nn.SiLU(inplace=True),
-        )
-
-
-class ConvBnSilu2(nn.Sequential):
-    """torchvision's Conv2dNormActivation with SiLU: a bias-free convolution padded to keep the size
-    (before the stride), batch norm and (unless activation is false) SiLU.
-    """
-
-    def __init__(self, in_channels: int, out: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out, kernel_size=1, bias=False),
-            nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-        )
+        ]
+        if activation:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -109,45 +100,7 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class Mbconv(nn.Module):
-    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
-    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
-    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
-    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
-    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
-    added.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        squeeze: int,
-        sd_prob: float,
-        bn_eps: float,
-        bn_momentum: float,
-        stochastic_depth: bool = False,
-    ) -> None:
-        super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
-            SqueezeExcitation(in_channels, squeeze),
-            ConvBnSilu2(in_channels, 24, bn_eps, bn_momentum),
-        )
-        self.stochastic_depth = None
-        if stochastic_depth:
-            self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.stochastic_depth is not None:
-            out = self.stochastic_depth(out)
-        if self.use_res_connect:
-            out = out + x
-        return out
-
-
-class Mbconv2(nn.Module):
+class MBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -163,21 +116,24 @@ class Mbconv2(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
+        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer1_padding: int,
+        block_layer0_padding: int,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
+        self.use_res_connect = skip
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+        layers += [
             ConvBnSilu(
                 hidden,
                 hidden,
-                block_layer1_padding,
+                block_layer0_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -185,10 +141,11 @@ class Mbconv2(nn.Module):
                 groups=hidden,
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
-        )
+            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+        ]
+        self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,388 +171,162 @@ class EfficientNetB5(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 48, 1, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                Mbconv(48, 12, 0.0, bn_eps, bn_momentum),
-                Mbconv(24, 6, 0.005128205128205128, bn_eps, bn_momentum, stochastic_depth=True),
-                Mbconv(24, 6, 0.010256410256410256, bn_eps, bn_momentum, stochastic_depth=True),
+                MBConv(48, 3, 24, 48, 12, False, False, 0.0, bn_eps, bn_momentum, 1),
+                MBConv(24, 3, 24, 24, 6, False, True, 0.005128205128205128, bn_eps, bn_momentum, 1),
+                MBConv(24, 3, 24, 24, 6, False, True, 0.010256410256410256, bn_eps, bn_momentum, 1),
             ),
             nn.Sequential(
-                Mbconv2(24, 3, 40, 144, 6, 0.015384615384615387, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    40,
+                MBConv(
+                    24,
                     3,
                     40,
+                    144,
+                    6,
+                    True,
+                    False,
+                    0.015384615384615387,
+                    bn_eps,
+                    bn_momentum,
+                    1,
+                    stride=2,
+                ),
+                MBConv(
+                    40, 3, 40, 240, 10, True, True, 0.020512820512820513, bn_eps, bn_momentum, 1
+                ),
+                MBConv(40, 3, 40, 240, 10, True, True, 0.02564102564102564, bn_eps, bn_momentum, 1),
+                MBConv(
+                    40, 3, 40, 240, 10, True, True, 0.030769230769230774, bn_eps, bn_momentum, 1
+                ),
+                MBConv(40, 3, 40, 240, 10, True, True, 0.0358974358974359, bn_eps, bn_momentum, 1),
+            ),
+            nn.Sequential(
+                MBConv(
+                    40,
+                    5,
+                    64,
                     240,
                     10,
-                    0.020512820512820513,
+                    True,
+                    False,
+                    0.041025641025641026,
                     bn_eps,
                     bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                    2,
+                    stride=2,
                 ),
-                Mbconv2(
-                    40,
-                    3,
-                    40,
-                    240,
-                    10,
-                    0.02564102564102564,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    64, 5, 64, 384, 16, True, True, 0.046153846153846156, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    40,
-                    3,
-                    40,
-                    240,
-                    10,
-                    0.030769230769230774,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    40,
-                    3,
-                    40,
-                    240,
-                    10,
-                    0.0358974358974359,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
+                MBConv(64, 5, 64, 384, 16, True, True, 0.05128205128205128, bn_eps, bn_momentum, 2),
+                MBConv(64, 5, 64, 384, 16, True, True, 0.05641025641025642, bn_eps, bn_momentum, 2),
+                MBConv(64, 5, 64, 384, 16, True, True, 0.06153846153846155, bn_eps, bn_momentum, 2),
             ),
             nn.Sequential(
-                Mbconv2(40, 5, 64, 240, 10, 0.041025641025641026, bn_eps, bn_momentum, 2, stride=2),
-                Mbconv2(
+                MBConv(
                     64,
-                    5,
-                    64,
+                    3,
+                    128,
                     384,
                     16,
-                    0.046153846153846156,
+                    True,
+                    False,
+                    0.06666666666666667,
                     bn_eps,
                     bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                    1,
+                    stride=2,
                 ),
-                Mbconv2(
-                    64,
-                    5,
-                    64,
-                    384,
-                    16,
-                    0.05128205128205128,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    128, 3, 128, 768, 32, True, True, 0.0717948717948718, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    64,
-                    5,
-                    64,
-                    384,
-                    16,
-                    0.05641025641025642,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    128, 3, 128, 768, 32, True, True, 0.07692307692307693, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    64,
-                    5,
-                    64,
-                    384,
-                    16,
-                    0.06153846153846155,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    128, 3, 128, 768, 32, True, True, 0.08205128205128205, bn_eps, bn_momentum, 1
+                ),
+                MBConv(
+                    128, 3, 128, 768, 32, True, True, 0.08717948717948719, bn_eps, bn_momentum, 1
+                ),
+                MBConv(
+                    128, 3, 128, 768, 32, True, True, 0.09230769230769231, bn_eps, bn_momentum, 1
+                ),
+                MBConv(
+                    128, 3, 128, 768, 32, True, True, 0.09743589743589744, bn_eps, bn_momentum, 1
                 ),
             ),
             nn.Sequential(
-                Mbconv2(64, 3, 128, 384, 16, 0.06666666666666667, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    128,
-                    3,
-                    128,
-                    768,
-                    32,
-                    0.0717948717948718,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    128, 5, 176, 768, 32, True, False, 0.10256410256410256, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    128,
-                    3,
-                    128,
-                    768,
-                    32,
-                    0.07692307692307693,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    176, 5, 176, 1056, 44, True, True, 0.1076923076923077, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    128,
-                    3,
-                    128,
-                    768,
-                    32,
-                    0.08205128205128205,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    176, 5, 176, 1056, 44, True, True, 0.11282051282051284, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    128,
-                    3,
-                    128,
-                    768,
-                    32,
-                    0.08717948717948719,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    176, 5, 176, 1056, 44, True, True, 0.11794871794871796, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    128,
-                    3,
-                    128,
-                    768,
-                    32,
-                    0.09230769230769231,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    176, 5, 176, 1056, 44, True, True, 0.1230769230769231, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    128,
-                    3,
-                    128,
-                    768,
-                    32,
-                    0.09743589743589744,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    176, 5, 176, 1056, 44, True, True, 0.1282051282051282, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    176, 5, 176, 1056, 44, True, True, 0.13333333333333333, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(128, 5, 176, 768, 32, 0.10256410256410256, bn_eps, bn_momentum, 2),
-                Mbconv2(
+                MBConv(
                     176,
                     5,
-                    176,
+                    304,
                     1056,
                     44,
-                    0.1076923076923077,
+                    True,
+                    False,
+                    0.13846153846153847,
                     bn_eps,
                     bn_momentum,
                     2,
-                    stochastic_depth=True,
+                    stride=2,
                 ),
-                Mbconv2(
-                    176,
-                    5,
-                    176,
-                    1056,
-                    44,
-                    0.11282051282051284,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    304, 5, 304, 1824, 76, True, True, 0.1435897435897436, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    176,
-                    5,
-                    176,
-                    1056,
-                    44,
-                    0.11794871794871796,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    304, 5, 304, 1824, 76, True, True, 0.14871794871794874, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    176,
-                    5,
-                    176,
-                    1056,
-                    44,
-                    0.1230769230769231,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    304, 5, 304, 1824, 76, True, True, 0.15384615384615385, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    176,
-                    5,
-                    176,
-                    1056,
-                    44,
-                    0.1282051282051282,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    304, 5, 304, 1824, 76, True, True, 0.158974358974359, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    176,
-                    5,
-                    176,
-                    1056,
-                    44,
-                    0.13333333333333333,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    304, 5, 304, 1824, 76, True, True, 0.1641025641025641, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    304, 5, 304, 1824, 76, True, True, 0.16923076923076924, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    304, 5, 304, 1824, 76, True, True, 0.17435897435897438, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    304, 5, 304, 1824, 76, True, True, 0.1794871794871795, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(
-                    176, 5, 304, 1056, 44, 0.13846153846153847, bn_eps, bn_momentum, 2, stride=2
+                MBConv(
+                    304, 3, 512, 1824, 76, True, False, 0.18461538461538463, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    304,
-                    5,
-                    304,
-                    1824,
-                    76,
-                    0.1435897435897436,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    512, 3, 512, 3072, 128, True, True, 0.18974358974358976, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    304,
-                    5,
-                    304,
-                    1824,
-                    76,
-                    0.14871794871794874,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    304,
-                    5,
-                    304,
-                    1824,
-                    76,
-                    0.15384615384615385,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    304,
-                    5,
-                    304,
-                    1824,
-                    76,
-                    0.158974358974359,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    304,
-                    5,
-                    304,
-                    1824,
-                    76,
-                    0.1641025641025641,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    304,
-                    5,
-                    304,
-                    1824,
-                    76,
-                    0.16923076923076924,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    304,
-                    5,
-                    304,
-                    1824,
-                    76,
-                    0.17435897435897438,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    304,
-                    5,
-                    304,
-                    1824,
-                    76,
-                    0.1794871794871795,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-            ),
-            nn.Sequential(
-                Mbconv2(304, 3, 512, 1824, 76, 0.18461538461538463, bn_eps, bn_momentum, 1),
-                Mbconv2(
-                    512,
-                    3,
-                    512,
-                    3072,
-                    128,
-                    0.18974358974358976,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    512,
-                    3,
-                    512,
-                    3072,
-                    128,
-                    0.19487179487179487,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    512, 3, 512, 3072, 128, True, True, 0.19487179487179487, bn_eps, bn_momentum, 1
                 ),
             ),
             ConvBnSilu(512, 2048, 0, bn_eps, bn_momentum, kernel=1),

@@ -58,8 +58,9 @@ class ConvBnSilu(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        activation: bool = True,
     ) -> None:
-        super().__init__(
+        layers = [
             nn.Conv2d(
                 in_channels,
                 out,
@@ -70,20 +71,10 @@ class ConvBnSilu(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-            nn.SiLU(inplace=True),
-        )
-
-
-class ConvBnSilu2(nn.Sequential):
-    """torchvision's Conv2dNormActivation with SiLU: a bias-free convolution padded to keep the size
-    (before the stride), batch norm and (unless activation is false) SiLU.
-    """
-
-    def __init__(self, in_channels: int, out: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out, kernel_size=1, bias=False),
-            nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-        )
+        ]
+        if activation:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -109,45 +100,7 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class Mbconv(nn.Module):
-    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
-    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
-    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
-    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
-    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
-    added.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        squeeze: int,
-        sd_prob: float,
-        bn_eps: float,
-        bn_momentum: float,
-        stochastic_depth: bool = False,
-    ) -> None:
-        super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
-            SqueezeExcitation(in_channels, squeeze),
-            ConvBnSilu2(in_channels, 32, bn_eps, bn_momentum),
-        )
-        self.stochastic_depth = None
-        if stochastic_depth:
-            self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.stochastic_depth is not None:
-            out = self.stochastic_depth(out)
-        if self.use_res_connect:
-            out = out + x
-        return out
-
-
-class Mbconv2(nn.Module):
+class MBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -163,21 +116,24 @@ class Mbconv2(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
+        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer1_padding: int,
+        block_layer0_padding: int,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
+        self.use_res_connect = skip
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+        layers += [
             ConvBnSilu(
                 hidden,
                 hidden,
-                block_layer1_padding,
+                block_layer0_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -185,10 +141,11 @@ class Mbconv2(nn.Module):
                 groups=hidden,
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
-        )
+            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+        ]
+        self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,438 +171,169 @@ class EfficientNetB6(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 56, 1, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                Mbconv(56, 14, 0.0, bn_eps, bn_momentum),
-                Mbconv(32, 8, 0.0044444444444444444, bn_eps, bn_momentum, stochastic_depth=True),
-                Mbconv(32, 8, 0.008888888888888889, bn_eps, bn_momentum, stochastic_depth=True),
+                MBConv(56, 3, 32, 56, 14, False, False, 0.0, bn_eps, bn_momentum, 1),
+                MBConv(
+                    32, 3, 32, 32, 8, False, True, 0.0044444444444444444, bn_eps, bn_momentum, 1
+                ),
+                MBConv(32, 3, 32, 32, 8, False, True, 0.008888888888888889, bn_eps, bn_momentum, 1),
             ),
             nn.Sequential(
-                Mbconv2(32, 3, 40, 192, 8, 0.013333333333333336, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    40,
+                MBConv(
+                    32,
                     3,
                     40,
-                    240,
-                    10,
-                    0.017777777777777778,
+                    192,
+                    8,
+                    True,
+                    False,
+                    0.013333333333333336,
                     bn_eps,
                     bn_momentum,
                     1,
-                    stochastic_depth=True,
+                    stride=2,
                 ),
-                Mbconv2(
-                    40,
-                    3,
-                    40,
-                    240,
-                    10,
-                    0.022222222222222223,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    40, 3, 40, 240, 10, True, True, 0.017777777777777778, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    40,
-                    3,
-                    40,
-                    240,
-                    10,
-                    0.026666666666666672,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    40, 3, 40, 240, 10, True, True, 0.022222222222222223, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    40,
-                    3,
-                    40,
-                    240,
-                    10,
-                    0.031111111111111114,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    40, 3, 40, 240, 10, True, True, 0.026666666666666672, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    40,
-                    3,
-                    40,
-                    240,
-                    10,
-                    0.035555555555555556,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    40, 3, 40, 240, 10, True, True, 0.031111111111111114, bn_eps, bn_momentum, 1
+                ),
+                MBConv(
+                    40, 3, 40, 240, 10, True, True, 0.035555555555555556, bn_eps, bn_momentum, 1
                 ),
             ),
             nn.Sequential(
-                Mbconv2(40, 5, 72, 240, 10, 0.04, bn_eps, bn_momentum, 2, stride=2),
-                Mbconv2(
+                MBConv(40, 5, 72, 240, 10, True, False, 0.04, bn_eps, bn_momentum, 2, stride=2),
+                MBConv(
+                    72, 5, 72, 432, 18, True, True, 0.044444444444444446, bn_eps, bn_momentum, 2
+                ),
+                MBConv(72, 5, 72, 432, 18, True, True, 0.04888888888888889, bn_eps, bn_momentum, 2),
+                MBConv(
+                    72, 5, 72, 432, 18, True, True, 0.053333333333333344, bn_eps, bn_momentum, 2
+                ),
+                MBConv(72, 5, 72, 432, 18, True, True, 0.05777777777777778, bn_eps, bn_momentum, 2),
+                MBConv(72, 5, 72, 432, 18, True, True, 0.06222222222222223, bn_eps, bn_momentum, 2),
+            ),
+            nn.Sequential(
+                MBConv(
                     72,
-                    5,
-                    72,
+                    3,
+                    144,
                     432,
                     18,
-                    0.044444444444444446,
+                    True,
+                    False,
+                    0.06666666666666667,
                     bn_eps,
                     bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                    1,
+                    stride=2,
                 ),
-                Mbconv2(
-                    72,
-                    5,
-                    72,
-                    432,
-                    18,
-                    0.04888888888888889,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    144, 3, 144, 864, 36, True, True, 0.07111111111111111, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    72,
-                    5,
-                    72,
-                    432,
-                    18,
-                    0.053333333333333344,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    144, 3, 144, 864, 36, True, True, 0.07555555555555557, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    72,
-                    5,
-                    72,
-                    432,
-                    18,
-                    0.05777777777777778,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(144, 3, 144, 864, 36, True, True, 0.08, bn_eps, bn_momentum, 1),
+                MBConv(
+                    144, 3, 144, 864, 36, True, True, 0.08444444444444445, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    72,
-                    5,
-                    72,
-                    432,
-                    18,
-                    0.06222222222222223,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    144, 3, 144, 864, 36, True, True, 0.08888888888888889, bn_eps, bn_momentum, 1
+                ),
+                MBConv(
+                    144, 3, 144, 864, 36, True, True, 0.09333333333333334, bn_eps, bn_momentum, 1
+                ),
+                MBConv(
+                    144, 3, 144, 864, 36, True, True, 0.09777777777777778, bn_eps, bn_momentum, 1
                 ),
             ),
             nn.Sequential(
-                Mbconv2(72, 3, 144, 432, 18, 0.06666666666666667, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    144,
-                    3,
-                    144,
-                    864,
-                    36,
-                    0.07111111111111111,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    144, 5, 200, 864, 36, True, False, 0.10222222222222223, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    144,
-                    3,
-                    144,
-                    864,
-                    36,
-                    0.07555555555555557,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    200, 5, 200, 1200, 50, True, True, 0.10666666666666669, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(144, 3, 144, 864, 36, 0.08, bn_eps, bn_momentum, 1, stochastic_depth=True),
-                Mbconv2(
-                    144,
-                    3,
-                    144,
-                    864,
-                    36,
-                    0.08444444444444445,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    200, 5, 200, 1200, 50, True, True, 0.1111111111111111, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    144,
-                    3,
-                    144,
-                    864,
-                    36,
-                    0.08888888888888889,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    200, 5, 200, 1200, 50, True, True, 0.11555555555555556, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    144,
-                    3,
-                    144,
-                    864,
-                    36,
-                    0.09333333333333334,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    200, 5, 200, 1200, 50, True, True, 0.12000000000000001, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    144,
-                    3,
-                    144,
-                    864,
-                    36,
-                    0.09777777777777778,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    200, 5, 200, 1200, 50, True, True, 0.12444444444444445, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    200, 5, 200, 1200, 50, True, True, 0.12888888888888891, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    200, 5, 200, 1200, 50, True, True, 0.13333333333333333, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(144, 5, 200, 864, 36, 0.10222222222222223, bn_eps, bn_momentum, 2),
-                Mbconv2(
+                MBConv(
                     200,
                     5,
-                    200,
+                    344,
                     1200,
                     50,
-                    0.10666666666666669,
+                    True,
+                    False,
+                    0.13777777777777778,
                     bn_eps,
                     bn_momentum,
                     2,
-                    stochastic_depth=True,
+                    stride=2,
                 ),
-                Mbconv2(
-                    200,
-                    5,
-                    200,
-                    1200,
-                    50,
-                    0.1111111111111111,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    344, 5, 344, 2064, 86, True, True, 0.14222222222222222, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    200,
-                    5,
-                    200,
-                    1200,
-                    50,
-                    0.11555555555555556,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    344, 5, 344, 2064, 86, True, True, 0.14666666666666667, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    200,
-                    5,
-                    200,
-                    1200,
-                    50,
-                    0.12000000000000001,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    344, 5, 344, 2064, 86, True, True, 0.15111111111111114, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    200,
-                    5,
-                    200,
-                    1200,
-                    50,
-                    0.12444444444444445,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    344, 5, 344, 2064, 86, True, True, 0.15555555555555556, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    200,
-                    5,
-                    200,
-                    1200,
-                    50,
-                    0.12888888888888891,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(344, 5, 344, 2064, 86, True, True, 0.16, bn_eps, bn_momentum, 2),
+                MBConv(
+                    344, 5, 344, 2064, 86, True, True, 0.16444444444444445, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    200,
-                    5,
-                    200,
-                    1200,
-                    50,
-                    0.13333333333333333,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    344, 5, 344, 2064, 86, True, True, 0.1688888888888889, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    344, 5, 344, 2064, 86, True, True, 0.17333333333333334, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    344, 5, 344, 2064, 86, True, True, 0.17777777777777778, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    344, 5, 344, 2064, 86, True, True, 0.18222222222222226, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(
-                    200, 5, 344, 1200, 50, 0.13777777777777778, bn_eps, bn_momentum, 2, stride=2
+                MBConv(
+                    344, 3, 576, 2064, 86, True, False, 0.18666666666666668, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    344,
-                    5,
-                    344,
-                    2064,
-                    86,
-                    0.14222222222222222,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    576, 3, 576, 3456, 144, True, True, 0.1911111111111111, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    344,
-                    5,
-                    344,
-                    2064,
-                    86,
-                    0.14666666666666667,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    344,
-                    5,
-                    344,
-                    2064,
-                    86,
-                    0.15111111111111114,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    344,
-                    5,
-                    344,
-                    2064,
-                    86,
-                    0.15555555555555556,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(344, 5, 344, 2064, 86, 0.16, bn_eps, bn_momentum, 2, stochastic_depth=True),
-                Mbconv2(
-                    344,
-                    5,
-                    344,
-                    2064,
-                    86,
-                    0.16444444444444445,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    344,
-                    5,
-                    344,
-                    2064,
-                    86,
-                    0.1688888888888889,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    344,
-                    5,
-                    344,
-                    2064,
-                    86,
-                    0.17333333333333334,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    344,
-                    5,
-                    344,
-                    2064,
-                    86,
-                    0.17777777777777778,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    344,
-                    5,
-                    344,
-                    2064,
-                    86,
-                    0.18222222222222226,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-            ),
-            nn.Sequential(
-                Mbconv2(344, 3, 576, 2064, 86, 0.18666666666666668, bn_eps, bn_momentum, 1),
-                Mbconv2(
-                    576,
-                    3,
-                    576,
-                    3456,
-                    144,
-                    0.1911111111111111,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    576,
-                    3,
-                    576,
-                    3456,
-                    144,
-                    0.19555555555555557,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    576, 3, 576, 3456, 144, True, True, 0.19555555555555557, bn_eps, bn_momentum, 1
                 ),
             ),
             ConvBnSilu(576, 2304, 0, bn_eps, bn_momentum, kernel=1),

@@ -58,8 +58,9 @@ class ConvBnSilu(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        activation: bool = True,
     ) -> None:
-        super().__init__(
+        layers = [
             nn.Conv2d(
                 in_channels,
                 out,
@@ -70,20 +71,10 @@ class ConvBnSilu(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-            nn.SiLU(inplace=True),
-        )
-
-
-class ConvBnSilu2(nn.Sequential):
-    """torchvision's Conv2dNormActivation with SiLU: a bias-free convolution padded to keep the size
-    (before the stride), batch norm and (unless activation is false) SiLU.
-    """
-
-    def __init__(self, in_channels: int, out: int, bn_eps: float, bn_momentum: float) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out, kernel_size=1, bias=False),
-            nn.BatchNorm2d(out, eps=bn_eps, momentum=bn_momentum),
-        )
+        ]
+        if activation:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -109,45 +100,7 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class Mbconv(nn.Module):
-    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
-    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
-    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
-    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
-    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
-    added.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        squeeze: int,
-        sd_prob: float,
-        bn_eps: float,
-        bn_momentum: float,
-        stochastic_depth: bool = False,
-    ) -> None:
-        super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, in_channels, 1, bn_eps, bn_momentum, groups=in_channels),
-            SqueezeExcitation(in_channels, squeeze),
-            ConvBnSilu2(in_channels, 32, bn_eps, bn_momentum),
-        )
-        self.stochastic_depth = None
-        if stochastic_depth:
-            self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.stochastic_depth is not None:
-            out = self.stochastic_depth(out)
-        if self.use_res_connect:
-            out = out + x
-        return out
-
-
-class Mbconv2(nn.Module):
+class MBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -163,21 +116,24 @@ class Mbconv2(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
+        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer1_padding: int,
+        block_layer0_padding: int,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1),
+        self.use_res_connect = skip
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+        layers += [
             ConvBnSilu(
                 hidden,
                 hidden,
-                block_layer1_padding,
+                block_layer0_padding,
                 bn_eps,
                 bn_momentum,
                 kernel=kernel,
@@ -185,10 +141,11 @@ class Mbconv2(nn.Module):
                 groups=hidden,
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out, bn_eps, bn_momentum),
-        )
+            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+        ]
+        self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,547 +171,181 @@ class EfficientNetB7(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 64, 1, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                Mbconv(64, 16, 0.0, bn_eps, bn_momentum),
-                Mbconv(32, 8, 0.0036363636363636364, bn_eps, bn_momentum, stochastic_depth=True),
-                Mbconv(32, 8, 0.007272727272727273, bn_eps, bn_momentum, stochastic_depth=True),
-                Mbconv(32, 8, 0.01090909090909091, bn_eps, bn_momentum, stochastic_depth=True),
+                MBConv(64, 3, 32, 64, 16, False, False, 0.0, bn_eps, bn_momentum, 1),
+                MBConv(
+                    32, 3, 32, 32, 8, False, True, 0.0036363636363636364, bn_eps, bn_momentum, 1
+                ),
+                MBConv(32, 3, 32, 32, 8, False, True, 0.007272727272727273, bn_eps, bn_momentum, 1),
+                MBConv(32, 3, 32, 32, 8, False, True, 0.01090909090909091, bn_eps, bn_momentum, 1),
             ),
             nn.Sequential(
-                Mbconv2(32, 3, 48, 192, 8, 0.014545454545454545, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    48,
+                MBConv(
+                    32,
                     3,
                     48,
-                    288,
-                    12,
-                    0.01818181818181818,
+                    192,
+                    8,
+                    True,
+                    False,
+                    0.014545454545454545,
                     bn_eps,
                     bn_momentum,
                     1,
-                    stochastic_depth=True,
+                    stride=2,
                 ),
-                Mbconv2(
-                    48,
-                    3,
-                    48,
-                    288,
-                    12,
-                    0.02181818181818182,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(48, 3, 48, 288, 12, True, True, 0.01818181818181818, bn_eps, bn_momentum, 1),
+                MBConv(48, 3, 48, 288, 12, True, True, 0.02181818181818182, bn_eps, bn_momentum, 1),
+                MBConv(
+                    48, 3, 48, 288, 12, True, True, 0.025454545454545455, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    48,
-                    3,
-                    48,
-                    288,
-                    12,
-                    0.025454545454545455,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    48,
-                    3,
-                    48,
-                    288,
-                    12,
-                    0.02909090909090909,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    48,
-                    3,
-                    48,
-                    288,
-                    12,
-                    0.03272727272727273,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    48,
-                    3,
-                    48,
-                    288,
-                    12,
-                    0.03636363636363636,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
+                MBConv(48, 3, 48, 288, 12, True, True, 0.02909090909090909, bn_eps, bn_momentum, 1),
+                MBConv(48, 3, 48, 288, 12, True, True, 0.03272727272727273, bn_eps, bn_momentum, 1),
+                MBConv(48, 3, 48, 288, 12, True, True, 0.03636363636363636, bn_eps, bn_momentum, 1),
             ),
             nn.Sequential(
-                Mbconv2(48, 5, 80, 288, 12, 0.04, bn_eps, bn_momentum, 2, stride=2),
-                Mbconv2(
+                MBConv(48, 5, 80, 288, 12, True, False, 0.04, bn_eps, bn_momentum, 2, stride=2),
+                MBConv(80, 5, 80, 480, 20, True, True, 0.04363636363636364, bn_eps, bn_momentum, 2),
+                MBConv(80, 5, 80, 480, 20, True, True, 0.04727272727272727, bn_eps, bn_momentum, 2),
+                MBConv(80, 5, 80, 480, 20, True, True, 0.05090909090909091, bn_eps, bn_momentum, 2),
+                MBConv(80, 5, 80, 480, 20, True, True, 0.05454545454545454, bn_eps, bn_momentum, 2),
+                MBConv(80, 5, 80, 480, 20, True, True, 0.05818181818181818, bn_eps, bn_momentum, 2),
+                MBConv(80, 5, 80, 480, 20, True, True, 0.06181818181818183, bn_eps, bn_momentum, 2),
+            ),
+            nn.Sequential(
+                MBConv(
                     80,
-                    5,
-                    80,
+                    3,
+                    160,
                     480,
                     20,
-                    0.04363636363636364,
+                    True,
+                    False,
+                    0.06545454545454546,
                     bn_eps,
                     bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                    1,
+                    stride=2,
                 ),
-                Mbconv2(
-                    80,
-                    5,
-                    80,
-                    480,
-                    20,
-                    0.04727272727272727,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    160, 3, 160, 960, 40, True, True, 0.06909090909090909, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    80,
-                    5,
-                    80,
-                    480,
-                    20,
-                    0.05090909090909091,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    160, 3, 160, 960, 40, True, True, 0.07272727272727272, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    80,
-                    5,
-                    80,
-                    480,
-                    20,
-                    0.05454545454545454,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    160, 3, 160, 960, 40, True, True, 0.07636363636363637, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    80,
-                    5,
-                    80,
-                    480,
-                    20,
-                    0.05818181818181818,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(160, 3, 160, 960, 40, True, True, 0.08, bn_eps, bn_momentum, 1),
+                MBConv(
+                    160, 3, 160, 960, 40, True, True, 0.08363636363636365, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    80,
-                    5,
-                    80,
-                    480,
-                    20,
-                    0.06181818181818183,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    160, 3, 160, 960, 40, True, True, 0.08727272727272728, bn_eps, bn_momentum, 1
+                ),
+                MBConv(
+                    160, 3, 160, 960, 40, True, True, 0.09090909090909091, bn_eps, bn_momentum, 1
+                ),
+                MBConv(
+                    160, 3, 160, 960, 40, True, True, 0.09454545454545454, bn_eps, bn_momentum, 1
+                ),
+                MBConv(
+                    160, 3, 160, 960, 40, True, True, 0.09818181818181819, bn_eps, bn_momentum, 1
                 ),
             ),
             nn.Sequential(
-                Mbconv2(80, 3, 160, 480, 20, 0.06545454545454546, bn_eps, bn_momentum, 1, stride=2),
-                Mbconv2(
-                    160,
-                    3,
-                    160,
-                    960,
-                    40,
-                    0.06909090909090909,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    160, 5, 224, 960, 40, True, False, 0.10181818181818182, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    160,
-                    3,
-                    160,
-                    960,
-                    40,
-                    0.07272727272727272,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    224, 5, 224, 1344, 56, True, True, 0.10545454545454547, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    160,
-                    3,
-                    160,
-                    960,
-                    40,
-                    0.07636363636363637,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    224, 5, 224, 1344, 56, True, True, 0.10909090909090909, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(160, 3, 160, 960, 40, 0.08, bn_eps, bn_momentum, 1, stochastic_depth=True),
-                Mbconv2(
-                    160,
-                    3,
-                    160,
-                    960,
-                    40,
-                    0.08363636363636365,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    224, 5, 224, 1344, 56, True, True, 0.11272727272727273, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    160,
-                    3,
-                    160,
-                    960,
-                    40,
-                    0.08727272727272728,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    224, 5, 224, 1344, 56, True, True, 0.11636363636363636, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    160,
-                    3,
-                    160,
-                    960,
-                    40,
-                    0.09090909090909091,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    224, 5, 224, 1344, 56, True, True, 0.12000000000000001, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    160,
-                    3,
-                    160,
-                    960,
-                    40,
-                    0.09454545454545454,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    224, 5, 224, 1344, 56, True, True, 0.12363636363636366, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    160,
-                    3,
-                    160,
-                    960,
-                    40,
-                    0.09818181818181819,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    224, 5, 224, 1344, 56, True, True, 0.12727272727272726, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    224, 5, 224, 1344, 56, True, True, 0.13090909090909092, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    224, 5, 224, 1344, 56, True, True, 0.13454545454545455, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(160, 5, 224, 960, 40, 0.10181818181818182, bn_eps, bn_momentum, 2),
-                Mbconv2(
+                MBConv(
                     224,
                     5,
-                    224,
+                    384,
                     1344,
                     56,
-                    0.10545454545454547,
+                    True,
+                    False,
+                    0.13818181818181818,
                     bn_eps,
                     bn_momentum,
                     2,
-                    stochastic_depth=True,
+                    stride=2,
                 ),
-                Mbconv2(
-                    224,
-                    5,
-                    224,
-                    1344,
-                    56,
-                    0.10909090909090909,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.14181818181818184, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    224,
-                    5,
-                    224,
-                    1344,
-                    56,
-                    0.11272727272727273,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.14545454545454545, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    224,
-                    5,
-                    224,
-                    1344,
-                    56,
-                    0.11636363636363636,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.1490909090909091, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    224,
-                    5,
-                    224,
-                    1344,
-                    56,
-                    0.12000000000000001,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.15272727272727274, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    224,
-                    5,
-                    224,
-                    1344,
-                    56,
-                    0.12363636363636366,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.15636363636363634, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    224,
-                    5,
-                    224,
-                    1344,
-                    56,
-                    0.12727272727272726,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(384, 5, 384, 2304, 96, True, True, 0.16, bn_eps, bn_momentum, 2),
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.16363636363636364, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    224,
-                    5,
-                    224,
-                    1344,
-                    56,
-                    0.13090909090909092,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.1672727272727273, bn_eps, bn_momentum, 2
                 ),
-                Mbconv2(
-                    224,
-                    5,
-                    224,
-                    1344,
-                    56,
-                    0.13454545454545455,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.17090909090909093, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.17454545454545456, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.1781818181818182, bn_eps, bn_momentum, 2
+                ),
+                MBConv(
+                    384, 5, 384, 2304, 96, True, True, 0.18181818181818182, bn_eps, bn_momentum, 2
                 ),
             ),
             nn.Sequential(
-                Mbconv2(
-                    224, 5, 384, 1344, 56, 0.13818181818181818, bn_eps, bn_momentum, 2, stride=2
+                MBConv(
+                    384, 3, 640, 2304, 96, True, False, 0.18545454545454548, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.14181818181818184,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    640, 3, 640, 3840, 160, True, True, 0.1890909090909091, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.14545454545454545,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
+                MBConv(
+                    640, 3, 640, 3840, 160, True, True, 0.19272727272727275, bn_eps, bn_momentum, 1
                 ),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.1490909090909091,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.15272727272727274,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.15636363636363634,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(384, 5, 384, 2304, 96, 0.16, bn_eps, bn_momentum, 2, stochastic_depth=True),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.16363636363636364,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.1672727272727273,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.17090909090909093,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.17454545454545456,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.1781818181818182,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    384,
-                    5,
-                    384,
-                    2304,
-                    96,
-                    0.18181818181818182,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stochastic_depth=True,
-                ),
-            ),
-            nn.Sequential(
-                Mbconv2(384, 3, 640, 2304, 96, 0.18545454545454548, bn_eps, bn_momentum, 1),
-                Mbconv2(
-                    640,
-                    3,
-                    640,
-                    3840,
-                    160,
-                    0.1890909090909091,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    640,
-                    3,
-                    640,
-                    3840,
-                    160,
-                    0.19272727272727275,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
-                ),
-                Mbconv2(
-                    640,
-                    3,
-                    640,
-                    3840,
-                    160,
-                    0.19636363636363638,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stochastic_depth=True,
+                MBConv(
+                    640, 3, 640, 3840, 160, True, True, 0.19636363636363638, bn_eps, bn_momentum, 1
                 ),
             ),
             ConvBnSilu(640, 2560, 0, bn_eps, bn_momentum, kernel=1),

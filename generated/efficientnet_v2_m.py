@@ -56,8 +56,9 @@ class ConvBnSilu(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        activation: bool = True,
     ) -> None:
-        super().__init__(
+        layers = [
             nn.Conv2d(
                 in_channels,
                 out,
@@ -68,19 +69,10 @@ class ConvBnSilu(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=0.001),
-            nn.SiLU(inplace=True),
-        )
-
-
-class ConvBnSilu2(nn.Sequential):
-    """torchvision's Conv2dNormActivation with SiLU: a bias-free convolution padded to keep the size
-    (before the stride), batch norm and (unless activation is false) SiLU.
-    """
-
-    def __init__(self, in_channels: int, out: int) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out, kernel_size=1, bias=False), nn.BatchNorm2d(out, eps=0.001)
-        )
+        ]
+        if activation:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -106,28 +98,7 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class Mbconv(nn.Module):
-    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
-    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
-    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
-    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
-    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
-    added.
-    """
-
-    def __init__(self, sd_prob: float) -> None:
-        super().__init__()
-        self.block = nn.Sequential(ConvBnSilu(24, 24, 1))
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class Mbconv2(nn.Module):
+class FusedMBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -141,17 +112,23 @@ class Mbconv2(nn.Module):
         in_channels: int,
         out: int,
         hidden: int,
+        expand: bool,
+        skip: bool,
         sd_prob: float,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 1, stride=stride), ConvBnSilu2(hidden, out)
-        )
+        self.use_res_connect = skip
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(ConvBnSilu(in_channels, hidden, 1, stride=stride))
+        if expand:
+            layers.append(ConvBnSilu(hidden, out, 0, kernel=1, activation=False))
+        if not expand:
+            layers.append(ConvBnSilu(in_channels, in_channels, 1))
+        self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,7 +140,7 @@ class Mbconv2(nn.Module):
         return out
 
 
-class Mbconv3(nn.Module):
+class MBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -178,20 +155,20 @@ class Mbconv3(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        skip: bool,
         sd_prob: float,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
+        self.use_res_connect = skip
         self.block = nn.Sequential(
             ConvBnSilu(in_channels, hidden, 0, kernel=1),
             ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out),
+            ConvBnSilu(hidden, out, 0, kernel=1, activation=False),
         )
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,72 +187,76 @@ class EfficientNetV2M(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 24, 1, stride=2),
-            nn.Sequential(Mbconv(0.0), Mbconv(0.0035087719298245615), Mbconv(0.007017543859649123)),
             nn.Sequential(
-                Mbconv2(24, 48, 96, 0.010526315789473686, stride=2),
-                Mbconv2(48, 48, 192, 0.014035087719298246, stochastic_depth=True),
-                Mbconv2(48, 48, 192, 0.017543859649122806, stochastic_depth=True),
-                Mbconv2(48, 48, 192, 0.02105263157894737, stochastic_depth=True),
-                Mbconv2(48, 48, 192, 0.024561403508771933, stochastic_depth=True),
+                FusedMBConv(24, 24, 24, False, True, 0.0),
+                FusedMBConv(24, 24, 24, False, True, 0.0035087719298245615),
+                FusedMBConv(24, 24, 24, False, True, 0.007017543859649123),
             ),
             nn.Sequential(
-                Mbconv2(48, 80, 192, 0.028070175438596492, stride=2),
-                Mbconv2(80, 80, 320, 0.031578947368421054, stochastic_depth=True),
-                Mbconv2(80, 80, 320, 0.03508771929824561, stochastic_depth=True),
-                Mbconv2(80, 80, 320, 0.03859649122807018, stochastic_depth=True),
-                Mbconv2(80, 80, 320, 0.04210526315789474, stochastic_depth=True),
+                FusedMBConv(24, 48, 96, True, False, 0.010526315789473686, stride=2),
+                FusedMBConv(48, 48, 192, True, True, 0.014035087719298246),
+                FusedMBConv(48, 48, 192, True, True, 0.017543859649122806),
+                FusedMBConv(48, 48, 192, True, True, 0.02105263157894737),
+                FusedMBConv(48, 48, 192, True, True, 0.024561403508771933),
             ),
             nn.Sequential(
-                Mbconv3(80, 160, 320, 20, 0.0456140350877193, stride=2),
-                Mbconv3(160, 160, 640, 40, 0.04912280701754387, stochastic_depth=True),
-                Mbconv3(160, 160, 640, 40, 0.05263157894736842, stochastic_depth=True),
-                Mbconv3(160, 160, 640, 40, 0.056140350877192984, stochastic_depth=True),
-                Mbconv3(160, 160, 640, 40, 0.05964912280701755, stochastic_depth=True),
-                Mbconv3(160, 160, 640, 40, 0.06315789473684211, stochastic_depth=True),
-                Mbconv3(160, 160, 640, 40, 0.06666666666666667, stochastic_depth=True),
+                FusedMBConv(48, 80, 192, True, False, 0.028070175438596492, stride=2),
+                FusedMBConv(80, 80, 320, True, True, 0.031578947368421054),
+                FusedMBConv(80, 80, 320, True, True, 0.03508771929824561),
+                FusedMBConv(80, 80, 320, True, True, 0.03859649122807018),
+                FusedMBConv(80, 80, 320, True, True, 0.04210526315789474),
             ),
             nn.Sequential(
-                Mbconv3(160, 176, 960, 40, 0.07017543859649122),
-                Mbconv3(176, 176, 1056, 44, 0.0736842105263158, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.07719298245614035, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.08070175438596493, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.08421052631578949, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.08771929824561403, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.0912280701754386, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.09473684210526316, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.09824561403508773, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.10175438596491229, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.10526315789473684, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.10877192982456141, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.11228070175438597, stochastic_depth=True),
-                Mbconv3(176, 176, 1056, 44, 0.11578947368421054, stochastic_depth=True),
+                MBConv(80, 160, 320, 20, False, 0.0456140350877193, stride=2),
+                MBConv(160, 160, 640, 40, True, 0.04912280701754387),
+                MBConv(160, 160, 640, 40, True, 0.05263157894736842),
+                MBConv(160, 160, 640, 40, True, 0.056140350877192984),
+                MBConv(160, 160, 640, 40, True, 0.05964912280701755),
+                MBConv(160, 160, 640, 40, True, 0.06315789473684211),
+                MBConv(160, 160, 640, 40, True, 0.06666666666666667),
             ),
             nn.Sequential(
-                Mbconv3(176, 304, 1056, 44, 0.1192982456140351, stride=2),
-                Mbconv3(304, 304, 1824, 76, 0.12280701754385964, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.12631578947368421, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.1298245614035088, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.13333333333333333, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.1368421052631579, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.14035087719298245, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.14385964912280705, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.1473684210526316, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.15087719298245614, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.1543859649122807, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.15789473684210525, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.16140350877192985, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.1649122807017544, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.16842105263157897, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.17192982456140352, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.17543859649122806, stochastic_depth=True),
-                Mbconv3(304, 304, 1824, 76, 0.17894736842105266, stochastic_depth=True),
+                MBConv(160, 176, 960, 40, False, 0.07017543859649122),
+                MBConv(176, 176, 1056, 44, True, 0.0736842105263158),
+                MBConv(176, 176, 1056, 44, True, 0.07719298245614035),
+                MBConv(176, 176, 1056, 44, True, 0.08070175438596493),
+                MBConv(176, 176, 1056, 44, True, 0.08421052631578949),
+                MBConv(176, 176, 1056, 44, True, 0.08771929824561403),
+                MBConv(176, 176, 1056, 44, True, 0.0912280701754386),
+                MBConv(176, 176, 1056, 44, True, 0.09473684210526316),
+                MBConv(176, 176, 1056, 44, True, 0.09824561403508773),
+                MBConv(176, 176, 1056, 44, True, 0.10175438596491229),
+                MBConv(176, 176, 1056, 44, True, 0.10526315789473684),
+                MBConv(176, 176, 1056, 44, True, 0.10877192982456141),
+                MBConv(176, 176, 1056, 44, True, 0.11228070175438597),
+                MBConv(176, 176, 1056, 44, True, 0.11578947368421054),
             ),
             nn.Sequential(
-                Mbconv3(304, 512, 1824, 76, 0.1824561403508772),
-                Mbconv3(512, 512, 3072, 128, 0.18596491228070178, stochastic_depth=True),
-                Mbconv3(512, 512, 3072, 128, 0.18947368421052632, stochastic_depth=True),
-                Mbconv3(512, 512, 3072, 128, 0.19298245614035087, stochastic_depth=True),
-                Mbconv3(512, 512, 3072, 128, 0.19649122807017547, stochastic_depth=True),
+                MBConv(176, 304, 1056, 44, False, 0.1192982456140351, stride=2),
+                MBConv(304, 304, 1824, 76, True, 0.12280701754385964),
+                MBConv(304, 304, 1824, 76, True, 0.12631578947368421),
+                MBConv(304, 304, 1824, 76, True, 0.1298245614035088),
+                MBConv(304, 304, 1824, 76, True, 0.13333333333333333),
+                MBConv(304, 304, 1824, 76, True, 0.1368421052631579),
+                MBConv(304, 304, 1824, 76, True, 0.14035087719298245),
+                MBConv(304, 304, 1824, 76, True, 0.14385964912280705),
+                MBConv(304, 304, 1824, 76, True, 0.1473684210526316),
+                MBConv(304, 304, 1824, 76, True, 0.15087719298245614),
+                MBConv(304, 304, 1824, 76, True, 0.1543859649122807),
+                MBConv(304, 304, 1824, 76, True, 0.15789473684210525),
+                MBConv(304, 304, 1824, 76, True, 0.16140350877192985),
+                MBConv(304, 304, 1824, 76, True, 0.1649122807017544),
+                MBConv(304, 304, 1824, 76, True, 0.16842105263157897),
+                MBConv(304, 304, 1824, 76, True, 0.17192982456140352),
+                MBConv(304, 304, 1824, 76, True, 0.17543859649122806),
+                MBConv(304, 304, 1824, 76, True, 0.17894736842105266),
+            ),
+            nn.Sequential(
+                MBConv(304, 512, 1824, 76, False, 0.1824561403508772),
+                MBConv(512, 512, 3072, 128, True, 0.18596491228070178),
+                MBConv(512, 512, 3072, 128, True, 0.18947368421052632),
+                MBConv(512, 512, 3072, 128, True, 0.19298245614035087),
+                MBConv(512, 512, 3072, 128, True, 0.19649122807017547),
             ),
             ConvBnSilu(512, 1280, 0, kernel=1),
         )

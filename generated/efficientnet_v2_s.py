@@ -56,8 +56,9 @@ class ConvBnSilu(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        activation: bool = True,
     ) -> None:
-        super().__init__(
+        layers = [
             nn.Conv2d(
                 in_channels,
                 out,
@@ -68,19 +69,10 @@ class ConvBnSilu(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=0.001),
-            nn.SiLU(inplace=True),
-        )
-
-
-class ConvBnSilu2(nn.Sequential):
-    """torchvision's Conv2dNormActivation with SiLU: a bias-free convolution padded to keep the size
-    (before the stride), batch norm and (unless activation is false) SiLU.
-    """
-
-    def __init__(self, in_channels: int, out: int) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out, kernel_size=1, bias=False), nn.BatchNorm2d(out, eps=0.001)
-        )
+        ]
+        if activation:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -106,28 +98,7 @@ class SqueezeExcitation(nn.Module):
         return x * out
 
 
-class Mbconv(nn.Module):
-    """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
-    excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
-    FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
-    one, then the projection (the convolution alone at expand_ratio 1). Where stride and width
-    allow, stochastic depth (stochastic_depth_prob * block_id / total_blocks) and the input are
-    added.
-    """
-
-    def __init__(self, sd_prob: float) -> None:
-        super().__init__()
-        self.block = nn.Sequential(ConvBnSilu(24, 24, 1))
-        self.stochastic_depth = StochasticDepth(sd_prob, "row")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = self.stochastic_depth(out)
-        out = out + x
-        return out
-
-
-class Mbconv2(nn.Module):
+class FusedMBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -141,17 +112,23 @@ class Mbconv2(nn.Module):
         in_channels: int,
         out: int,
         hidden: int,
+        expand: bool,
+        skip: bool,
         sd_prob: float,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
-        self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 1, stride=stride), ConvBnSilu2(hidden, out)
-        )
+        self.use_res_connect = skip
+        layers: list[nn.Module] = []
+        if expand:
+            layers.append(ConvBnSilu(in_channels, hidden, 1, stride=stride))
+        if expand:
+            layers.append(ConvBnSilu(hidden, out, 0, kernel=1, activation=False))
+        if not expand:
+            layers.append(ConvBnSilu(in_channels, in_channels, 1))
+        self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,7 +140,7 @@ class Mbconv2(nn.Module):
         return out
 
 
-class Mbconv3(nn.Module):
+class MBConv(nn.Module):
     """MBConv: a 1x1 expansion (left out at expand_ratio 1), a depthwise convolution, squeeze-and-
     excitation on a quarter of the input channels and a 1x1 projection; with fused: true,
     FusedMBConv (EfficientNetV2): one full convolution in place of the expansion and the depthwise
@@ -178,20 +155,20 @@ class Mbconv3(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        skip: bool,
         sd_prob: float,
         stride: int = 1,
-        stochastic_depth: bool = False,
     ) -> None:
         super().__init__()
-        self.use_res_connect = stochastic_depth
+        self.use_res_connect = skip
         self.block = nn.Sequential(
             ConvBnSilu(in_channels, hidden, 0, kernel=1),
             ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu2(hidden, out),
+            ConvBnSilu(hidden, out, 0, kernel=1, activation=False),
         )
         self.stochastic_depth = None
-        if stochastic_depth:
+        if skip:
             self.stochastic_depth = StochasticDepth(sd_prob, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,54 +187,57 @@ class EfficientNetV2S(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 24, 1, stride=2),
-            nn.Sequential(Mbconv(0.0), Mbconv(0.005)),
             nn.Sequential(
-                Mbconv2(24, 48, 96, 0.01, stride=2),
-                Mbconv2(48, 48, 192, 0.015000000000000003, stochastic_depth=True),
-                Mbconv2(48, 48, 192, 0.02, stochastic_depth=True),
-                Mbconv2(48, 48, 192, 0.025, stochastic_depth=True),
+                FusedMBConv(24, 24, 24, False, True, 0.0),
+                FusedMBConv(24, 24, 24, False, True, 0.005),
             ),
             nn.Sequential(
-                Mbconv2(48, 64, 192, 0.030000000000000006, stride=2),
-                Mbconv2(64, 64, 256, 0.035, stochastic_depth=True),
-                Mbconv2(64, 64, 256, 0.04, stochastic_depth=True),
-                Mbconv2(64, 64, 256, 0.045, stochastic_depth=True),
+                FusedMBConv(24, 48, 96, True, False, 0.01, stride=2),
+                FusedMBConv(48, 48, 192, True, True, 0.015000000000000003),
+                FusedMBConv(48, 48, 192, True, True, 0.02),
+                FusedMBConv(48, 48, 192, True, True, 0.025),
             ),
             nn.Sequential(
-                Mbconv3(64, 128, 256, 16, 0.05, stride=2),
-                Mbconv3(128, 128, 512, 32, 0.05500000000000001, stochastic_depth=True),
-                Mbconv3(128, 128, 512, 32, 0.06000000000000001, stochastic_depth=True),
-                Mbconv3(128, 128, 512, 32, 0.065, stochastic_depth=True),
-                Mbconv3(128, 128, 512, 32, 0.07, stochastic_depth=True),
-                Mbconv3(128, 128, 512, 32, 0.075, stochastic_depth=True),
+                FusedMBConv(48, 64, 192, True, False, 0.030000000000000006, stride=2),
+                FusedMBConv(64, 64, 256, True, True, 0.035),
+                FusedMBConv(64, 64, 256, True, True, 0.04),
+                FusedMBConv(64, 64, 256, True, True, 0.045),
             ),
             nn.Sequential(
-                Mbconv3(128, 160, 768, 32, 0.08),
-                Mbconv3(160, 160, 960, 40, 0.085, stochastic_depth=True),
-                Mbconv3(160, 160, 960, 40, 0.09, stochastic_depth=True),
-                Mbconv3(160, 160, 960, 40, 0.095, stochastic_depth=True),
-                Mbconv3(160, 160, 960, 40, 0.1, stochastic_depth=True),
-                Mbconv3(160, 160, 960, 40, 0.10500000000000001, stochastic_depth=True),
-                Mbconv3(160, 160, 960, 40, 0.11000000000000001, stochastic_depth=True),
-                Mbconv3(160, 160, 960, 40, 0.11500000000000002, stochastic_depth=True),
-                Mbconv3(160, 160, 960, 40, 0.12000000000000002, stochastic_depth=True),
+                MBConv(64, 128, 256, 16, False, 0.05, stride=2),
+                MBConv(128, 128, 512, 32, True, 0.05500000000000001),
+                MBConv(128, 128, 512, 32, True, 0.06000000000000001),
+                MBConv(128, 128, 512, 32, True, 0.065),
+                MBConv(128, 128, 512, 32, True, 0.07),
+                MBConv(128, 128, 512, 32, True, 0.075),
             ),
             nn.Sequential(
-                Mbconv3(160, 256, 960, 40, 0.125, stride=2),
-                Mbconv3(256, 256, 1536, 64, 0.13, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.135, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.14, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.14500000000000002, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.15, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.155, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.16, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.165, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.17, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.175, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.18, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.185, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.19, stochastic_depth=True),
-                Mbconv3(256, 256, 1536, 64, 0.195, stochastic_depth=True),
+                MBConv(128, 160, 768, 32, False, 0.08),
+                MBConv(160, 160, 960, 40, True, 0.085),
+                MBConv(160, 160, 960, 40, True, 0.09),
+                MBConv(160, 160, 960, 40, True, 0.095),
+                MBConv(160, 160, 960, 40, True, 0.1),
+                MBConv(160, 160, 960, 40, True, 0.10500000000000001),
+                MBConv(160, 160, 960, 40, True, 0.11000000000000001),
+                MBConv(160, 160, 960, 40, True, 0.11500000000000002),
+                MBConv(160, 160, 960, 40, True, 0.12000000000000002),
+            ),
+            nn.Sequential(
+                MBConv(160, 256, 960, 40, False, 0.125, stride=2),
+                MBConv(256, 256, 1536, 64, True, 0.13),
+                MBConv(256, 256, 1536, 64, True, 0.135),
+                MBConv(256, 256, 1536, 64, True, 0.14),
+                MBConv(256, 256, 1536, 64, True, 0.14500000000000002),
+                MBConv(256, 256, 1536, 64, True, 0.15),
+                MBConv(256, 256, 1536, 64, True, 0.155),
+                MBConv(256, 256, 1536, 64, True, 0.16),
+                MBConv(256, 256, 1536, 64, True, 0.165),
+                MBConv(256, 256, 1536, 64, True, 0.17),
+                MBConv(256, 256, 1536, 64, True, 0.175),
+                MBConv(256, 256, 1536, 64, True, 0.18),
+                MBConv(256, 256, 1536, 64, True, 0.185),
+                MBConv(256, 256, 1536, 64, True, 0.19),
+                MBConv(256, 256, 1536, 64, True, 0.195),
             ),
             ConvBnSilu(256, 1280, 0, kernel=1),
         )

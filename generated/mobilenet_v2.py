@@ -45,40 +45,26 @@ class InvertedResidual(nn.Module):
     1x1 projection; the input is added where stride 1 keeps the channels (use_res_connect).
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(
-            ConvNormAct(32, 32, 1, groups=32),
-            nn.Conv2d(32, 16, kernel_size=1, bias=False),
-            nn.BatchNorm2d(16),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x)
-        return out
-
-
-class InvertedResidual2(nn.Module):
-    """1x1 expansion (left out when expand_ratio is 1), 3x3 depthwise carrying the stride, linear
-    1x1 projection; the input is added where stride 1 keeps the channels (use_res_connect).
-    """
-
     def __init__(
         self,
         in_channels: int,
         out: int,
+        expand_ratio: int,
         hidden: int,
         stride: int = 1,
         use_res_connect: bool = False,
     ) -> None:
         super().__init__()
         self.use_res_connect = use_res_connect
-        self.conv = nn.Sequential(
-            ConvNormAct(in_channels, hidden, 0, kernel=1),
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(ConvNormAct(in_channels, hidden, 0, kernel=1))
+        layers += [
             ConvNormAct(hidden, hidden, 1, stride=stride, groups=hidden),
             nn.Conv2d(hidden, out, kernel_size=1, bias=False),
             nn.BatchNorm2d(out),
-        )
+        ]
+        self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv(x)
@@ -94,18 +80,18 @@ class MobileNetV2(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvNormAct(3, 32, 1, stride=2),
-            InvertedResidual(),
-            InvertedResidual2(16, 24, 96, stride=2),
-            InvertedResidual2(24, 24, 144, use_res_connect=True),
-            InvertedResidual2(24, 32, 144, stride=2),
-            *[InvertedResidual2(32, 32, 192, use_res_connect=True) for _ in range(2)],
-            InvertedResidual2(32, 64, 192, stride=2),
-            *[InvertedResidual2(64, 64, 384, use_res_connect=True) for _ in range(3)],
-            InvertedResidual2(64, 96, 384),
-            *[InvertedResidual2(96, 96, 576, use_res_connect=True) for _ in range(2)],
-            InvertedResidual2(96, 160, 576, stride=2),
-            *[InvertedResidual2(160, 160, 960, use_res_connect=True) for _ in range(2)],
-            InvertedResidual2(160, 320, 960),
+            InvertedResidual(32, 16, 1, 32),
+            InvertedResidual(16, 24, 6, 96, stride=2),
+            InvertedResidual(24, 24, 6, 144, use_res_connect=True),
+            InvertedResidual(24, 32, 6, 144, stride=2),
+            *[InvertedResidual(32, 32, 6, 192, use_res_connect=True) for _ in range(2)],
+            InvertedResidual(32, 64, 6, 192, stride=2),
+            *[InvertedResidual(64, 64, 6, 384, use_res_connect=True) for _ in range(3)],
+            InvertedResidual(64, 96, 6, 384),
+            *[InvertedResidual(96, 96, 6, 576, use_res_connect=True) for _ in range(2)],
+            InvertedResidual(96, 160, 6, 576, stride=2),
+            *[InvertedResidual(160, 160, 6, 960, use_res_connect=True) for _ in range(2)],
+            InvertedResidual(160, 320, 6, 960),
             ConvNormAct(320, 1280, 0, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -26,6 +26,7 @@ class ConvNormAct(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        act: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__(
             nn.Conv2d(
@@ -38,36 +39,7 @@ class ConvNormAct(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=0.001, momentum=0.01),
-            nn.Hardswish(inplace=True),
-        )
-
-
-class ConvNormAct2(nn.Sequential):
-    """A convolution (padded to keep the size at stride 1, no bias), batch norm and an activation of
-    the kind `act`: torchvision's Conv2dNormActivation, numbered 0, 1, 2.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out: int,
-        padding: int,
-        kernel: int = 3,
-        stride: int = 1,
-        groups: int = 1,
-    ) -> None:
-        super().__init__(
-            nn.Conv2d(
-                in_channels,
-                out,
-                kernel_size=kernel,
-                stride=stride,
-                padding=padding,
-                groups=groups,
-                bias=False,
-            ),
-            nn.BatchNorm2d(out, eps=0.001, momentum=0.01),
-            nn.ReLU(inplace=True),
+            act(inplace=True),
         )
 
 
@@ -100,144 +72,44 @@ class InvertedResidual(nn.Module):
     hardswish; the input is added where the block keeps its shape.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.block = nn.Sequential(
-            ConvNormAct2(16, 16, 1, groups=16),
-            nn.Sequential(
-                nn.Conv2d(16, 16, kernel_size=1, bias=False),
-                nn.BatchNorm2d(16, eps=0.001, momentum=0.01),
-            ),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        out = out + x
-        return out
-
-
-class InvertedResidual2(nn.Module):
-    """1x1 expansion (left out when it would keep the width), depthwise convolution carrying the
-    stride, optional squeeze-and-excitation, linear 1x1 projection; the activation `act` is relu or
-    hardswish; the input is added where the block keeps its shape.
-    """
-
-    def __init__(
-        self, in_channels: int, expanded: int, stride: int = 1, use_res_connect: bool = False
-    ) -> None:
-        super().__init__()
-        self.use_res_connect = use_res_connect
-        self.block = nn.Sequential(
-            ConvNormAct2(in_channels, expanded, 0, kernel=1),
-            ConvNormAct2(expanded, expanded, 1, stride=stride, groups=expanded),
-            nn.Sequential(
-                nn.Conv2d(expanded, 24, kernel_size=1, bias=False),
-                nn.BatchNorm2d(24, eps=0.001, momentum=0.01),
-            ),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.use_res_connect:
-            out = out + x
-        return out
-
-
-class InvertedResidual3(nn.Module):
-    """1x1 expansion (left out when it would keep the width), depthwise convolution carrying the
-    stride, optional squeeze-and-excitation, linear 1x1 projection; the activation `act` is relu or
-    hardswish; the input is added where the block keeps its shape.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        expanded: int,
-        squeeze: int,
-        stride: int = 1,
-        use_res_connect: bool = False,
-    ) -> None:
-        super().__init__()
-        self.use_res_connect = use_res_connect
-        self.block = nn.Sequential(
-            ConvNormAct2(in_channels, expanded, 0, kernel=1),
-            ConvNormAct2(expanded, expanded, 2, kernel=5, stride=stride, groups=expanded),
-            SqueezeExcitation(expanded, squeeze),
-            nn.Sequential(
-                nn.Conv2d(expanded, 40, kernel_size=1, bias=False),
-                nn.BatchNorm2d(40, eps=0.001, momentum=0.01),
-            ),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.use_res_connect:
-            out = out + x
-        return out
-
-
-class InvertedResidual4(nn.Module):
-    """1x1 expansion (left out when it would keep the width), depthwise convolution carrying the
-    stride, optional squeeze-and-excitation, linear 1x1 projection; the activation `act` is relu or
-    hardswish; the input is added where the block keeps its shape.
-    """
-
-    def __init__(
-        self, in_channels: int, expanded: int, stride: int = 1, use_res_connect: bool = False
-    ) -> None:
-        super().__init__()
-        self.use_res_connect = use_res_connect
-        self.block = nn.Sequential(
-            ConvNormAct(in_channels, expanded, 0, kernel=1),
-            ConvNormAct(expanded, expanded, 1, stride=stride, groups=expanded),
-            nn.Sequential(
-                nn.Conv2d(expanded, 80, kernel_size=1, bias=False),
-                nn.BatchNorm2d(80, eps=0.001, momentum=0.01),
-            ),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.use_res_connect:
-            out = out + x
-        return out
-
-
-class InvertedResidual5(nn.Module):
-    """1x1 expansion (left out when it would keep the width), depthwise convolution carrying the
-    stride, optional squeeze-and-excitation, linear 1x1 projection; the activation `act` is relu or
-    hardswish; the input is added where the block keeps its shape.
-    """
-
     def __init__(
         self,
         in_channels: int,
         kernel: int,
         expanded: int,
         out: int,
+        se: bool,
+        act: type[nn.Module],
         squeeze: int,
-        block_layer1_padding: int,
+        block_layer0_padding: int,
         stride: int = 1,
         use_res_connect: bool = False,
     ) -> None:
         super().__init__()
         self.use_res_connect = use_res_connect
-        self.block = nn.Sequential(
-            ConvNormAct(in_channels, expanded, 0, kernel=1),
+        layers: list[nn.Module] = []
+        if expanded != in_channels:
+            layers.append(ConvNormAct(in_channels, expanded, 0, kernel=1, act=act))
+        layers.append(
             ConvNormAct(
                 expanded,
                 expanded,
-                block_layer1_padding,
+                block_layer0_padding,
                 kernel=kernel,
                 stride=stride,
                 groups=expanded,
-            ),
-            SqueezeExcitation(expanded, squeeze),
+                act=act,
+            )
+        )
+        if se:
+            layers.append(SqueezeExcitation(expanded, squeeze))
+        layers.append(
             nn.Sequential(
                 nn.Conv2d(expanded, out, kernel_size=1, bias=False),
                 nn.BatchNorm2d(out, eps=0.001, momentum=0.01),
-            ),
+            )
         )
+        self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
@@ -252,23 +124,23 @@ class MobileNetV3Large(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvNormAct(3, 16, 1, stride=2),
-            InvertedResidual(),
-            InvertedResidual2(16, 64, stride=2),
-            InvertedResidual2(24, 72, use_res_connect=True),
-            InvertedResidual3(24, 72, 24, stride=2),
-            InvertedResidual3(40, 120, 32, use_res_connect=True),
-            InvertedResidual3(40, 120, 32, use_res_connect=True),
-            InvertedResidual4(40, 240, stride=2),
-            InvertedResidual4(80, 200, use_res_connect=True),
-            InvertedResidual4(80, 184, use_res_connect=True),
-            InvertedResidual4(80, 184, use_res_connect=True),
-            InvertedResidual5(80, 3, 480, 112, 120, 1),
-            InvertedResidual5(112, 3, 672, 112, 168, 1, use_res_connect=True),
-            InvertedResidual5(112, 5, 672, 160, 168, 2, stride=2),
-            InvertedResidual5(160, 5, 960, 160, 240, 2, use_res_connect=True),
-            InvertedResidual5(160, 5, 960, 160, 240, 2, use_res_connect=True),
-            ConvNormAct(160, 960, 0, kernel=1),
+            ConvNormAct(3, 16, 1, stride=2, act=nn.Hardswish),
+            InvertedResidual(16, 3, 16, 16, False, nn.ReLU, 8, 1, use_res_connect=True),
+            InvertedResidual(16, 3, 64, 24, False, nn.ReLU, 16, 1, stride=2),
+            InvertedResidual(24, 3, 72, 24, False, nn.ReLU, 24, 1, use_res_connect=True),
+            InvertedResidual(24, 5, 72, 40, True, nn.ReLU, 24, 2, stride=2),
+            InvertedResidual(40, 5, 120, 40, True, nn.ReLU, 32, 2, use_res_connect=True),
+            InvertedResidual(40, 5, 120, 40, True, nn.ReLU, 32, 2, use_res_connect=True),
+            InvertedResidual(40, 3, 240, 80, False, nn.Hardswish, 64, 1, stride=2),
+            InvertedResidual(80, 3, 200, 80, False, nn.Hardswish, 48, 1, use_res_connect=True),
+            InvertedResidual(80, 3, 184, 80, False, nn.Hardswish, 48, 1, use_res_connect=True),
+            InvertedResidual(80, 3, 184, 80, False, nn.Hardswish, 48, 1, use_res_connect=True),
+            InvertedResidual(80, 3, 480, 112, True, nn.Hardswish, 120, 1),
+            InvertedResidual(112, 3, 672, 112, True, nn.Hardswish, 168, 1, use_res_connect=True),
+            InvertedResidual(112, 5, 672, 160, True, nn.Hardswish, 168, 2, stride=2),
+            InvertedResidual(160, 5, 960, 160, True, nn.Hardswish, 240, 2, use_res_connect=True),
+            InvertedResidual(160, 5, 960, 160, True, nn.Hardswish, 240, 2, use_res_connect=True),
+            ConvNormAct(160, 960, 0, kernel=1, act=nn.Hardswish),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

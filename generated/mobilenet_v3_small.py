@@ -25,6 +25,7 @@ class ConvNormAct(nn.Sequential):
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
+        act: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__(
             nn.Conv2d(
@@ -37,36 +38,7 @@ class ConvNormAct(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out, eps=0.001, momentum=0.01),
-            nn.Hardswish(inplace=True),
-        )
-
-
-class ConvNormAct2(nn.Sequential):
-    """A convolution (padded to keep the size at stride 1, no bias), batch norm and an activation of
-    the kind `act`: torchvision's Conv2dNormActivation, numbered 0, 1, 2.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out: int,
-        padding: int,
-        kernel: int = 3,
-        stride: int = 1,
-        groups: int = 1,
-    ) -> None:
-        super().__init__(
-            nn.Conv2d(
-                in_channels,
-                out,
-                kernel_size=kernel,
-                stride=stride,
-                padding=padding,
-                groups=groups,
-                bias=False,
-            ),
-            nn.BatchNorm2d(out, eps=0.001, momentum=0.01),
-            nn.ReLU(inplace=True),
+            act(inplace=True),
         )
 
 
@@ -99,75 +71,44 @@ class InvertedResidual(nn.Module):
     hardswish; the input is added where the block keeps its shape.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.block = nn.Sequential(
-            ConvNormAct2(16, 16, 1, stride=2, groups=16),
-            SqueezeExcitation(16, 8),
-            nn.Sequential(
-                nn.Conv2d(16, 16, kernel_size=1, bias=False),
-                nn.BatchNorm2d(16, eps=0.001, momentum=0.01),
-            ),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        return out
-
-
-class InvertedResidual2(nn.Module):
-    """1x1 expansion (left out when it would keep the width), depthwise convolution carrying the
-    stride, optional squeeze-and-excitation, linear 1x1 projection; the activation `act` is relu or
-    hardswish; the input is added where the block keeps its shape.
-    """
-
-    def __init__(
-        self, in_channels: int, expanded: int, stride: int = 1, use_res_connect: bool = False
-    ) -> None:
-        super().__init__()
-        self.use_res_connect = use_res_connect
-        self.block = nn.Sequential(
-            ConvNormAct2(in_channels, expanded, 0, kernel=1),
-            ConvNormAct2(expanded, expanded, 1, stride=stride, groups=expanded),
-            nn.Sequential(
-                nn.Conv2d(expanded, 24, kernel_size=1, bias=False),
-                nn.BatchNorm2d(24, eps=0.001, momentum=0.01),
-            ),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        if self.use_res_connect:
-            out = out + x
-        return out
-
-
-class InvertedResidual3(nn.Module):
-    """1x1 expansion (left out when it would keep the width), depthwise convolution carrying the
-    stride, optional squeeze-and-excitation, linear 1x1 projection; the activation `act` is relu or
-    hardswish; the input is added where the block keeps its shape.
-    """
-
     def __init__(
         self,
         in_channels: int,
+        kernel: int,
         expanded: int,
         out: int,
+        se: bool,
+        act: type[nn.Module],
         squeeze: int,
+        block_layer0_padding: int,
         stride: int = 1,
         use_res_connect: bool = False,
     ) -> None:
         super().__init__()
         self.use_res_connect = use_res_connect
-        self.block = nn.Sequential(
-            ConvNormAct(in_channels, expanded, 0, kernel=1),
-            ConvNormAct(expanded, expanded, 2, kernel=5, stride=stride, groups=expanded),
-            SqueezeExcitation(expanded, squeeze),
+        layers: list[nn.Module] = []
+        if expanded != in_channels:
+            layers.append(ConvNormAct(in_channels, expanded, 0, kernel=1, act=act))
+        layers.append(
+            ConvNormAct(
+                expanded,
+                expanded,
+                block_layer0_padding,
+                kernel=kernel,
+                stride=stride,
+                groups=expanded,
+                act=act,
+            )
+        )
+        if se:
+            layers.append(SqueezeExcitation(expanded, squeeze))
+        layers.append(
             nn.Sequential(
                 nn.Conv2d(expanded, out, kernel_size=1, bias=False),
                 nn.BatchNorm2d(out, eps=0.001, momentum=0.01),
-            ),
+            )
         )
+        self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
@@ -182,19 +123,19 @@ class MobileNetV3Small(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvNormAct(3, 16, 1, stride=2),
-            InvertedResidual(),
-            InvertedResidual2(16, 72, stride=2),
-            InvertedResidual2(24, 88, use_res_connect=True),
-            InvertedResidual3(24, 96, 40, 24, stride=2),
-            InvertedResidual3(40, 240, 40, 64, use_res_connect=True),
-            InvertedResidual3(40, 240, 40, 64, use_res_connect=True),
-            InvertedResidual3(40, 120, 48, 32),
-            InvertedResidual3(48, 144, 48, 40, use_res_connect=True),
-            InvertedResidual3(48, 288, 96, 72, stride=2),
-            InvertedResidual3(96, 576, 96, 144, use_res_connect=True),
-            InvertedResidual3(96, 576, 96, 144, use_res_connect=True),
-            ConvNormAct(96, 576, 0, kernel=1),
+            ConvNormAct(3, 16, 1, stride=2, act=nn.Hardswish),
+            InvertedResidual(16, 3, 16, 16, True, nn.ReLU, 8, 1, stride=2),
+            InvertedResidual(16, 3, 72, 24, False, nn.ReLU, 24, 1, stride=2),
+            InvertedResidual(24, 3, 88, 24, False, nn.ReLU, 24, 1, use_res_connect=True),
+            InvertedResidual(24, 5, 96, 40, True, nn.Hardswish, 24, 2, stride=2),
+            InvertedResidual(40, 5, 240, 40, True, nn.Hardswish, 64, 2, use_res_connect=True),
+            InvertedResidual(40, 5, 240, 40, True, nn.Hardswish, 64, 2, use_res_connect=True),
+            InvertedResidual(40, 5, 120, 48, True, nn.Hardswish, 32, 2),
+            InvertedResidual(48, 5, 144, 48, True, nn.Hardswish, 40, 2, use_res_connect=True),
+            InvertedResidual(48, 5, 288, 96, True, nn.Hardswish, 72, 2, stride=2),
+            InvertedResidual(96, 5, 576, 96, True, nn.Hardswish, 144, 2, use_res_connect=True),
+            InvertedResidual(96, 5, 576, 96, True, nn.Hardswish, 144, 2, use_res_connect=True),
+            ConvNormAct(96, 576, 0, kernel=1, act=nn.Hardswish),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

@@ -20,9 +20,11 @@ from archc.backends.codegen.generalize import AntiUnifier, Unmergeable, merge_or
 from archc.backends.codegen.layout import Atom, Call, Comprehension, Prefixed, docstring, layout
 from archc.backends.codegen.names import (
     MISSING,
+    LayerRef,
     Namespace,
     Progression,
     Var,
+    annotation,
     camel,
     literal,
     python_name,
@@ -39,6 +41,10 @@ class ConvParams(BaseModel):  # stands in for a primitive's parameters (field or
     out: int
     stride: int = 1
     bias: bool = True
+
+
+class ActParams(BaseModel):  # an activation's
+    inplace: bool = False
 
 
 def conv(c_in: int, c_out: int, stride: int = 1, name: str = "conv") -> Child:
@@ -259,6 +265,43 @@ def test_different_layer_classes_do_not_generalise():
         AntiUnifier().term([conv(64, 64).term, linear], "x")
     with pytest.raises(Unmergeable):
         AntiUnifier().term([conv(64, 64).term, Container("nn.Sequential", True, [])], "x")
+
+
+def test_layer_classes_taking_the_same_arguments_generalise_to_a_class_argument():
+    relu = LayerCall("ReLU", [], {"inplace": True}, ActParams(inplace=True))
+    hardswish = LayerCall("Hardswish", [], {"inplace": True}, ActParams(inplace=True))
+    pattern = AntiUnifier().term([relu, hardswish, relu], "act")
+    assert pattern.layer.column == [LayerRef("nn.ReLU"), LayerRef("nn.Hardswish"), LayerRef("nn.ReLU")]
+    assert pattern.kwargs["inplace"].column == [True, True, True]
+    assert literal(LayerRef("nn.ReLU")) == "nn.ReLU" and annotation(pattern.layer.column) == "type[nn.Module]"
+    plain = LayerCall("ReLU", [], {}, ActParams())  # nn.ReLU() and nn.Hardswish(inplace=True)
+    with pytest.raises(Unmergeable):
+        AntiUnifier().term([plain, hardswish], "act")
+
+
+def test_numbered_layers_align_by_the_spec_entry_that_wrote_them():
+    """[expand, depthwise, project] and [depthwise, se, project]: by position the depthwise
+    convolution would meet the expansion; by slot each layer meets its own kind."""
+
+    def at(child: Child, slot: int, condition: str = "") -> Child:
+        child.slot, child.condition = ("body", slot), condition
+        return child
+
+    full = [at(conv(16, 64, name="0"), 0, "${expand}"), at(conv(64, 64, name="1"), 1), at(conv(64, 24, name="2"), 3)]
+    short = [at(conv(16, 16, name="0"), 1), at(conv(16, 16, name="1"), 2, "${se}"), at(conv(16, 24, name="2"), 3)]
+    by_position = AntiUnifier().entries([full, short], True, "", optional=True)
+    assert [e.flag for e in by_position] == [None] * 3  # the expansion meets the depthwise conv
+    insts = [
+        Instance(("block", "b"), "seq", (c_in, 8, 8), (24, 8, 8), {"expand": e, "se": s})
+        for c_in, e, s in ((16, True, False), (16, False, True))
+    ]
+    unifier = AntiUnifier(Resolver(insts, None), slots=True)
+    entries = unifier.entries([full, short], True, "", optional=True)
+    assert [e.flag.expr if e.flag else None for e in entries] == ["expand", None, "se", None]
+    assert entries[1].term.args[0].column == [64, 16]  # the depthwise convolutions together
+    unsaid = [at(conv(16, 16, name="0"), 1), at(conv(16, 16, name="1"), 2), at(conv(16, 24, name="2"), 3)]
+    with pytest.raises(Unmergeable):  # a numbered layer's flag must say what it means: its `if`
+        AntiUnifier(Resolver(insts, None), slots=True).entries([full, unsaid], True, "", optional=True)
 
 
 def test_an_entry_only_some_instances_have_becomes_optional_behind_a_flag():

@@ -10,6 +10,7 @@ where it sits (`conv2_stride`). `Source`/`Order` say in which order a signature 
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from archc.backends.codegen.names import (
     MISSING,
+    LayerRef,
     Namespace,
     Var,
     annotation,
@@ -126,15 +128,21 @@ class Resolver:
         if not isinstance(first, Var) and all(same(v, first) for v in present):
             # one value everywhere; in a layer several but not all instances have (a projection,
             # an `if`), an argument that varies and matches reads truer than the one value seen
-            partial = 1 < len(present) < len(hole.column)
+            partial = 1 < len(present) < len(hole.column) and first not in (0, 1)
             if not partial or not self.match(hole, varying=True):
                 hole.expr, hole.const = literal(first), first
             return
-        if self.match(hole):
+        if self.match(hole) or self.match_layer(hole):
             return
         if all(isinstance(v, Var) and v.name == first.name for v in present):
             hole.expr = self.model_param(first.name, hole.column).name
             return
+        if hole.role == "flag":  # a switch the class has already (a layer's flag, a setting)
+            for param in self.params.values():
+                if all(v is MISSING or same(v, c) for v, c in zip(hole.column, param.column)):
+                    if all(type(c) is bool for c in param.column):
+                        hole.expr = param.name
+                        return
         common = Counter(repr(v) for v in present).most_common(1)[0][0]
         filler = next(v for v in present if repr(v) == common)
         column = [filler if v is MISSING else v for v in hole.column]
@@ -169,6 +177,76 @@ class Resolver:
             return True
         return False
 
+    def condition(self, hole: Hole, source: str) -> bool:
+        """Name the flag of a layer built under `if: ${source}` by the condition itself, what
+        the class's instances all agree on folded in (`not fused and expand` is `expand` in a
+        class of unfused blocks): a block parameter or let (`se`, `not expand`) or a
+        comparison of the block's values (`expanded != in_channels`). Where only a combination
+        of switches (`fused and expand`) would do, the instances are not one class."""
+        if not expr.is_expression(source):
+            return False
+        text = source[2:-1]
+        words = expr.names(text)
+        plain = {c.name: c for c in self.candidates if c.expr == c.name and "value" in c.roles}
+        if not words <= set(plain):
+            return False
+        fixed = {
+            w: plain[w].column[0]
+            for w in words
+            if type(plain[w].column[0]) is bool and all(same(v, plain[w].column[0]) for v in plain[w].column)
+        }
+        body = fold(expr.parse(text).body, fixed)
+        if not isinstance(body, ast.UnaryOp):
+            switch = body
+        else:
+            switch = body.operand if isinstance(body.op, ast.Not) else None
+        if not isinstance(switch, ast.Name) and any(
+            isinstance(node, (ast.BoolOp, ast.UnaryOp, ast.Call, ast.IfExp, ast.Constant))
+            and not (isinstance(node, ast.Constant) and type(node.value) is int)
+            for node in ast.walk(body)
+        ):
+            return False
+        code = ast.unparse(body)
+        used = sorted({n.id for n in ast.walk(body) if isinstance(n, ast.Name)}, key=lambda w: plain[w].order)
+        for i, value in enumerate(hole.column):
+            if value is MISSING:
+                continue
+            try:
+                if expr.evaluate(code, {w: plain[w].column[i] for w in used}) is not value:
+                    return False
+            except expr.ExprError:
+                return False
+        for word in used:
+            cand = plain[word]
+            self.param(cand.name, cand.param_column, cand.order, cand.default)
+        hole.expr = code
+        return True
+
+    def match_layer(self, hole: Hole) -> bool:
+        """Name a hole of layer classes after the block parameter choosing them (`act`: relu
+        → nn.ReLU, hardswish → nn.Hardswish): the argument then takes the classes."""
+        if not any(isinstance(v, LayerRef) for v in hole.column):
+            return False
+        for cand in self.candidates:
+            if cand.expr != cand.name or not all(isinstance(c, str) for c in cand.column):
+                continue
+            chosen: dict = {}  # parameter value -> layer class, one to one
+            if not all(
+                v is MISSING or chosen.setdefault(c, v) == v for v, c in zip(hole.column, cand.column)
+            ) or len(set(chosen.values())) != len(chosen):
+                continue
+            fill = next(iter(chosen.values()))
+            column = [chosen.get(c, fill) for c in cand.column]
+            existing = self.params.get(cand.name)
+            if existing is not None and not all(map(same, existing.column, column)):
+                continue
+            default = cand.default
+            default = chosen.get(default, NO_DEFAULT) if isinstance(default, str) else NO_DEFAULT
+            hole.expr = cand.name
+            self.param(cand.name, column, cand.order, default)
+            return True
+        return False
+
     def model_param(self, name: str, column: list) -> Param:
         """The argument passing a model-level parameter down (in the model: the parameter)."""
         if self.model_params is not None:
@@ -176,6 +254,9 @@ class Resolver:
             order = Order(Source.MODEL_PARAM, index)
             self.names.reserve(name)
             return self.param(name, column, order, self.model_params[name])
+        # an instance without the layer passes the parameter on all the same
+        filler = next(v for v in column if v is not MISSING)
+        column = [filler if v is MISSING else v for v in column]
         existing = self.params.get(name)
         if existing is None or not all(map(same, existing.column, column)):
             name = self.names.create_name(name)
@@ -191,6 +272,28 @@ class Resolver:
         return [p for p in params if p.default is NO_DEFAULT] + [
             p for p in params if p.default is not NO_DEFAULT
         ]
+
+
+def fold(node: ast.expr, fixed: dict[str, bool]) -> ast.expr:
+    """A condition with the switches `fixed` in a class replaced by their values, simplified."""
+    if isinstance(node, ast.Name) and node.id in fixed:
+        return ast.Constant(fixed[node.id])
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        inner = fold(node.operand, fixed)
+        return ast.Constant(not inner.value) if isinstance(inner, ast.Constant) else ast.UnaryOp(ast.Not(), inner)
+    if isinstance(node, ast.BoolOp):
+        absorbing = isinstance(node.op, ast.Or)  # True absorbs an `or`, False an `and`
+        values = []
+        for value in (fold(v, fixed) for v in node.values):
+            if isinstance(value, ast.Constant) and type(value.value) is bool:
+                if value.value is absorbing:
+                    return ast.Constant(absorbing)
+                continue
+            values.append(value)
+        if not values:
+            return ast.Constant(not absorbing)
+        return values[0] if len(values) == 1 else ast.BoolOp(node.op, values)
+    return node
 
 
 def candidates(instances: list[Instance], template: Template | None) -> Iterator[Candidate]:
@@ -222,6 +325,8 @@ def candidates(instances: list[Instance], template: Template | None) -> Iterator
                 yield Candidate(py, f"{py}[{k}]", [v[k] for v in column], column, order)
             continue
         yield Candidate(py, py, column, column, order, default, ("value", "step", "flag", "count"))
+        if all(type(v) is bool for v in column):  # an optional layer built where it is false
+            yield Candidate(py, f"not {py}", [not v for v in column], column, order, default, ("if",))
         if all(type(v) is int for v in column):
             yield Candidate(
                 py, f"{py} - 1", [v - 1 for v in column], column, order, default, ("count",)
@@ -244,7 +349,10 @@ def candidates(instances: list[Instance], template: Template | None) -> Iterator
         py = python_name(name)
         if len(column) == len(instances) and py not in seen:
             seen.add(py)
-            yield Candidate(py, py, column, column, Order(Source.BLOCK_LET, index))
+            order = Order(Source.BLOCK_LET, index)
+            yield Candidate(py, py, column, column, order, roles=("value", "step", "if"))
+            if all(type(v) is bool for v in column):
+                yield Candidate(py, f"not {py}", [not v for v in column], column, order, roles=("if",))
     outs = [inst.out_shape[0] for inst in instances]
     out_name = "out_features" if len(instances[0].out_shape) == 1 else "out_channels"
     if out_name not in seen:

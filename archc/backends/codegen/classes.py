@@ -8,7 +8,6 @@ arguments.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 from archc.backends.codegen.arguments import Param, Resolver
@@ -48,7 +47,7 @@ def build_classes(instances: list[Instance], templates: dict[str, Template]) -> 
             by_key.setdefault(inst.key, []).append(inst)
         for key, group in by_key.items():
             template = templates.get(key[1]) if key[0] == "block" else None
-            for members in partition(group):
+            for members in partition(group, template):
                 classes.append(define(members, template))
     return classes
 
@@ -63,7 +62,7 @@ def instance_skeleton(inst: Instance) -> tuple:
     return (inst.kind, inst.positional, tuple(parts))
 
 
-def partition(group: list[Instance]) -> list[list[Instance]]:
+def partition(group: list[Instance], template: Template | None = None) -> list[list[Instance]]:
     """Instances of one block type, split where their structures cannot share a class.
 
     Instances with the same skeleton usually merge at once; only odd ones are placed one by one.
@@ -73,9 +72,9 @@ def partition(group: list[Instance]) -> list[list[Instance]]:
         by_shape.setdefault(instance_skeleton(inst), []).append(inst)
     classes: list[list[Instance]] = []
     for members in by_shape.values():
-        batches = [members] if mergeable(members) else [[inst] for inst in members]
+        batches = [members] if mergeable(members, template) else [[inst] for inst in members]
         for batch in batches:
-            home = next((cls for cls in classes if mergeable(cls + batch)), None)
+            home = next((cls for cls in classes if mergeable(cls + batch, template)), None)
             if home is None:
                 classes.append(list(batch))
             else:
@@ -83,9 +82,9 @@ def partition(group: list[Instance]) -> list[list[Instance]]:
     return [sorted(cls, key=lambda i: i.order) for cls in classes]
 
 
-def mergeable(instances: list[Instance]) -> bool:
-    try:
-        unify_groups(AntiUnifier(), instances)
+def mergeable(instances: list[Instance], template: Template | None = None) -> bool:
+    try:  # with the arguments' names: an optional numbered layer needs a named flag
+        unify_groups(AntiUnifier(Resolver(instances, template), slots=template is not None), instances)
     except Unmergeable:
         return False
     return True
@@ -112,7 +111,7 @@ def define(
     instances: list[Instance], template: Template | None, model_params: dict | None = None
 ) -> ClassDef:
     resolver = Resolver(instances, template, model_params)
-    unifier = AntiUnifier(resolver)
+    unifier = AntiUnifier(resolver, slots=template is not None)
     groups = unify_groups(unifier, instances)
     names = list(dict.fromkeys(k for i in instances for k in i.settings))
     settings = {  # a setting the instances differ in becomes a flag argument of that name
@@ -135,11 +134,44 @@ def define(
 
 
 def name_classes(classes: list[ClassDef], module: Namespace) -> None:
-    """Classes after their block type (`dense_layer` → DenseLayer, then DenseLayer2, ...) or
-    combinator kind (Residual, Gate); inline blocks' functions after the block type itself."""
-    counts: Counter = Counter()
-    for klass in sorted(classes, key=lambda k: k.instances[0].order):
-        word = klass.instances[0].key[1]
-        base = word if klass.kind == INLINE else camel(word)
-        counts[base] += 1
-        klass.name = module.create_name(base if counts[base] == 1 else f"{base}{counts[base]}")
+    """Classes after their block type (`dense_layer` → DenseLayer) or combinator kind (Residual,
+    Gate); inline blocks' functions after the block type itself. Where one block type needs
+    several classes, each is named after the switches that set it apart (`fused: true` →
+    FusedMBConv), numbered only where none does."""
+    ordered = sorted(classes, key=lambda k: k.instances[0].order)
+    by_type: dict[str, list[ClassDef]] = {}
+    for klass in ordered:
+        by_type.setdefault(klass.instances[0].key[1], []).append(klass)
+    names: dict[int, str] = {}
+    for word, group in by_type.items():
+        inline = group[0].kind == INLINE
+        base = word if inline else camel(word)
+        switches = [distinction(klass, group) for klass in group]
+        if len(set(switches)) < len(group):  # nothing tells them apart: numbered
+            switches = [(str(n + 1),) if n else () for n in range(len(group))]
+            for klass, switch in zip(group, switches):
+                names[id(klass)] = base + "".join(switch)
+            continue
+        for klass, switch in zip(group, switches):
+            names[id(klass)] = "_".join([*switch, base]) if inline else "".join(
+                [*(camel(s) for s in switch), base]
+            )
+    for klass in ordered:
+        klass.name = module.create_name(names[id(klass)])
+
+
+def distinction(klass: ClassDef, group: list[ClassDef]) -> tuple[str, ...]:
+    """The true/false block parameters whose value is the same in all of `klass`'s instances
+    but not in all of `group`'s: those true in `klass` (the words of its name)."""
+    args = [inst.block_args or {} for other in group for inst in other.instances]
+    if not args:
+        return ()
+    words = []
+    for name in args[0]:
+        values = [a.get(name, MISSING) for a in args]
+        if not all(type(v) is bool for v in values) or all(v == values[0] for v in values):
+            continue
+        own = {(inst.block_args or {}).get(name) for inst in klass.instances}
+        if own == {True}:
+            words.append(name)
+    return tuple(words)

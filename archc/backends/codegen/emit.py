@@ -53,6 +53,7 @@ def constant(hole: Hole) -> Any:
 def uses_loop(entries: list[Child]) -> bool:
     def holes(p: Any) -> Iterator[Hole]:
         if isinstance(p, LayerCall):
+            yield from [p.layer] if p.layer is not None else []
             yield from p.args
             yield from p.kwargs.values()
         elif isinstance(p, ClassCall):
@@ -84,7 +85,7 @@ class Emitter:
         if isinstance(p, LayerCall):
             items: list[Expr] = [Atom(value_text(h, loop)) for h in p.args]
             items += [Prefixed(f"{k}=", Atom(value_text(h, loop))) for k, h in p.kwargs.items()]
-            return Call(p.ref, items)
+            return Call(value_text(p.layer, loop) if p.layer is not None else p.ref, items)
         if isinstance(p, ClassCall):
             items = []
             for param in p.klass.params:
@@ -110,6 +111,8 @@ class Emitter:
         items: list[tuple[Expr, tuple]] = []
         for entry in entries:
             if isinstance(entry, Child):
+                if entry.flag is not None:  # list_statements writes these
+                    raise ValueError(f"optional layer {entry.name!r} in an expression")
                 items.append((self.expr(entry.term, loop), entry.out_shape))
                 continue
             if not isinstance(entry, Runs):
@@ -215,12 +218,26 @@ class Emitter:
         return [*first, pad + f"if {one.flag.expr}:", *lines]
 
     def attributes(
-        self, entries: list, indent: int, *, none_first: bool, comments: bool = False
+        self,
+        entries: list,
+        indent: int,
+        *,
+        none_first: bool,
+        comments: bool = False,
+        var: str = "layers",
     ) -> list[str]:
+        """`self.name = ...` for each child (a numbered container with optional layers: its
+        list of layers built first, in `var`, as torchvision builds MBConv's `block`)."""
         lines: list[str] = []
         for entry in entries:
             if isinstance(entry, Child):
-                e = self.expr(entry.term)
+                term = entry.term
+                if isinstance(term, Container) and term.positional and has_optional(term.entries):
+                    built, name = self.list_statements(term.entries, var, indent)
+                    lines += built
+                    e: Expr = Call(term.base, [Atom(f"*{name}")])
+                else:
+                    e = self.expr(term)
                 if comments and not entry.flag:
                     e.comment = shape_text(entry.out_shape)
                 lines += self.assign(entry, e, indent, none_first=none_first)
@@ -272,7 +289,7 @@ class Emitter:
     def list_statements(self, entries: list, var: str, indent: int) -> tuple[list[str], str | None]:
         """Statements filling a list `var` with a numbered sequence's layers when a run of
         several layers repeats a variable number of times; ([], None) when one expression will do."""
-        if all(
+        if not has_optional(entries) and all(
             written_out(r) or len(r.unit) == 1
             for e in entries
             if isinstance(e, Runs)
@@ -302,6 +319,13 @@ class Emitter:
             batch.clear()
 
         for entry in entries:
+            if isinstance(entry, Child) and entry.flag is not None:  # an optional layer
+                flush()
+                if not lines:
+                    lines.append(" " * indent + f"{var}: list[nn.Module] = []")
+                lines.append(" " * indent + f"if {entry.flag.expr}:")
+                lines.extend(layout(Call(f"{var}.append", [self.expr(entry.term)]), indent + 4))
+                continue
             if isinstance(entry, Child):
                 batch.append(self.expr(entry.term))
                 continue
@@ -341,6 +365,11 @@ class Emitter:
         if current != var:
             lines.append(f"{var} = {current}")
         return lines
+
+
+def has_optional(entries: list) -> bool:
+    """Whether a numbered sequence has layers some instances leave out (built under `if`)."""
+    return any(isinstance(e, Child) and e.flag is not None for e in entries)
 
 
 def written_out(run: Run) -> bool:

@@ -14,7 +14,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from archc.backends.codegen.lower import field_value
-from archc.backends.codegen.names import ARG_NAMES, MISSING, Progression, is_attribute, plain, same
+from archc.backends.codegen.names import (
+    ARG_NAMES,
+    MISSING,
+    LayerRef,
+    Progression,
+    is_attribute,
+    plain,
+    same,
+)
 from archc.backends.codegen.runs import progression_unit, segment, split_number
 from archc.backends.codegen.terms import (
     Child,
@@ -39,8 +47,9 @@ class Unmergeable(Exception):
 class AntiUnifier:
     """Anti-unification of the terms of several instances into one pattern."""
 
-    def __init__(self, resolver: Resolver | None = None):
+    def __init__(self, resolver: Resolver | None = None, slots: bool = False):
         self.resolver = resolver
+        self.slots = slots  # instances of one block template: numbered entries align by slot
 
     def hole(self, column: list, origin: str, role: str = "value") -> Hole:
         hole = Hole(column, origin, role)
@@ -57,7 +66,9 @@ class AntiUnifier:
             self.resolver.resolve(hole)
         return hole
 
-    def term(self, terms: list, origin: str) -> Any:
+    def term(self, terms: list, origin: str, optional: bool = False) -> Any:
+        """The pattern of one place in every instance (None: an instance lacks it); with
+        `optional`, a numbered container here may lack entries some instances have."""
         present = [t for t in terms if t is not None]
         first = present[0]
         if any(type(t) is not type(first) for t in present):
@@ -81,13 +92,22 @@ class AntiUnifier:
         return Container(
             first.base,
             first.positional,
-            self.entries(lists, first.positional, origin, optional=False),
+            self.entries(lists, first.positional, origin, optional=optional and first.positional),
         )
 
     def leaf(self, terms: list, present: list, origin: str) -> LayerCall:
         first = present[0]
-        if any(t.ref != first.ref or len(t.args) != len(first.args) for t in present):
+        if any(len(t.args) != len(first.args) for t in present):
             raise Unmergeable
+        layer = None
+        if any(t.ref != first.ref for t in present):  # the layer class becomes an argument,
+            if any(  # where the classes take the same arguments (an activation for another)
+                type(t.params) is not type(first.params) or list(t.kwargs) != list(first.kwargs)
+                for t in present
+            ):
+                raise Unmergeable
+            refs = [LayerRef(t.ref) if t else MISSING for t in terms]
+            layer = self.hole(refs, f"{origin}_layer", "layer")
         names = ARG_NAMES.get(first.cls, ())
         args = [
             self.hole(
@@ -97,7 +117,7 @@ class AntiUnifier:
             for i in range(len(first.args))
         ]
         kwargs = {}
-        fields = list(type(first.params).model_fields)
+        fields = list(dict.fromkeys(f for t in present for f in type(t.params).model_fields))
         keys = merge_orders([list(t.kwargs) for t in present])
         for key in sorted(keys, key=lambda k: fields.index(k) if k in fields else -1):
             if any(key not in t.kwargs for t in present):  # fill it from the primitive's parameter
@@ -113,11 +133,14 @@ class AntiUnifier:
                 for t in terms
             ]
             kwargs[key] = self.hole(column, f"{origin}_{key}")
-        return LayerCall(first.cls, args, kwargs, own=first.own)
+        return LayerCall(first.cls, args, kwargs, own=first.own, layer=layer)
 
     def entries(self, lists: list, positional: bool, origin: str, *, optional: bool) -> list:
-        """Align entries by name (or position), Reps by position; an entry some lack is optional."""
-        keyed = [None if items is None else self.keyed(items, positional) for items in lists]
+        """Align entries by name (numbered ones by the spec entry that wrote them, else by
+        position), Reps by position; an entry some lack is optional: under a flag argument
+        named after the child, or (a numbered one) after the block parameter or `let` that
+        says where it is built (`if se:`, `if not expand:`)."""
+        keyed = self.align(lists, positional)
         order = merge_orders([list(k) for k in keyed if k is not None])
         out = []
         for key in order:
@@ -132,23 +155,57 @@ class AntiUnifier:
             prefix = f"{origin}_{name}" if origin else name
             flag = None
             if any(k is not None and f is None for k, f in zip(keyed, found)):
-                if not optional or not is_attribute(one.name):
-                    raise Unmergeable  # (a numbered layer cannot be left out: the rest renumber)
                 column = [MISSING if k is None else f is not None for k, f in zip(keyed, found)]
-                flag = self.hole(column, one.name, "flag")
-            term = self.term([f.term if f else None for f in found], prefix)
+                if not optional:
+                    raise Unmergeable
+                condition = next((f.condition for f in found if f is not None and f.condition), "")
+                if positional:
+                    flag = self.named_flag(column, prefix, condition)
+                elif is_attribute(one.name):
+                    flag = self.named_flag(column, one.name, condition, fallback=True)
+                else:
+                    raise Unmergeable
+            term = self.term(
+                [f.term if f else None for f in found], prefix, optional=optional and not positional
+            )
             out.append(Child(one.name, term, one.out_shape, flag))
         return out
 
+    def named_flag(self, column: list, origin: str, condition: str, fallback: bool = False) -> Hole:
+        """The flag of an optional layer, from the `if:` it is built under (`if se:`, `if not
+        expand:`, `if expanded != in_channels:`); a named layer's may be named after the layer
+        (`if downsample:`), a numbered one's must say what it means."""
+        hole = Hole(column, origin, "flag")
+        if self.resolver is not None and condition and self.resolver.condition(hole, condition):
+            return hole
+        if fallback:
+            return self.hole(column, origin, "flag")
+        raise Unmergeable
+
+    def align(self, lists: list, positional: bool) -> list:
+        """Each list's entries by key: by name, or numbered ones in a block template's instances
+        by the entry of its body that wrote them (`if:` leaves some out), else by position."""
+        entries = [e for items in lists if items is not None for e in items]
+        slots = self.slots and positional and all(
+            e.slot for e in entries if isinstance(e, Child)
+        )
+        return [None if items is None else self.keyed(items, positional, slots) for items in lists]
+
     @staticmethod
-    def keyed(items: list, positional: bool) -> dict:
+    def keyed(items: list, positional: bool, slots: bool = False) -> dict:
         out, ones, reps = {}, 0, 0
         for entry in items:
             if isinstance(entry, RepeatedBlocks):
                 out[("rep", reps)] = entry
                 reps += 1
             elif isinstance(entry, Child):
-                out[("one", ones) if positional else ("name", entry.name)] = entry
+                if slots:
+                    key: tuple = ("slot", entry.slot, 0)
+                    while key in out:
+                        key = ("slot", entry.slot, key[2] + 1)
+                else:
+                    key = ("one", ones) if positional else ("name", entry.name)
+                out[key] = entry
                 ones += 1
             else:
                 unknown(entry)

@@ -102,13 +102,15 @@ class Lowering:
         out: list = []
         for child in node.children:
             if not child.inline:
-                out.append(Child(child.name, self.term(child), child.out_shape))
+                out.append(Child(child.name, self.term(child), child.out_shape, slot=child.slot, condition=child.condition))
             elif positional and child.template is not None:
                 out.append(
                     Child(
                         child.name,
                         ClassCall(self.instance(child, ("block", child.template.name), INLINE)),
                         child.out_shape,
+                        slot=child.slot,
+                        condition=child.condition,
                     )
                 )
             else:
@@ -117,7 +119,7 @@ class Lowering:
 
     def flat(self, node: Node) -> list[Child]:
         leaves = splice([node])
-        return [Child(leaf.name, self.term(leaf), leaf.out_shape) for leaf in leaves]
+        return [Child(leaf.name, self.term(leaf), leaf.out_shape, slot=leaf.slot, condition=leaf.condition) for leaf in leaves]
 
 
 def makes(groups: list[tuple[str, list]]) -> Iterator[ClassCall]:

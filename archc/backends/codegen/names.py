@@ -1,7 +1,8 @@
 """Values in generated code, their Python literals, and the identifiers generated code uses.
 
 `Var` marks a value that is a model-level parameter, `Progression` a value along a run of
-repeated blocks (base + i * step), `MISSING` a value an instance does not have. `Namespace`
+repeated blocks (base + i * step), `LayerRef` a layer class passed as a value, `MISSING` a value
+an instance does not have. `Namespace`
 hands out identifiers (after torch.fx's `_Namespace.create_name`): one per scope (the module,
 a forward method), so no generated name collides with a keyword, a builtin, a name the
 generated code uses itself, or another generated name.
@@ -37,7 +38,7 @@ ARG_NAMES = {  # positional arguments of the nn layers archc emits, for naming c
 FAMILY_NAMES = {  # how architecture names are capitalised, for the model's class name
     "alexnet": "AlexNet", "densenet": "DenseNet", "googlenet": "GoogLeNet", "lenet": "LeNet",
     "mobilenet": "MobileNet", "nin": "NiN", "resnet": "ResNet", "resnext": "ResNeXt",
-    "vgg": "VGG", "inception": "Inception", "efficientnet": "EfficientNet",
+    "vgg": "VGG", "inception": "Inception", "efficientnet": "EfficientNet", "mbconv": "MBConv",
 }  # fmt: skip
 
 
@@ -55,6 +56,14 @@ class Var:
 
     name: str
     value: Any
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """A layer class as a value (`nn.Hardswish`): where the instances of one class build
+    different layer classes in one place, the class is a constructor argument."""
+
+    ref: str
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,8 @@ def literal(value: Any) -> str:
     """Python source for a value, in ruff format's style (double quotes)."""
     if isinstance(value, Var):
         return value.name
+    if isinstance(value, LayerRef):
+        return value.ref
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, tuple):
@@ -107,6 +118,8 @@ def annotation(values: list) -> str:
                 if isinstance(v, tuple)
                 else f"list[{' | '.join(inner)}]"
             )
+        if isinstance(v, LayerRef):
+            return "type[nn.Module]"
         return "None" if v is None else type(v).__name__
 
     names = list(dict.fromkeys(one(v) for v in values if v is not MISSING))

@@ -140,8 +140,9 @@ def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
         view.init = emitter.sequence_init(klass)
         return view
     view.init = ["        super().__init__()"]
+    var = "layers" if "layers" not in {p.name for p in klass.params} else "modules"
     for _, entries in klass.groups:
-        view.init += emitter.attributes(entries, 8, none_first=True)
+        view.init += emitter.attributes(entries, 8, none_first=True, var=var)
     writer = ForwardWriter(klass.groups, emitter, settings=klass.settings)
     klass.form.forward(writer)
     view.init[1:1] = writer.init  # settings first, as torchvision sets use_res_connect

@@ -52,13 +52,15 @@ class Hole:
 class LayerCall:
     """`nn.<cls>(*args, **kwargs)`, or `<cls>(...)` for archc's `own` module class; `params`
     (terms only): the primitive's parameters, for the keyword arguments `torch_layer` left out
-    at their defaults."""
+    at their defaults; `layer` (patterns only): a Hole when the instances use different layer
+    classes here (`nn.ReLU` in some, `nn.Hardswish` in others), the class then an argument."""
 
     cls: str
     args: list
     kwargs: dict
     params: Any = None
     own: bool = False
+    layer: Hole | None = None
 
     @property
     def ref(self) -> str:
@@ -96,12 +98,16 @@ class Container:
 @dataclass(eq=False)
 class Child:
     """One registered child module and the shape it outputs; `flag` (patterns only): built
-    only when that argument is true."""
+    only when that argument is true; `slot` and `condition` (terms only): the spec entry that
+    wrote it (`Node.slot`), by which the entries of a block's instances are aligned, and its
+    `if:` (`Node.condition`), which names the flag of a layer some instances leave out."""
 
     name: str
     term: Any
     out_shape: tuple
     flag: Hole | None = None
+    slot: tuple = ()
+    condition: str = ""
 
 
 @dataclass(eq=False)
