@@ -11,6 +11,7 @@ import ast
 import hashlib
 import importlib.util
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -464,6 +465,40 @@ def test_generated_folder_is_current():
 
 
 # ---- shape of the code ----------------------------------------------------------------------------
+
+
+def classes_of(text: str) -> list[str]:
+    return [node.name for node in ast.parse(text).body if isinstance(node, ast.ClassDef)]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_block_type_is_one_class_not_numbered_copies(name):
+    """No file defines InvertedResidual and InvertedResidual2: instances that differ in a layer
+    class, an optional layer or numbers share one class with arguments; block types that do
+    need two classes are named for what sets them apart (FusedMBConv)."""
+    classes = classes_of((GENERATED / f"{name}.py").read_text())
+    stems = [re.sub(r"\d+$", "", c) for c in classes]
+    assert len(set(stems)) == len(stems), classes
+
+
+def test_mobile_blocks_read_like_torchvision():
+    """One InvertedResidual / MBConv class each, its activation class and optional layers
+    arguments, built as torchvision builds them (a list of layers, `if` where one is left out)."""
+    large = (GENERATED / "mobilenet_v3_large.py").read_text()
+    assert classes_of(large) == ["ConvNormAct", "SqueezeExcitation", "InvertedResidual", "MobileNetV3Large"]
+    assert "act: type[nn.Module] = nn.ReLU," in large and "act(inplace=True)," in large
+    assert "        if expanded != in_channels:\n            layers.append(ConvNormAct(" in large
+    assert "        if se:\n            layers.append(SqueezeExcitation(expanded, squeeze))" in large
+    assert "ConvNormAct(3, 16, 1, stride=2, act=nn.Hardswish)" in large
+    v2 = (GENERATED / "mobilenet_v2.py").read_text()
+    assert classes_of(v2) == ["ConvNormAct", "InvertedResidual", "MobileNetV2"]
+    assert "        if expand_ratio != 1:\n" in v2
+    b0 = (GENERATED / "efficientnet_b0.py").read_text()
+    assert classes_of(b0) == ["StochasticDepth", "ConvBnSilu", "SqueezeExcitation", "MBConv", "EfficientNetB0"]
+    assert "activation: bool = True," in b0 and "        if activation:\n" in b0
+    v2s = (GENERATED / "efficientnet_v2_s.py").read_text()
+    assert classes_of(v2s)[3:] == ["FusedMBConv", "MBConv", "EfficientNetV2S"]
+    assert "        if not expand:\n" in v2s  # FusedMBConv: one convolution at expand_ratio 1
 
 
 def test_resnet50_reads_like_torchvision():
