@@ -106,9 +106,8 @@ class ShuffleUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x.chunk(2, dim=1)
-        branch1 = self.branch1(x1)
         branch2 = self.branch2(x2)
-        out = torch.cat([branch1, branch2], 1)
+        out = torch.cat([x1, branch2], 1)
         out = self.channel_shuffle(out)
         return out
 

@@ -501,6 +501,15 @@ def test_mobile_blocks_read_like_torchvision():
     assert "        if not expand:\n" in v2s  # FusedMBConv: one convolution at expand_ratio 1
 
 
+def test_an_empty_branch_is_not_called():
+    """ShuffleNet's stride-1 unit concatenates its first half as it is, as torchvision's
+    `torch.cat((x1, self.branch2(x2)), dim=1)`; branch1 stays (empty) for the same modules."""
+    text = (GENERATED / "shufflenet_v2_x1_0.py").read_text()
+    unit = text[text.index("class ShuffleUnit") : text.index("class ShufflenetV2")]
+    assert "self.branch1 = nn.Sequential()" in unit and "self.branch1(" not in unit
+    assert "out = torch.cat([x1, branch2], 1)" in unit
+
+
 def test_resnet50_reads_like_torchvision():
     text = source(SPECS / "resnet50.yaml")
     assert len(text.splitlines()) <= 200

@@ -37,6 +37,10 @@ class ForwardWriter(Protocol):
         """Apply `group`'s modules in turn to the variable `source`, the result in `var` (`var =
         source` when the group is empty or absent)."""
 
+    def identity(self, group: str) -> bool:
+        """Whether `group`'s modules leave their input as it is in every instance (an empty
+        branch: forward need not call it)."""
+
     def local(self, name: str) -> str:
         """A local variable named `name`, or a close variant no other local has."""
 

@@ -27,8 +27,8 @@ def groups(node: Node) -> list[tuple[str, list[Node]]]:
 
 
 def forward(w) -> None:
-    """Each branch on x (or its chunk of x) into a local named after it; their concatenation,
-    through the post layers when there are any."""
+    """Each branch on x (or its chunk of x) into a local named after it (an empty one is not
+    called); their concatenation, through the post layers when there are any."""
     branches = [g for g in w.groups if g != "post"]
     names = [g.removeprefix(CHUNK) for g in branches]
     sources = ["x"] * len(branches)
@@ -37,6 +37,9 @@ def forward(w) -> None:
         w.line(f"{', '.join(sources)} = x.chunk({len(branches)}, dim=1)")
     outs = []
     for group, name, source in zip(branches, names, sources):
+        if w.identity(group):  # an empty branch: its input is concatenated as it is
+            outs.append(source)
+            continue
         stem = re.sub(r"\W", "_", name)  # block1-0 -> block1_0
         outs.append(w.local(stem if NAME_RE.match(stem) else f"branch{stem}"))
         w.chain(group, source, outs[-1])

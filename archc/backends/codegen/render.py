@@ -26,7 +26,7 @@ from archc.backends.codegen.names import (
     shape_text,
 )
 from archc.backends.codegen.probe import Probe, probe
-from archc.backends.codegen.terms import INLINE, MODEL, Child, Hole
+from archc.backends.codegen.terms import INLINE, MODEL, Child, Container, Hole
 from archc.combinators import COMBINATORS
 from archc.compiler import Spec
 from archc.outputs import MARKER
@@ -104,6 +104,13 @@ class ForwardWriter:
     def chain(self, group: str, source: str, var: str) -> None:
         lines = self.emitter.chain(self.entries.get(group, []), source, var)
         self.lines += indent_lines(lines, self.indent)
+
+    def identity(self, group: str) -> bool:
+        return all(
+            isinstance(e, Child) and e.flag is None and isinstance(e.term, Container)
+            and not e.term.entries
+            for e in self.entries.get(group, [])
+        )  # fmt: skip
 
     def local(self, name: str) -> str:
         return self.names.create_name(name)
