@@ -501,6 +501,14 @@ def test_mobile_blocks_read_like_torchvision():
     assert "        if not expand:\n" in v2s  # FusedMBConv: one convolution at expand_ratio 1
 
 
+def test_a_family_spec_without_a_variant_names_its_function_after_the_model():
+    text = generate(archc.load(SPECS / "densenet.yaml"))  # the base values: densenet121
+    assert "def densenet121(num_classes: int = 1000) -> DenseNet121:" in text
+    assert "\ndef densenet(" not in text
+    text = generate(archc.load(SPECS / "d2l" / "densenet.yaml"))  # no variants: the file's name
+    assert "\ndef densenet(" in text
+
+
 def test_an_empty_branch_is_not_called():
     """ShuffleNet's stride-1 unit concatenates its first half as it is, as torchvision's
     `torch.cat((x1, self.branch2(x2)), dim=1)`; branch1 stays (empty) for the same modules."""

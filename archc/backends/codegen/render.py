@@ -232,8 +232,9 @@ def generate(spec: Spec, source: str | None = None) -> str:
         module.reserve(cls)
     model.name = module.create_name(camel(spec.name))
     outputs = module.create_name(f"{camel(spec.name)}Outputs") if spec.heads else ""
-    # the function is named after the file (a family's after the variant), as torchvision's are
-    stem = spec.variant or Path(spec.file).stem
+    # the function is named after the file, a family's after the model it builds (the variant,
+    # or the spec's own name for its base values), as torchvision's are
+    stem = spec.variant or (spec.name if spec.variants else Path(spec.file).stem)
     factory = module.create_name(
         stem if NAME_RE.match(stem) and python_name(stem) == stem else spec.name
     )
