@@ -52,7 +52,6 @@ class ConvBnSilu(nn.Sequential):
         self,
         in_channels: int,
         out: int,
-        padding: int,
         bn_eps: float,
         bn_momentum: float,
         kernel: int = 3,
@@ -60,6 +59,7 @@ class ConvBnSilu(nn.Sequential):
         groups: int = 1,
         activation: bool = True,
     ) -> None:
+        padding = (kernel - 1) // 2
         layers = [
             nn.Conv2d(
                 in_channels,
@@ -116,32 +116,24 @@ class MBConv(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
-        expand: bool,
-        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer0_padding: int,
         stride: int = 1,
     ) -> None:
         super().__init__()
+        expand = hidden != in_channels
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
         if expand:
-            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+            layers.append(ConvBnSilu(in_channels, hidden, bn_eps, bn_momentum, kernel=1))
         layers += [
             ConvBnSilu(
-                hidden,
-                hidden,
-                block_layer0_padding,
-                bn_eps,
-                bn_momentum,
-                kernel=kernel,
-                stride=stride,
-                groups=hidden,
+                hidden, hidden, bn_eps, bn_momentum, kernel=kernel, stride=stride, groups=hidden
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+            ConvBnSilu(hidden, out, bn_eps, bn_momentum, kernel=1, activation=False),
         ]
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
@@ -169,53 +161,34 @@ class EfficientNetB0(nn.Module):
     ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvBnSilu(3, 32, 1, bn_eps, bn_momentum, stride=2),
-            nn.Sequential(MBConv(32, 3, 16, 32, 8, False, False, 0.0, bn_eps, bn_momentum, 1)),
+            ConvBnSilu(3, 32, bn_eps, bn_momentum, stride=2),
+            nn.Sequential(MBConv(32, 3, 16, 32, 8, 0.0, bn_eps, bn_momentum)),
             nn.Sequential(
-                MBConv(16, 3, 24, 96, 4, True, False, 0.0125, bn_eps, bn_momentum, 1, stride=2),
-                MBConv(24, 3, 24, 144, 6, True, True, 0.025, bn_eps, bn_momentum, 1),
+                MBConv(16, 3, 24, 96, 4, 0.0125, bn_eps, bn_momentum, stride=2),
+                MBConv(24, 3, 24, 144, 6, 0.025, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    24,
-                    5,
-                    40,
-                    144,
-                    6,
-                    True,
-                    False,
-                    0.037500000000000006,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stride=2,
-                ),
-                MBConv(40, 5, 40, 240, 10, True, True, 0.05, bn_eps, bn_momentum, 2),
+                MBConv(24, 5, 40, 144, 6, 0.037500000000000006, bn_eps, bn_momentum, stride=2),
+                MBConv(40, 5, 40, 240, 10, 0.05, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(40, 3, 80, 240, 10, True, False, 0.0625, bn_eps, bn_momentum, 1, stride=2),
-                MBConv(80, 3, 80, 480, 20, True, True, 0.07500000000000001, bn_eps, bn_momentum, 1),
-                MBConv(80, 3, 80, 480, 20, True, True, 0.08750000000000001, bn_eps, bn_momentum, 1),
+                MBConv(40, 3, 80, 240, 10, 0.0625, bn_eps, bn_momentum, stride=2),
+                MBConv(80, 3, 80, 480, 20, 0.07500000000000001, bn_eps, bn_momentum),
+                MBConv(80, 3, 80, 480, 20, 0.08750000000000001, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(80, 5, 112, 480, 20, True, False, 0.1, bn_eps, bn_momentum, 2),
-                MBConv(112, 5, 112, 672, 28, True, True, 0.1125, bn_eps, bn_momentum, 2),
-                MBConv(112, 5, 112, 672, 28, True, True, 0.125, bn_eps, bn_momentum, 2),
+                MBConv(80, 5, 112, 480, 20, 0.1, bn_eps, bn_momentum),
+                MBConv(112, 5, 112, 672, 28, 0.1125, bn_eps, bn_momentum),
+                MBConv(112, 5, 112, 672, 28, 0.125, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(112, 5, 192, 672, 28, True, False, 0.1375, bn_eps, bn_momentum, 2, stride=2),
-                MBConv(
-                    192, 5, 192, 1152, 48, True, True, 0.15000000000000002, bn_eps, bn_momentum, 2
-                ),
-                MBConv(192, 5, 192, 1152, 48, True, True, 0.1625, bn_eps, bn_momentum, 2),
-                MBConv(
-                    192, 5, 192, 1152, 48, True, True, 0.17500000000000002, bn_eps, bn_momentum, 2
-                ),
+                MBConv(112, 5, 192, 672, 28, 0.1375, bn_eps, bn_momentum, stride=2),
+                MBConv(192, 5, 192, 1152, 48, 0.15000000000000002, bn_eps, bn_momentum),
+                MBConv(192, 5, 192, 1152, 48, 0.1625, bn_eps, bn_momentum),
+                MBConv(192, 5, 192, 1152, 48, 0.17500000000000002, bn_eps, bn_momentum),
             ),
-            nn.Sequential(
-                MBConv(192, 3, 320, 1152, 48, True, False, 0.1875, bn_eps, bn_momentum, 1)
-            ),
-            ConvBnSilu(320, 1280, 0, bn_eps, bn_momentum, kernel=1),
+            nn.Sequential(MBConv(192, 3, 320, 1152, 48, 0.1875, bn_eps, bn_momentum)),
+            ConvBnSilu(320, 1280, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

@@ -52,7 +52,6 @@ class ConvBnSilu(nn.Sequential):
         self,
         in_channels: int,
         out: int,
-        padding: int,
         bn_eps: float,
         bn_momentum: float,
         kernel: int = 3,
@@ -60,6 +59,7 @@ class ConvBnSilu(nn.Sequential):
         groups: int = 1,
         activation: bool = True,
     ) -> None:
+        padding = (kernel - 1) // 2
         layers = [
             nn.Conv2d(
                 in_channels,
@@ -116,32 +116,24 @@ class MBConv(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
-        expand: bool,
-        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer0_padding: int,
         stride: int = 1,
     ) -> None:
         super().__init__()
+        expand = hidden != in_channels
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
         if expand:
-            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+            layers.append(ConvBnSilu(in_channels, hidden, bn_eps, bn_momentum, kernel=1))
         layers += [
             ConvBnSilu(
-                hidden,
-                hidden,
-                block_layer0_padding,
-                bn_eps,
-                bn_momentum,
-                kernel=kernel,
-                stride=stride,
-                groups=hidden,
+                hidden, hidden, bn_eps, bn_momentum, kernel=kernel, stride=stride, groups=hidden
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+            ConvBnSilu(hidden, out, bn_eps, bn_momentum, kernel=1, activation=False),
         ]
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
@@ -169,85 +161,54 @@ class EfficientNetB4(nn.Module):
     ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvBnSilu(3, 48, 1, bn_eps, bn_momentum, stride=2),
+            ConvBnSilu(3, 48, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                MBConv(48, 3, 24, 48, 12, False, False, 0.0, bn_eps, bn_momentum, 1),
-                MBConv(24, 3, 24, 24, 6, False, True, 0.00625, bn_eps, bn_momentum, 1),
+                MBConv(48, 3, 24, 48, 12, 0.0, bn_eps, bn_momentum),
+                MBConv(24, 3, 24, 24, 6, 0.00625, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(24, 3, 32, 144, 6, True, False, 0.0125, bn_eps, bn_momentum, 1, stride=2),
-                MBConv(32, 3, 32, 192, 8, True, True, 0.018750000000000003, bn_eps, bn_momentum, 1),
-                MBConv(32, 3, 32, 192, 8, True, True, 0.025, bn_eps, bn_momentum, 1),
-                MBConv(32, 3, 32, 192, 8, True, True, 0.03125, bn_eps, bn_momentum, 1),
+                MBConv(24, 3, 32, 144, 6, 0.0125, bn_eps, bn_momentum, stride=2),
+                MBConv(32, 3, 32, 192, 8, 0.018750000000000003, bn_eps, bn_momentum),
+                MBConv(32, 3, 32, 192, 8, 0.025, bn_eps, bn_momentum),
+                MBConv(32, 3, 32, 192, 8, 0.03125, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    32,
-                    5,
-                    56,
-                    192,
-                    8,
-                    True,
-                    False,
-                    0.037500000000000006,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stride=2,
-                ),
-                MBConv(
-                    56, 5, 56, 336, 14, True, True, 0.043750000000000004, bn_eps, bn_momentum, 2
-                ),
-                MBConv(56, 5, 56, 336, 14, True, True, 0.05, bn_eps, bn_momentum, 2),
-                MBConv(56, 5, 56, 336, 14, True, True, 0.05625, bn_eps, bn_momentum, 2),
+                MBConv(32, 5, 56, 192, 8, 0.037500000000000006, bn_eps, bn_momentum, stride=2),
+                MBConv(56, 5, 56, 336, 14, 0.043750000000000004, bn_eps, bn_momentum),
+                MBConv(56, 5, 56, 336, 14, 0.05, bn_eps, bn_momentum),
+                MBConv(56, 5, 56, 336, 14, 0.05625, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(56, 3, 112, 336, 14, True, False, 0.0625, bn_eps, bn_momentum, 1, stride=2),
-                MBConv(112, 3, 112, 672, 28, True, True, 0.06875, bn_eps, bn_momentum, 1),
-                MBConv(
-                    112, 3, 112, 672, 28, True, True, 0.07500000000000001, bn_eps, bn_momentum, 1
-                ),
-                MBConv(112, 3, 112, 672, 28, True, True, 0.08125, bn_eps, bn_momentum, 1),
-                MBConv(
-                    112, 3, 112, 672, 28, True, True, 0.08750000000000001, bn_eps, bn_momentum, 1
-                ),
-                MBConv(112, 3, 112, 672, 28, True, True, 0.09375, bn_eps, bn_momentum, 1),
+                MBConv(56, 3, 112, 336, 14, 0.0625, bn_eps, bn_momentum, stride=2),
+                MBConv(112, 3, 112, 672, 28, 0.06875, bn_eps, bn_momentum),
+                MBConv(112, 3, 112, 672, 28, 0.07500000000000001, bn_eps, bn_momentum),
+                MBConv(112, 3, 112, 672, 28, 0.08125, bn_eps, bn_momentum),
+                MBConv(112, 3, 112, 672, 28, 0.08750000000000001, bn_eps, bn_momentum),
+                MBConv(112, 3, 112, 672, 28, 0.09375, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(112, 5, 160, 672, 28, True, False, 0.1, bn_eps, bn_momentum, 2),
-                MBConv(
-                    160, 5, 160, 960, 40, True, True, 0.10625000000000001, bn_eps, bn_momentum, 2
-                ),
-                MBConv(160, 5, 160, 960, 40, True, True, 0.1125, bn_eps, bn_momentum, 2),
-                MBConv(
-                    160, 5, 160, 960, 40, True, True, 0.11875000000000001, bn_eps, bn_momentum, 2
-                ),
-                MBConv(160, 5, 160, 960, 40, True, True, 0.125, bn_eps, bn_momentum, 2),
-                MBConv(160, 5, 160, 960, 40, True, True, 0.13125, bn_eps, bn_momentum, 2),
+                MBConv(112, 5, 160, 672, 28, 0.1, bn_eps, bn_momentum),
+                MBConv(160, 5, 160, 960, 40, 0.10625000000000001, bn_eps, bn_momentum),
+                MBConv(160, 5, 160, 960, 40, 0.1125, bn_eps, bn_momentum),
+                MBConv(160, 5, 160, 960, 40, 0.11875000000000001, bn_eps, bn_momentum),
+                MBConv(160, 5, 160, 960, 40, 0.125, bn_eps, bn_momentum),
+                MBConv(160, 5, 160, 960, 40, 0.13125, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(160, 5, 272, 960, 40, True, False, 0.1375, bn_eps, bn_momentum, 2, stride=2),
-                MBConv(
-                    272, 5, 272, 1632, 68, True, True, 0.14375000000000002, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    272, 5, 272, 1632, 68, True, True, 0.15000000000000002, bn_eps, bn_momentum, 2
-                ),
-                MBConv(272, 5, 272, 1632, 68, True, True, 0.15625, bn_eps, bn_momentum, 2),
-                MBConv(272, 5, 272, 1632, 68, True, True, 0.1625, bn_eps, bn_momentum, 2),
-                MBConv(272, 5, 272, 1632, 68, True, True, 0.16875, bn_eps, bn_momentum, 2),
-                MBConv(
-                    272, 5, 272, 1632, 68, True, True, 0.17500000000000002, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    272, 5, 272, 1632, 68, True, True, 0.18125000000000002, bn_eps, bn_momentum, 2
-                ),
+                MBConv(160, 5, 272, 960, 40, 0.1375, bn_eps, bn_momentum, stride=2),
+                MBConv(272, 5, 272, 1632, 68, 0.14375000000000002, bn_eps, bn_momentum),
+                MBConv(272, 5, 272, 1632, 68, 0.15000000000000002, bn_eps, bn_momentum),
+                MBConv(272, 5, 272, 1632, 68, 0.15625, bn_eps, bn_momentum),
+                MBConv(272, 5, 272, 1632, 68, 0.1625, bn_eps, bn_momentum),
+                MBConv(272, 5, 272, 1632, 68, 0.16875, bn_eps, bn_momentum),
+                MBConv(272, 5, 272, 1632, 68, 0.17500000000000002, bn_eps, bn_momentum),
+                MBConv(272, 5, 272, 1632, 68, 0.18125000000000002, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(272, 3, 448, 1632, 68, True, False, 0.1875, bn_eps, bn_momentum, 1),
-                MBConv(448, 3, 448, 2688, 112, True, True, 0.19375, bn_eps, bn_momentum, 1),
+                MBConv(272, 3, 448, 1632, 68, 0.1875, bn_eps, bn_momentum),
+                MBConv(448, 3, 448, 2688, 112, 0.19375, bn_eps, bn_momentum),
             ),
-            ConvBnSilu(448, 1792, 0, bn_eps, bn_momentum, kernel=1),
+            ConvBnSilu(448, 1792, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

@@ -52,7 +52,6 @@ class ConvBnSilu(nn.Sequential):
         self,
         in_channels: int,
         out: int,
-        padding: int,
         bn_eps: float,
         bn_momentum: float,
         kernel: int = 3,
@@ -60,6 +59,7 @@ class ConvBnSilu(nn.Sequential):
         groups: int = 1,
         activation: bool = True,
     ) -> None:
+        padding = (kernel - 1) // 2
         layers = [
             nn.Conv2d(
                 in_channels,
@@ -116,32 +116,24 @@ class MBConv(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
-        expand: bool,
-        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer0_padding: int,
         stride: int = 1,
     ) -> None:
         super().__init__()
+        expand = hidden != in_channels
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
         if expand:
-            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+            layers.append(ConvBnSilu(in_channels, hidden, bn_eps, bn_momentum, kernel=1))
         layers += [
             ConvBnSilu(
-                hidden,
-                hidden,
-                block_layer0_padding,
-                bn_eps,
-                bn_momentum,
-                kernel=kernel,
-                stride=stride,
-                groups=hidden,
+                hidden, hidden, bn_eps, bn_momentum, kernel=kernel, stride=stride, groups=hidden
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+            ConvBnSilu(hidden, out, bn_eps, bn_momentum, kernel=1, activation=False),
         ]
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
@@ -169,167 +161,61 @@ class EfficientNetB5(nn.Module):
     ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvBnSilu(3, 48, 1, bn_eps, bn_momentum, stride=2),
+            ConvBnSilu(3, 48, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                MBConv(48, 3, 24, 48, 12, False, False, 0.0, bn_eps, bn_momentum, 1),
-                MBConv(24, 3, 24, 24, 6, False, True, 0.005128205128205128, bn_eps, bn_momentum, 1),
-                MBConv(24, 3, 24, 24, 6, False, True, 0.010256410256410256, bn_eps, bn_momentum, 1),
+                MBConv(48, 3, 24, 48, 12, 0.0, bn_eps, bn_momentum),
+                MBConv(24, 3, 24, 24, 6, 0.005128205128205128, bn_eps, bn_momentum),
+                MBConv(24, 3, 24, 24, 6, 0.010256410256410256, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    24,
-                    3,
-                    40,
-                    144,
-                    6,
-                    True,
-                    False,
-                    0.015384615384615387,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stride=2,
-                ),
-                MBConv(
-                    40, 3, 40, 240, 10, True, True, 0.020512820512820513, bn_eps, bn_momentum, 1
-                ),
-                MBConv(40, 3, 40, 240, 10, True, True, 0.02564102564102564, bn_eps, bn_momentum, 1),
-                MBConv(
-                    40, 3, 40, 240, 10, True, True, 0.030769230769230774, bn_eps, bn_momentum, 1
-                ),
-                MBConv(40, 3, 40, 240, 10, True, True, 0.0358974358974359, bn_eps, bn_momentum, 1),
+                MBConv(24, 3, 40, 144, 6, 0.015384615384615387, bn_eps, bn_momentum, stride=2),
+                MBConv(40, 3, 40, 240, 10, 0.020512820512820513, bn_eps, bn_momentum),
+                MBConv(40, 3, 40, 240, 10, 0.02564102564102564, bn_eps, bn_momentum),
+                MBConv(40, 3, 40, 240, 10, 0.030769230769230774, bn_eps, bn_momentum),
+                MBConv(40, 3, 40, 240, 10, 0.0358974358974359, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    40,
-                    5,
-                    64,
-                    240,
-                    10,
-                    True,
-                    False,
-                    0.041025641025641026,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stride=2,
-                ),
-                MBConv(
-                    64, 5, 64, 384, 16, True, True, 0.046153846153846156, bn_eps, bn_momentum, 2
-                ),
-                MBConv(64, 5, 64, 384, 16, True, True, 0.05128205128205128, bn_eps, bn_momentum, 2),
-                MBConv(64, 5, 64, 384, 16, True, True, 0.05641025641025642, bn_eps, bn_momentum, 2),
-                MBConv(64, 5, 64, 384, 16, True, True, 0.06153846153846155, bn_eps, bn_momentum, 2),
+                MBConv(40, 5, 64, 240, 10, 0.041025641025641026, bn_eps, bn_momentum, stride=2),
+                MBConv(64, 5, 64, 384, 16, 0.046153846153846156, bn_eps, bn_momentum),
+                MBConv(64, 5, 64, 384, 16, 0.05128205128205128, bn_eps, bn_momentum),
+                MBConv(64, 5, 64, 384, 16, 0.05641025641025642, bn_eps, bn_momentum),
+                MBConv(64, 5, 64, 384, 16, 0.06153846153846155, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    64,
-                    3,
-                    128,
-                    384,
-                    16,
-                    True,
-                    False,
-                    0.06666666666666667,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stride=2,
-                ),
-                MBConv(
-                    128, 3, 128, 768, 32, True, True, 0.0717948717948718, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    128, 3, 128, 768, 32, True, True, 0.07692307692307693, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    128, 3, 128, 768, 32, True, True, 0.08205128205128205, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    128, 3, 128, 768, 32, True, True, 0.08717948717948719, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    128, 3, 128, 768, 32, True, True, 0.09230769230769231, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    128, 3, 128, 768, 32, True, True, 0.09743589743589744, bn_eps, bn_momentum, 1
-                ),
+                MBConv(64, 3, 128, 384, 16, 0.06666666666666667, bn_eps, bn_momentum, stride=2),
+                MBConv(128, 3, 128, 768, 32, 0.0717948717948718, bn_eps, bn_momentum),
+                MBConv(128, 3, 128, 768, 32, 0.07692307692307693, bn_eps, bn_momentum),
+                MBConv(128, 3, 128, 768, 32, 0.08205128205128205, bn_eps, bn_momentum),
+                MBConv(128, 3, 128, 768, 32, 0.08717948717948719, bn_eps, bn_momentum),
+                MBConv(128, 3, 128, 768, 32, 0.09230769230769231, bn_eps, bn_momentum),
+                MBConv(128, 3, 128, 768, 32, 0.09743589743589744, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    128, 5, 176, 768, 32, True, False, 0.10256410256410256, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    176, 5, 176, 1056, 44, True, True, 0.1076923076923077, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    176, 5, 176, 1056, 44, True, True, 0.11282051282051284, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    176, 5, 176, 1056, 44, True, True, 0.11794871794871796, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    176, 5, 176, 1056, 44, True, True, 0.1230769230769231, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    176, 5, 176, 1056, 44, True, True, 0.1282051282051282, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    176, 5, 176, 1056, 44, True, True, 0.13333333333333333, bn_eps, bn_momentum, 2
-                ),
+                MBConv(128, 5, 176, 768, 32, 0.10256410256410256, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, 0.1076923076923077, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, 0.11282051282051284, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, 0.11794871794871796, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, 0.1230769230769231, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, 0.1282051282051282, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, 0.13333333333333333, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    176,
-                    5,
-                    304,
-                    1056,
-                    44,
-                    True,
-                    False,
-                    0.13846153846153847,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stride=2,
-                ),
-                MBConv(
-                    304, 5, 304, 1824, 76, True, True, 0.1435897435897436, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    304, 5, 304, 1824, 76, True, True, 0.14871794871794874, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    304, 5, 304, 1824, 76, True, True, 0.15384615384615385, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    304, 5, 304, 1824, 76, True, True, 0.158974358974359, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    304, 5, 304, 1824, 76, True, True, 0.1641025641025641, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    304, 5, 304, 1824, 76, True, True, 0.16923076923076924, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    304, 5, 304, 1824, 76, True, True, 0.17435897435897438, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    304, 5, 304, 1824, 76, True, True, 0.1794871794871795, bn_eps, bn_momentum, 2
-                ),
+                MBConv(176, 5, 304, 1056, 44, 0.13846153846153847, bn_eps, bn_momentum, stride=2),
+                MBConv(304, 5, 304, 1824, 76, 0.1435897435897436, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, 0.14871794871794874, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, 0.15384615384615385, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, 0.158974358974359, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, 0.1641025641025641, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, 0.16923076923076924, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, 0.17435897435897438, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, 0.1794871794871795, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    304, 3, 512, 1824, 76, True, False, 0.18461538461538463, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    512, 3, 512, 3072, 128, True, True, 0.18974358974358976, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    512, 3, 512, 3072, 128, True, True, 0.19487179487179487, bn_eps, bn_momentum, 1
-                ),
+                MBConv(304, 3, 512, 1824, 76, 0.18461538461538463, bn_eps, bn_momentum),
+                MBConv(512, 3, 512, 3072, 128, 0.18974358974358976, bn_eps, bn_momentum),
+                MBConv(512, 3, 512, 3072, 128, 0.19487179487179487, bn_eps, bn_momentum),
             ),
-            ConvBnSilu(512, 2048, 0, bn_eps, bn_momentum, kernel=1),
+            ConvBnSilu(512, 2048, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

@@ -52,7 +52,6 @@ class ConvBnSilu(nn.Sequential):
         self,
         in_channels: int,
         out: int,
-        padding: int,
         bn_eps: float,
         bn_momentum: float,
         kernel: int = 3,
@@ -60,6 +59,7 @@ class ConvBnSilu(nn.Sequential):
         groups: int = 1,
         activation: bool = True,
     ) -> None:
+        padding = (kernel - 1) // 2
         layers = [
             nn.Conv2d(
                 in_channels,
@@ -116,32 +116,24 @@ class MBConv(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
-        expand: bool,
-        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer0_padding: int,
         stride: int = 1,
     ) -> None:
         super().__init__()
+        expand = hidden != in_channels
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
         if expand:
-            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+            layers.append(ConvBnSilu(in_channels, hidden, bn_eps, bn_momentum, kernel=1))
         layers += [
             ConvBnSilu(
-                hidden,
-                hidden,
-                block_layer0_padding,
-                bn_eps,
-                bn_momentum,
-                kernel=kernel,
-                stride=stride,
-                groups=hidden,
+                hidden, hidden, bn_eps, bn_momentum, kernel=kernel, stride=stride, groups=hidden
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+            ConvBnSilu(hidden, out, bn_eps, bn_momentum, kernel=1, activation=False),
         ]
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
@@ -169,174 +161,67 @@ class EfficientNetB6(nn.Module):
     ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvBnSilu(3, 56, 1, bn_eps, bn_momentum, stride=2),
+            ConvBnSilu(3, 56, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                MBConv(56, 3, 32, 56, 14, False, False, 0.0, bn_eps, bn_momentum, 1),
-                MBConv(
-                    32, 3, 32, 32, 8, False, True, 0.0044444444444444444, bn_eps, bn_momentum, 1
-                ),
-                MBConv(32, 3, 32, 32, 8, False, True, 0.008888888888888889, bn_eps, bn_momentum, 1),
+                MBConv(56, 3, 32, 56, 14, 0.0, bn_eps, bn_momentum),
+                MBConv(32, 3, 32, 32, 8, 0.0044444444444444444, bn_eps, bn_momentum),
+                MBConv(32, 3, 32, 32, 8, 0.008888888888888889, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    32,
-                    3,
-                    40,
-                    192,
-                    8,
-                    True,
-                    False,
-                    0.013333333333333336,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stride=2,
-                ),
-                MBConv(
-                    40, 3, 40, 240, 10, True, True, 0.017777777777777778, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    40, 3, 40, 240, 10, True, True, 0.022222222222222223, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    40, 3, 40, 240, 10, True, True, 0.026666666666666672, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    40, 3, 40, 240, 10, True, True, 0.031111111111111114, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    40, 3, 40, 240, 10, True, True, 0.035555555555555556, bn_eps, bn_momentum, 1
-                ),
+                MBConv(32, 3, 40, 192, 8, 0.013333333333333336, bn_eps, bn_momentum, stride=2),
+                MBConv(40, 3, 40, 240, 10, 0.017777777777777778, bn_eps, bn_momentum),
+                MBConv(40, 3, 40, 240, 10, 0.022222222222222223, bn_eps, bn_momentum),
+                MBConv(40, 3, 40, 240, 10, 0.026666666666666672, bn_eps, bn_momentum),
+                MBConv(40, 3, 40, 240, 10, 0.031111111111111114, bn_eps, bn_momentum),
+                MBConv(40, 3, 40, 240, 10, 0.035555555555555556, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(40, 5, 72, 240, 10, True, False, 0.04, bn_eps, bn_momentum, 2, stride=2),
-                MBConv(
-                    72, 5, 72, 432, 18, True, True, 0.044444444444444446, bn_eps, bn_momentum, 2
-                ),
-                MBConv(72, 5, 72, 432, 18, True, True, 0.04888888888888889, bn_eps, bn_momentum, 2),
-                MBConv(
-                    72, 5, 72, 432, 18, True, True, 0.053333333333333344, bn_eps, bn_momentum, 2
-                ),
-                MBConv(72, 5, 72, 432, 18, True, True, 0.05777777777777778, bn_eps, bn_momentum, 2),
-                MBConv(72, 5, 72, 432, 18, True, True, 0.06222222222222223, bn_eps, bn_momentum, 2),
+                MBConv(40, 5, 72, 240, 10, 0.04, bn_eps, bn_momentum, stride=2),
+                MBConv(72, 5, 72, 432, 18, 0.044444444444444446, bn_eps, bn_momentum),
+                MBConv(72, 5, 72, 432, 18, 0.04888888888888889, bn_eps, bn_momentum),
+                MBConv(72, 5, 72, 432, 18, 0.053333333333333344, bn_eps, bn_momentum),
+                MBConv(72, 5, 72, 432, 18, 0.05777777777777778, bn_eps, bn_momentum),
+                MBConv(72, 5, 72, 432, 18, 0.06222222222222223, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    72,
-                    3,
-                    144,
-                    432,
-                    18,
-                    True,
-                    False,
-                    0.06666666666666667,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stride=2,
-                ),
-                MBConv(
-                    144, 3, 144, 864, 36, True, True, 0.07111111111111111, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    144, 3, 144, 864, 36, True, True, 0.07555555555555557, bn_eps, bn_momentum, 1
-                ),
-                MBConv(144, 3, 144, 864, 36, True, True, 0.08, bn_eps, bn_momentum, 1),
-                MBConv(
-                    144, 3, 144, 864, 36, True, True, 0.08444444444444445, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    144, 3, 144, 864, 36, True, True, 0.08888888888888889, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    144, 3, 144, 864, 36, True, True, 0.09333333333333334, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    144, 3, 144, 864, 36, True, True, 0.09777777777777778, bn_eps, bn_momentum, 1
-                ),
+                MBConv(72, 3, 144, 432, 18, 0.06666666666666667, bn_eps, bn_momentum, stride=2),
+                MBConv(144, 3, 144, 864, 36, 0.07111111111111111, bn_eps, bn_momentum),
+                MBConv(144, 3, 144, 864, 36, 0.07555555555555557, bn_eps, bn_momentum),
+                MBConv(144, 3, 144, 864, 36, 0.08, bn_eps, bn_momentum),
+                MBConv(144, 3, 144, 864, 36, 0.08444444444444445, bn_eps, bn_momentum),
+                MBConv(144, 3, 144, 864, 36, 0.08888888888888889, bn_eps, bn_momentum),
+                MBConv(144, 3, 144, 864, 36, 0.09333333333333334, bn_eps, bn_momentum),
+                MBConv(144, 3, 144, 864, 36, 0.09777777777777778, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    144, 5, 200, 864, 36, True, False, 0.10222222222222223, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    200, 5, 200, 1200, 50, True, True, 0.10666666666666669, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    200, 5, 200, 1200, 50, True, True, 0.1111111111111111, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    200, 5, 200, 1200, 50, True, True, 0.11555555555555556, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    200, 5, 200, 1200, 50, True, True, 0.12000000000000001, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    200, 5, 200, 1200, 50, True, True, 0.12444444444444445, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    200, 5, 200, 1200, 50, True, True, 0.12888888888888891, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    200, 5, 200, 1200, 50, True, True, 0.13333333333333333, bn_eps, bn_momentum, 2
-                ),
+                MBConv(144, 5, 200, 864, 36, 0.10222222222222223, bn_eps, bn_momentum),
+                MBConv(200, 5, 200, 1200, 50, 0.10666666666666669, bn_eps, bn_momentum),
+                MBConv(200, 5, 200, 1200, 50, 0.1111111111111111, bn_eps, bn_momentum),
+                MBConv(200, 5, 200, 1200, 50, 0.11555555555555556, bn_eps, bn_momentum),
+                MBConv(200, 5, 200, 1200, 50, 0.12000000000000001, bn_eps, bn_momentum),
+                MBConv(200, 5, 200, 1200, 50, 0.12444444444444445, bn_eps, bn_momentum),
+                MBConv(200, 5, 200, 1200, 50, 0.12888888888888891, bn_eps, bn_momentum),
+                MBConv(200, 5, 200, 1200, 50, 0.13333333333333333, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    200,
-                    5,
-                    344,
-                    1200,
-                    50,
-                    True,
-                    False,
-                    0.13777777777777778,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stride=2,
-                ),
-                MBConv(
-                    344, 5, 344, 2064, 86, True, True, 0.14222222222222222, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    344, 5, 344, 2064, 86, True, True, 0.14666666666666667, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    344, 5, 344, 2064, 86, True, True, 0.15111111111111114, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    344, 5, 344, 2064, 86, True, True, 0.15555555555555556, bn_eps, bn_momentum, 2
-                ),
-                MBConv(344, 5, 344, 2064, 86, True, True, 0.16, bn_eps, bn_momentum, 2),
-                MBConv(
-                    344, 5, 344, 2064, 86, True, True, 0.16444444444444445, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    344, 5, 344, 2064, 86, True, True, 0.1688888888888889, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    344, 5, 344, 2064, 86, True, True, 0.17333333333333334, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    344, 5, 344, 2064, 86, True, True, 0.17777777777777778, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    344, 5, 344, 2064, 86, True, True, 0.18222222222222226, bn_eps, bn_momentum, 2
-                ),
+                MBConv(200, 5, 344, 1200, 50, 0.13777777777777778, bn_eps, bn_momentum, stride=2),
+                MBConv(344, 5, 344, 2064, 86, 0.14222222222222222, bn_eps, bn_momentum),
+                MBConv(344, 5, 344, 2064, 86, 0.14666666666666667, bn_eps, bn_momentum),
+                MBConv(344, 5, 344, 2064, 86, 0.15111111111111114, bn_eps, bn_momentum),
+                MBConv(344, 5, 344, 2064, 86, 0.15555555555555556, bn_eps, bn_momentum),
+                MBConv(344, 5, 344, 2064, 86, 0.16, bn_eps, bn_momentum),
+                MBConv(344, 5, 344, 2064, 86, 0.16444444444444445, bn_eps, bn_momentum),
+                MBConv(344, 5, 344, 2064, 86, 0.1688888888888889, bn_eps, bn_momentum),
+                MBConv(344, 5, 344, 2064, 86, 0.17333333333333334, bn_eps, bn_momentum),
+                MBConv(344, 5, 344, 2064, 86, 0.17777777777777778, bn_eps, bn_momentum),
+                MBConv(344, 5, 344, 2064, 86, 0.18222222222222226, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    344, 3, 576, 2064, 86, True, False, 0.18666666666666668, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    576, 3, 576, 3456, 144, True, True, 0.1911111111111111, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    576, 3, 576, 3456, 144, True, True, 0.19555555555555557, bn_eps, bn_momentum, 1
-                ),
+                MBConv(344, 3, 576, 2064, 86, 0.18666666666666668, bn_eps, bn_momentum),
+                MBConv(576, 3, 576, 3456, 144, 0.1911111111111111, bn_eps, bn_momentum),
+                MBConv(576, 3, 576, 3456, 144, 0.19555555555555557, bn_eps, bn_momentum),
             ),
-            ConvBnSilu(576, 2304, 0, bn_eps, bn_momentum, kernel=1),
+            ConvBnSilu(576, 2304, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

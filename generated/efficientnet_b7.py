@@ -52,7 +52,6 @@ class ConvBnSilu(nn.Sequential):
         self,
         in_channels: int,
         out: int,
-        padding: int,
         bn_eps: float,
         bn_momentum: float,
         kernel: int = 3,
@@ -60,6 +59,7 @@ class ConvBnSilu(nn.Sequential):
         groups: int = 1,
         activation: bool = True,
     ) -> None:
+        padding = (kernel - 1) // 2
         layers = [
             nn.Conv2d(
                 in_channels,
@@ -116,32 +116,24 @@ class MBConv(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
-        expand: bool,
-        skip: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
-        block_layer0_padding: int,
         stride: int = 1,
     ) -> None:
         super().__init__()
+        expand = hidden != in_channels
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
         if expand:
-            layers.append(ConvBnSilu(in_channels, hidden, 0, bn_eps, bn_momentum, kernel=1))
+            layers.append(ConvBnSilu(in_channels, hidden, bn_eps, bn_momentum, kernel=1))
         layers += [
             ConvBnSilu(
-                hidden,
-                hidden,
-                block_layer0_padding,
-                bn_eps,
-                bn_momentum,
-                kernel=kernel,
-                stride=stride,
-                groups=hidden,
+                hidden, hidden, bn_eps, bn_momentum, kernel=kernel, stride=stride, groups=hidden
             ),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu(hidden, out, 0, bn_eps, bn_momentum, kernel=1, activation=False),
+            ConvBnSilu(hidden, out, bn_eps, bn_momentum, kernel=1, activation=False),
         ]
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
@@ -169,186 +161,77 @@ class EfficientNetB7(nn.Module):
     ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvBnSilu(3, 64, 1, bn_eps, bn_momentum, stride=2),
+            ConvBnSilu(3, 64, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                MBConv(64, 3, 32, 64, 16, False, False, 0.0, bn_eps, bn_momentum, 1),
-                MBConv(
-                    32, 3, 32, 32, 8, False, True, 0.0036363636363636364, bn_eps, bn_momentum, 1
-                ),
-                MBConv(32, 3, 32, 32, 8, False, True, 0.007272727272727273, bn_eps, bn_momentum, 1),
-                MBConv(32, 3, 32, 32, 8, False, True, 0.01090909090909091, bn_eps, bn_momentum, 1),
+                MBConv(64, 3, 32, 64, 16, 0.0, bn_eps, bn_momentum),
+                MBConv(32, 3, 32, 32, 8, 0.0036363636363636364, bn_eps, bn_momentum),
+                MBConv(32, 3, 32, 32, 8, 0.007272727272727273, bn_eps, bn_momentum),
+                MBConv(32, 3, 32, 32, 8, 0.01090909090909091, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    32,
-                    3,
-                    48,
-                    192,
-                    8,
-                    True,
-                    False,
-                    0.014545454545454545,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stride=2,
-                ),
-                MBConv(48, 3, 48, 288, 12, True, True, 0.01818181818181818, bn_eps, bn_momentum, 1),
-                MBConv(48, 3, 48, 288, 12, True, True, 0.02181818181818182, bn_eps, bn_momentum, 1),
-                MBConv(
-                    48, 3, 48, 288, 12, True, True, 0.025454545454545455, bn_eps, bn_momentum, 1
-                ),
-                MBConv(48, 3, 48, 288, 12, True, True, 0.02909090909090909, bn_eps, bn_momentum, 1),
-                MBConv(48, 3, 48, 288, 12, True, True, 0.03272727272727273, bn_eps, bn_momentum, 1),
-                MBConv(48, 3, 48, 288, 12, True, True, 0.03636363636363636, bn_eps, bn_momentum, 1),
+                MBConv(32, 3, 48, 192, 8, 0.014545454545454545, bn_eps, bn_momentum, stride=2),
+                MBConv(48, 3, 48, 288, 12, 0.01818181818181818, bn_eps, bn_momentum),
+                MBConv(48, 3, 48, 288, 12, 0.02181818181818182, bn_eps, bn_momentum),
+                MBConv(48, 3, 48, 288, 12, 0.025454545454545455, bn_eps, bn_momentum),
+                MBConv(48, 3, 48, 288, 12, 0.02909090909090909, bn_eps, bn_momentum),
+                MBConv(48, 3, 48, 288, 12, 0.03272727272727273, bn_eps, bn_momentum),
+                MBConv(48, 3, 48, 288, 12, 0.03636363636363636, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(48, 5, 80, 288, 12, True, False, 0.04, bn_eps, bn_momentum, 2, stride=2),
-                MBConv(80, 5, 80, 480, 20, True, True, 0.04363636363636364, bn_eps, bn_momentum, 2),
-                MBConv(80, 5, 80, 480, 20, True, True, 0.04727272727272727, bn_eps, bn_momentum, 2),
-                MBConv(80, 5, 80, 480, 20, True, True, 0.05090909090909091, bn_eps, bn_momentum, 2),
-                MBConv(80, 5, 80, 480, 20, True, True, 0.05454545454545454, bn_eps, bn_momentum, 2),
-                MBConv(80, 5, 80, 480, 20, True, True, 0.05818181818181818, bn_eps, bn_momentum, 2),
-                MBConv(80, 5, 80, 480, 20, True, True, 0.06181818181818183, bn_eps, bn_momentum, 2),
+                MBConv(48, 5, 80, 288, 12, 0.04, bn_eps, bn_momentum, stride=2),
+                MBConv(80, 5, 80, 480, 20, 0.04363636363636364, bn_eps, bn_momentum),
+                MBConv(80, 5, 80, 480, 20, 0.04727272727272727, bn_eps, bn_momentum),
+                MBConv(80, 5, 80, 480, 20, 0.05090909090909091, bn_eps, bn_momentum),
+                MBConv(80, 5, 80, 480, 20, 0.05454545454545454, bn_eps, bn_momentum),
+                MBConv(80, 5, 80, 480, 20, 0.05818181818181818, bn_eps, bn_momentum),
+                MBConv(80, 5, 80, 480, 20, 0.06181818181818183, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    80,
-                    3,
-                    160,
-                    480,
-                    20,
-                    True,
-                    False,
-                    0.06545454545454546,
-                    bn_eps,
-                    bn_momentum,
-                    1,
-                    stride=2,
-                ),
-                MBConv(
-                    160, 3, 160, 960, 40, True, True, 0.06909090909090909, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    160, 3, 160, 960, 40, True, True, 0.07272727272727272, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    160, 3, 160, 960, 40, True, True, 0.07636363636363637, bn_eps, bn_momentum, 1
-                ),
-                MBConv(160, 3, 160, 960, 40, True, True, 0.08, bn_eps, bn_momentum, 1),
-                MBConv(
-                    160, 3, 160, 960, 40, True, True, 0.08363636363636365, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    160, 3, 160, 960, 40, True, True, 0.08727272727272728, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    160, 3, 160, 960, 40, True, True, 0.09090909090909091, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    160, 3, 160, 960, 40, True, True, 0.09454545454545454, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    160, 3, 160, 960, 40, True, True, 0.09818181818181819, bn_eps, bn_momentum, 1
-                ),
+                MBConv(80, 3, 160, 480, 20, 0.06545454545454546, bn_eps, bn_momentum, stride=2),
+                MBConv(160, 3, 160, 960, 40, 0.06909090909090909, bn_eps, bn_momentum),
+                MBConv(160, 3, 160, 960, 40, 0.07272727272727272, bn_eps, bn_momentum),
+                MBConv(160, 3, 160, 960, 40, 0.07636363636363637, bn_eps, bn_momentum),
+                MBConv(160, 3, 160, 960, 40, 0.08, bn_eps, bn_momentum),
+                MBConv(160, 3, 160, 960, 40, 0.08363636363636365, bn_eps, bn_momentum),
+                MBConv(160, 3, 160, 960, 40, 0.08727272727272728, bn_eps, bn_momentum),
+                MBConv(160, 3, 160, 960, 40, 0.09090909090909091, bn_eps, bn_momentum),
+                MBConv(160, 3, 160, 960, 40, 0.09454545454545454, bn_eps, bn_momentum),
+                MBConv(160, 3, 160, 960, 40, 0.09818181818181819, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    160, 5, 224, 960, 40, True, False, 0.10181818181818182, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    224, 5, 224, 1344, 56, True, True, 0.10545454545454547, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    224, 5, 224, 1344, 56, True, True, 0.10909090909090909, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    224, 5, 224, 1344, 56, True, True, 0.11272727272727273, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    224, 5, 224, 1344, 56, True, True, 0.11636363636363636, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    224, 5, 224, 1344, 56, True, True, 0.12000000000000001, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    224, 5, 224, 1344, 56, True, True, 0.12363636363636366, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    224, 5, 224, 1344, 56, True, True, 0.12727272727272726, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    224, 5, 224, 1344, 56, True, True, 0.13090909090909092, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    224, 5, 224, 1344, 56, True, True, 0.13454545454545455, bn_eps, bn_momentum, 2
-                ),
+                MBConv(160, 5, 224, 960, 40, 0.10181818181818182, bn_eps, bn_momentum),
+                MBConv(224, 5, 224, 1344, 56, 0.10545454545454547, bn_eps, bn_momentum),
+                MBConv(224, 5, 224, 1344, 56, 0.10909090909090909, bn_eps, bn_momentum),
+                MBConv(224, 5, 224, 1344, 56, 0.11272727272727273, bn_eps, bn_momentum),
+                MBConv(224, 5, 224, 1344, 56, 0.11636363636363636, bn_eps, bn_momentum),
+                MBConv(224, 5, 224, 1344, 56, 0.12000000000000001, bn_eps, bn_momentum),
+                MBConv(224, 5, 224, 1344, 56, 0.12363636363636366, bn_eps, bn_momentum),
+                MBConv(224, 5, 224, 1344, 56, 0.12727272727272726, bn_eps, bn_momentum),
+                MBConv(224, 5, 224, 1344, 56, 0.13090909090909092, bn_eps, bn_momentum),
+                MBConv(224, 5, 224, 1344, 56, 0.13454545454545455, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    224,
-                    5,
-                    384,
-                    1344,
-                    56,
-                    True,
-                    False,
-                    0.13818181818181818,
-                    bn_eps,
-                    bn_momentum,
-                    2,
-                    stride=2,
-                ),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.14181818181818184, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.14545454545454545, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.1490909090909091, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.15272727272727274, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.15636363636363634, bn_eps, bn_momentum, 2
-                ),
-                MBConv(384, 5, 384, 2304, 96, True, True, 0.16, bn_eps, bn_momentum, 2),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.16363636363636364, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.1672727272727273, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.17090909090909093, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.17454545454545456, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.1781818181818182, bn_eps, bn_momentum, 2
-                ),
-                MBConv(
-                    384, 5, 384, 2304, 96, True, True, 0.18181818181818182, bn_eps, bn_momentum, 2
-                ),
+                MBConv(224, 5, 384, 1344, 56, 0.13818181818181818, bn_eps, bn_momentum, stride=2),
+                MBConv(384, 5, 384, 2304, 96, 0.14181818181818184, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.14545454545454545, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.1490909090909091, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.15272727272727274, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.15636363636363634, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.16, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.16363636363636364, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.1672727272727273, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.17090909090909093, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.17454545454545456, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.1781818181818182, bn_eps, bn_momentum),
+                MBConv(384, 5, 384, 2304, 96, 0.18181818181818182, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(
-                    384, 3, 640, 2304, 96, True, False, 0.18545454545454548, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    640, 3, 640, 3840, 160, True, True, 0.1890909090909091, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    640, 3, 640, 3840, 160, True, True, 0.19272727272727275, bn_eps, bn_momentum, 1
-                ),
-                MBConv(
-                    640, 3, 640, 3840, 160, True, True, 0.19636363636363638, bn_eps, bn_momentum, 1
-                ),
+                MBConv(384, 3, 640, 2304, 96, 0.18545454545454548, bn_eps, bn_momentum),
+                MBConv(640, 3, 640, 3840, 160, 0.1890909090909091, bn_eps, bn_momentum),
+                MBConv(640, 3, 640, 3840, 160, 0.19272727272727275, bn_eps, bn_momentum),
+                MBConv(640, 3, 640, 3840, 160, 0.19636363636363638, bn_eps, bn_momentum),
             ),
-            ConvBnSilu(640, 2560, 0, bn_eps, bn_momentum, kernel=1),
+            ConvBnSilu(640, 2560, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

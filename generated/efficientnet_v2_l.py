@@ -52,12 +52,12 @@ class ConvBnSilu(nn.Sequential):
         self,
         in_channels: int,
         out: int,
-        padding: int,
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
         activation: bool = True,
     ) -> None:
+        padding = (kernel - 1) // 2
         layers = [
             nn.Conv2d(
                 in_channels,
@@ -108,24 +108,19 @@ class FusedMBConv(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out: int,
-        hidden: int,
-        expand: bool,
-        skip: bool,
-        sd_prob: float,
-        stride: int = 1,
+        self, in_channels: int, out: int, hidden: int, sd_prob: float, stride: int = 1
     ) -> None:
         super().__init__()
+        expand = hidden != in_channels
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
         if expand:
-            layers.append(ConvBnSilu(in_channels, hidden, 1, stride=stride))
+            layers.append(ConvBnSilu(in_channels, hidden, stride=stride))
         if expand:
-            layers.append(ConvBnSilu(hidden, out, 0, kernel=1, activation=False))
+            layers.append(ConvBnSilu(hidden, out, kernel=1, activation=False))
         if not expand:
-            layers.append(ConvBnSilu(in_channels, in_channels, 1))
+            layers.append(ConvBnSilu(in_channels, in_channels))
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
         if skip:
@@ -150,22 +145,16 @@ class MBConv(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out: int,
-        hidden: int,
-        squeeze: int,
-        skip: bool,
-        sd_prob: float,
-        stride: int = 1,
+        self, in_channels: int, out: int, hidden: int, squeeze: int, sd_prob: float, stride: int = 1
     ) -> None:
         super().__init__()
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 0, kernel=1),
-            ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
+            ConvBnSilu(in_channels, hidden, kernel=1),
+            ConvBnSilu(hidden, hidden, stride=stride, groups=hidden),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu(hidden, out, 0, kernel=1, activation=False),
+            ConvBnSilu(hidden, out, kernel=1, activation=False),
         )
         self.stochastic_depth = None
         if skip:
@@ -186,101 +175,101 @@ class EfficientNetV2L(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.4) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvBnSilu(3, 32, 1, stride=2),
+            ConvBnSilu(3, 32, stride=2),
             nn.Sequential(
-                FusedMBConv(32, 32, 32, False, True, 0.0),
-                FusedMBConv(32, 32, 32, False, True, 0.002531645569620253),
-                FusedMBConv(32, 32, 32, False, True, 0.005063291139240506),
-                FusedMBConv(32, 32, 32, False, True, 0.007594936708860761),
+                FusedMBConv(32, 32, 32, 0.0),
+                FusedMBConv(32, 32, 32, 0.002531645569620253),
+                FusedMBConv(32, 32, 32, 0.005063291139240506),
+                FusedMBConv(32, 32, 32, 0.007594936708860761),
             ),
             nn.Sequential(
-                FusedMBConv(32, 64, 128, True, False, 0.010126582278481013, stride=2),
-                FusedMBConv(64, 64, 256, True, True, 0.012658227848101266),
-                FusedMBConv(64, 64, 256, True, True, 0.015189873417721522),
-                FusedMBConv(64, 64, 256, True, True, 0.017721518987341773),
-                FusedMBConv(64, 64, 256, True, True, 0.020253164556962026),
-                FusedMBConv(64, 64, 256, True, True, 0.02278481012658228),
-                FusedMBConv(64, 64, 256, True, True, 0.02531645569620253),
+                FusedMBConv(32, 64, 128, 0.010126582278481013, stride=2),
+                FusedMBConv(64, 64, 256, 0.012658227848101266),
+                FusedMBConv(64, 64, 256, 0.015189873417721522),
+                FusedMBConv(64, 64, 256, 0.017721518987341773),
+                FusedMBConv(64, 64, 256, 0.020253164556962026),
+                FusedMBConv(64, 64, 256, 0.02278481012658228),
+                FusedMBConv(64, 64, 256, 0.02531645569620253),
             ),
             nn.Sequential(
-                FusedMBConv(64, 96, 256, True, False, 0.027848101265822787, stride=2),
-                FusedMBConv(96, 96, 384, True, True, 0.030379746835443044),
-                FusedMBConv(96, 96, 384, True, True, 0.03291139240506329),
-                FusedMBConv(96, 96, 384, True, True, 0.035443037974683546),
-                FusedMBConv(96, 96, 384, True, True, 0.0379746835443038),
-                FusedMBConv(96, 96, 384, True, True, 0.04050632911392405),
-                FusedMBConv(96, 96, 384, True, True, 0.04303797468354431),
+                FusedMBConv(64, 96, 256, 0.027848101265822787, stride=2),
+                FusedMBConv(96, 96, 384, 0.030379746835443044),
+                FusedMBConv(96, 96, 384, 0.03291139240506329),
+                FusedMBConv(96, 96, 384, 0.035443037974683546),
+                FusedMBConv(96, 96, 384, 0.0379746835443038),
+                FusedMBConv(96, 96, 384, 0.04050632911392405),
+                FusedMBConv(96, 96, 384, 0.04303797468354431),
             ),
             nn.Sequential(
-                MBConv(96, 192, 384, 24, False, 0.04556962025316456, stride=2),
-                MBConv(192, 192, 768, 48, True, 0.04810126582278482),
-                MBConv(192, 192, 768, 48, True, 0.05063291139240506),
-                MBConv(192, 192, 768, 48, True, 0.053164556962025315),
-                MBConv(192, 192, 768, 48, True, 0.055696202531645575),
-                MBConv(192, 192, 768, 48, True, 0.05822784810126583),
-                MBConv(192, 192, 768, 48, True, 0.06075949367088609),
-                MBConv(192, 192, 768, 48, True, 0.06329113924050633),
-                MBConv(192, 192, 768, 48, True, 0.06582278481012659),
-                MBConv(192, 192, 768, 48, True, 0.06835443037974684),
+                MBConv(96, 192, 384, 24, 0.04556962025316456, stride=2),
+                MBConv(192, 192, 768, 48, 0.04810126582278482),
+                MBConv(192, 192, 768, 48, 0.05063291139240506),
+                MBConv(192, 192, 768, 48, 0.053164556962025315),
+                MBConv(192, 192, 768, 48, 0.055696202531645575),
+                MBConv(192, 192, 768, 48, 0.05822784810126583),
+                MBConv(192, 192, 768, 48, 0.06075949367088609),
+                MBConv(192, 192, 768, 48, 0.06329113924050633),
+                MBConv(192, 192, 768, 48, 0.06582278481012659),
+                MBConv(192, 192, 768, 48, 0.06835443037974684),
             ),
             nn.Sequential(
-                MBConv(192, 224, 1152, 48, False, 0.07088607594936709),
-                MBConv(224, 224, 1344, 56, True, 0.07341772151898734),
-                MBConv(224, 224, 1344, 56, True, 0.0759493670886076),
-                MBConv(224, 224, 1344, 56, True, 0.07848101265822785),
-                MBConv(224, 224, 1344, 56, True, 0.0810126582278481),
-                MBConv(224, 224, 1344, 56, True, 0.08354430379746836),
-                MBConv(224, 224, 1344, 56, True, 0.08607594936708862),
-                MBConv(224, 224, 1344, 56, True, 0.08860759493670886),
-                MBConv(224, 224, 1344, 56, True, 0.09113924050632911),
-                MBConv(224, 224, 1344, 56, True, 0.09367088607594937),
-                MBConv(224, 224, 1344, 56, True, 0.09620253164556963),
-                MBConv(224, 224, 1344, 56, True, 0.09873417721518989),
-                MBConv(224, 224, 1344, 56, True, 0.10126582278481013),
-                MBConv(224, 224, 1344, 56, True, 0.10379746835443039),
-                MBConv(224, 224, 1344, 56, True, 0.10632911392405063),
-                MBConv(224, 224, 1344, 56, True, 0.10886075949367088),
-                MBConv(224, 224, 1344, 56, True, 0.11139240506329115),
-                MBConv(224, 224, 1344, 56, True, 0.11392405063291139),
-                MBConv(224, 224, 1344, 56, True, 0.11645569620253166),
+                MBConv(192, 224, 1152, 48, 0.07088607594936709),
+                MBConv(224, 224, 1344, 56, 0.07341772151898734),
+                MBConv(224, 224, 1344, 56, 0.0759493670886076),
+                MBConv(224, 224, 1344, 56, 0.07848101265822785),
+                MBConv(224, 224, 1344, 56, 0.0810126582278481),
+                MBConv(224, 224, 1344, 56, 0.08354430379746836),
+                MBConv(224, 224, 1344, 56, 0.08607594936708862),
+                MBConv(224, 224, 1344, 56, 0.08860759493670886),
+                MBConv(224, 224, 1344, 56, 0.09113924050632911),
+                MBConv(224, 224, 1344, 56, 0.09367088607594937),
+                MBConv(224, 224, 1344, 56, 0.09620253164556963),
+                MBConv(224, 224, 1344, 56, 0.09873417721518989),
+                MBConv(224, 224, 1344, 56, 0.10126582278481013),
+                MBConv(224, 224, 1344, 56, 0.10379746835443039),
+                MBConv(224, 224, 1344, 56, 0.10632911392405063),
+                MBConv(224, 224, 1344, 56, 0.10886075949367088),
+                MBConv(224, 224, 1344, 56, 0.11139240506329115),
+                MBConv(224, 224, 1344, 56, 0.11392405063291139),
+                MBConv(224, 224, 1344, 56, 0.11645569620253166),
             ),
             nn.Sequential(
-                MBConv(224, 384, 1344, 56, False, 0.11898734177215191, stride=2),
-                MBConv(384, 384, 2304, 96, True, 0.12151898734177217),
-                MBConv(384, 384, 2304, 96, True, 0.12405063291139241),
-                MBConv(384, 384, 2304, 96, True, 0.12658227848101267),
-                MBConv(384, 384, 2304, 96, True, 0.12911392405063293),
-                MBConv(384, 384, 2304, 96, True, 0.13164556962025317),
-                MBConv(384, 384, 2304, 96, True, 0.13417721518987344),
-                MBConv(384, 384, 2304, 96, True, 0.13670886075949368),
-                MBConv(384, 384, 2304, 96, True, 0.13924050632911392),
-                MBConv(384, 384, 2304, 96, True, 0.14177215189873418),
-                MBConv(384, 384, 2304, 96, True, 0.14430379746835442),
-                MBConv(384, 384, 2304, 96, True, 0.1468354430379747),
-                MBConv(384, 384, 2304, 96, True, 0.14936708860759496),
-                MBConv(384, 384, 2304, 96, True, 0.1518987341772152),
-                MBConv(384, 384, 2304, 96, True, 0.15443037974683546),
-                MBConv(384, 384, 2304, 96, True, 0.1569620253164557),
-                MBConv(384, 384, 2304, 96, True, 0.15949367088607597),
-                MBConv(384, 384, 2304, 96, True, 0.1620253164556962),
-                MBConv(384, 384, 2304, 96, True, 0.16455696202531644),
-                MBConv(384, 384, 2304, 96, True, 0.1670886075949367),
-                MBConv(384, 384, 2304, 96, True, 0.16962025316455698),
-                MBConv(384, 384, 2304, 96, True, 0.17215189873417724),
-                MBConv(384, 384, 2304, 96, True, 0.17468354430379748),
-                MBConv(384, 384, 2304, 96, True, 0.17721518987341772),
-                MBConv(384, 384, 2304, 96, True, 0.179746835443038),
+                MBConv(224, 384, 1344, 56, 0.11898734177215191, stride=2),
+                MBConv(384, 384, 2304, 96, 0.12151898734177217),
+                MBConv(384, 384, 2304, 96, 0.12405063291139241),
+                MBConv(384, 384, 2304, 96, 0.12658227848101267),
+                MBConv(384, 384, 2304, 96, 0.12911392405063293),
+                MBConv(384, 384, 2304, 96, 0.13164556962025317),
+                MBConv(384, 384, 2304, 96, 0.13417721518987344),
+                MBConv(384, 384, 2304, 96, 0.13670886075949368),
+                MBConv(384, 384, 2304, 96, 0.13924050632911392),
+                MBConv(384, 384, 2304, 96, 0.14177215189873418),
+                MBConv(384, 384, 2304, 96, 0.14430379746835442),
+                MBConv(384, 384, 2304, 96, 0.1468354430379747),
+                MBConv(384, 384, 2304, 96, 0.14936708860759496),
+                MBConv(384, 384, 2304, 96, 0.1518987341772152),
+                MBConv(384, 384, 2304, 96, 0.15443037974683546),
+                MBConv(384, 384, 2304, 96, 0.1569620253164557),
+                MBConv(384, 384, 2304, 96, 0.15949367088607597),
+                MBConv(384, 384, 2304, 96, 0.1620253164556962),
+                MBConv(384, 384, 2304, 96, 0.16455696202531644),
+                MBConv(384, 384, 2304, 96, 0.1670886075949367),
+                MBConv(384, 384, 2304, 96, 0.16962025316455698),
+                MBConv(384, 384, 2304, 96, 0.17215189873417724),
+                MBConv(384, 384, 2304, 96, 0.17468354430379748),
+                MBConv(384, 384, 2304, 96, 0.17721518987341772),
+                MBConv(384, 384, 2304, 96, 0.179746835443038),
             ),
             nn.Sequential(
-                MBConv(384, 640, 2304, 96, False, 0.18227848101265823),
-                MBConv(640, 640, 3840, 160, True, 0.1848101265822785),
-                MBConv(640, 640, 3840, 160, True, 0.18734177215189873),
-                MBConv(640, 640, 3840, 160, True, 0.189873417721519),
-                MBConv(640, 640, 3840, 160, True, 0.19240506329113927),
-                MBConv(640, 640, 3840, 160, True, 0.1949367088607595),
-                MBConv(640, 640, 3840, 160, True, 0.19746835443037977),
+                MBConv(384, 640, 2304, 96, 0.18227848101265823),
+                MBConv(640, 640, 3840, 160, 0.1848101265822785),
+                MBConv(640, 640, 3840, 160, 0.18734177215189873),
+                MBConv(640, 640, 3840, 160, 0.189873417721519),
+                MBConv(640, 640, 3840, 160, 0.19240506329113927),
+                MBConv(640, 640, 3840, 160, 0.1949367088607595),
+                MBConv(640, 640, 3840, 160, 0.19746835443037977),
             ),
-            ConvBnSilu(640, 1280, 0, kernel=1),
+            ConvBnSilu(640, 1280, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

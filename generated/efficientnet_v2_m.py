@@ -52,12 +52,12 @@ class ConvBnSilu(nn.Sequential):
         self,
         in_channels: int,
         out: int,
-        padding: int,
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
         activation: bool = True,
     ) -> None:
+        padding = (kernel - 1) // 2
         layers = [
             nn.Conv2d(
                 in_channels,
@@ -108,24 +108,19 @@ class FusedMBConv(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out: int,
-        hidden: int,
-        expand: bool,
-        skip: bool,
-        sd_prob: float,
-        stride: int = 1,
+        self, in_channels: int, out: int, hidden: int, sd_prob: float, stride: int = 1
     ) -> None:
         super().__init__()
+        expand = hidden != in_channels
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
         if expand:
-            layers.append(ConvBnSilu(in_channels, hidden, 1, stride=stride))
+            layers.append(ConvBnSilu(in_channels, hidden, stride=stride))
         if expand:
-            layers.append(ConvBnSilu(hidden, out, 0, kernel=1, activation=False))
+            layers.append(ConvBnSilu(hidden, out, kernel=1, activation=False))
         if not expand:
-            layers.append(ConvBnSilu(in_channels, in_channels, 1))
+            layers.append(ConvBnSilu(in_channels, in_channels))
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
         if skip:
@@ -150,22 +145,16 @@ class MBConv(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out: int,
-        hidden: int,
-        squeeze: int,
-        skip: bool,
-        sd_prob: float,
-        stride: int = 1,
+        self, in_channels: int, out: int, hidden: int, squeeze: int, sd_prob: float, stride: int = 1
     ) -> None:
         super().__init__()
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 0, kernel=1),
-            ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
+            ConvBnSilu(in_channels, hidden, kernel=1),
+            ConvBnSilu(hidden, hidden, stride=stride, groups=hidden),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu(hidden, out, 0, kernel=1, activation=False),
+            ConvBnSilu(hidden, out, kernel=1, activation=False),
         )
         self.stochastic_depth = None
         if skip:
@@ -186,79 +175,79 @@ class EfficientNetV2M(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.3) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvBnSilu(3, 24, 1, stride=2),
+            ConvBnSilu(3, 24, stride=2),
             nn.Sequential(
-                FusedMBConv(24, 24, 24, False, True, 0.0),
-                FusedMBConv(24, 24, 24, False, True, 0.0035087719298245615),
-                FusedMBConv(24, 24, 24, False, True, 0.007017543859649123),
+                FusedMBConv(24, 24, 24, 0.0),
+                FusedMBConv(24, 24, 24, 0.0035087719298245615),
+                FusedMBConv(24, 24, 24, 0.007017543859649123),
             ),
             nn.Sequential(
-                FusedMBConv(24, 48, 96, True, False, 0.010526315789473686, stride=2),
-                FusedMBConv(48, 48, 192, True, True, 0.014035087719298246),
-                FusedMBConv(48, 48, 192, True, True, 0.017543859649122806),
-                FusedMBConv(48, 48, 192, True, True, 0.02105263157894737),
-                FusedMBConv(48, 48, 192, True, True, 0.024561403508771933),
+                FusedMBConv(24, 48, 96, 0.010526315789473686, stride=2),
+                FusedMBConv(48, 48, 192, 0.014035087719298246),
+                FusedMBConv(48, 48, 192, 0.017543859649122806),
+                FusedMBConv(48, 48, 192, 0.02105263157894737),
+                FusedMBConv(48, 48, 192, 0.024561403508771933),
             ),
             nn.Sequential(
-                FusedMBConv(48, 80, 192, True, False, 0.028070175438596492, stride=2),
-                FusedMBConv(80, 80, 320, True, True, 0.031578947368421054),
-                FusedMBConv(80, 80, 320, True, True, 0.03508771929824561),
-                FusedMBConv(80, 80, 320, True, True, 0.03859649122807018),
-                FusedMBConv(80, 80, 320, True, True, 0.04210526315789474),
+                FusedMBConv(48, 80, 192, 0.028070175438596492, stride=2),
+                FusedMBConv(80, 80, 320, 0.031578947368421054),
+                FusedMBConv(80, 80, 320, 0.03508771929824561),
+                FusedMBConv(80, 80, 320, 0.03859649122807018),
+                FusedMBConv(80, 80, 320, 0.04210526315789474),
             ),
             nn.Sequential(
-                MBConv(80, 160, 320, 20, False, 0.0456140350877193, stride=2),
-                MBConv(160, 160, 640, 40, True, 0.04912280701754387),
-                MBConv(160, 160, 640, 40, True, 0.05263157894736842),
-                MBConv(160, 160, 640, 40, True, 0.056140350877192984),
-                MBConv(160, 160, 640, 40, True, 0.05964912280701755),
-                MBConv(160, 160, 640, 40, True, 0.06315789473684211),
-                MBConv(160, 160, 640, 40, True, 0.06666666666666667),
+                MBConv(80, 160, 320, 20, 0.0456140350877193, stride=2),
+                MBConv(160, 160, 640, 40, 0.04912280701754387),
+                MBConv(160, 160, 640, 40, 0.05263157894736842),
+                MBConv(160, 160, 640, 40, 0.056140350877192984),
+                MBConv(160, 160, 640, 40, 0.05964912280701755),
+                MBConv(160, 160, 640, 40, 0.06315789473684211),
+                MBConv(160, 160, 640, 40, 0.06666666666666667),
             ),
             nn.Sequential(
-                MBConv(160, 176, 960, 40, False, 0.07017543859649122),
-                MBConv(176, 176, 1056, 44, True, 0.0736842105263158),
-                MBConv(176, 176, 1056, 44, True, 0.07719298245614035),
-                MBConv(176, 176, 1056, 44, True, 0.08070175438596493),
-                MBConv(176, 176, 1056, 44, True, 0.08421052631578949),
-                MBConv(176, 176, 1056, 44, True, 0.08771929824561403),
-                MBConv(176, 176, 1056, 44, True, 0.0912280701754386),
-                MBConv(176, 176, 1056, 44, True, 0.09473684210526316),
-                MBConv(176, 176, 1056, 44, True, 0.09824561403508773),
-                MBConv(176, 176, 1056, 44, True, 0.10175438596491229),
-                MBConv(176, 176, 1056, 44, True, 0.10526315789473684),
-                MBConv(176, 176, 1056, 44, True, 0.10877192982456141),
-                MBConv(176, 176, 1056, 44, True, 0.11228070175438597),
-                MBConv(176, 176, 1056, 44, True, 0.11578947368421054),
+                MBConv(160, 176, 960, 40, 0.07017543859649122),
+                MBConv(176, 176, 1056, 44, 0.0736842105263158),
+                MBConv(176, 176, 1056, 44, 0.07719298245614035),
+                MBConv(176, 176, 1056, 44, 0.08070175438596493),
+                MBConv(176, 176, 1056, 44, 0.08421052631578949),
+                MBConv(176, 176, 1056, 44, 0.08771929824561403),
+                MBConv(176, 176, 1056, 44, 0.0912280701754386),
+                MBConv(176, 176, 1056, 44, 0.09473684210526316),
+                MBConv(176, 176, 1056, 44, 0.09824561403508773),
+                MBConv(176, 176, 1056, 44, 0.10175438596491229),
+                MBConv(176, 176, 1056, 44, 0.10526315789473684),
+                MBConv(176, 176, 1056, 44, 0.10877192982456141),
+                MBConv(176, 176, 1056, 44, 0.11228070175438597),
+                MBConv(176, 176, 1056, 44, 0.11578947368421054),
             ),
             nn.Sequential(
-                MBConv(176, 304, 1056, 44, False, 0.1192982456140351, stride=2),
-                MBConv(304, 304, 1824, 76, True, 0.12280701754385964),
-                MBConv(304, 304, 1824, 76, True, 0.12631578947368421),
-                MBConv(304, 304, 1824, 76, True, 0.1298245614035088),
-                MBConv(304, 304, 1824, 76, True, 0.13333333333333333),
-                MBConv(304, 304, 1824, 76, True, 0.1368421052631579),
-                MBConv(304, 304, 1824, 76, True, 0.14035087719298245),
-                MBConv(304, 304, 1824, 76, True, 0.14385964912280705),
-                MBConv(304, 304, 1824, 76, True, 0.1473684210526316),
-                MBConv(304, 304, 1824, 76, True, 0.15087719298245614),
-                MBConv(304, 304, 1824, 76, True, 0.1543859649122807),
-                MBConv(304, 304, 1824, 76, True, 0.15789473684210525),
-                MBConv(304, 304, 1824, 76, True, 0.16140350877192985),
-                MBConv(304, 304, 1824, 76, True, 0.1649122807017544),
-                MBConv(304, 304, 1824, 76, True, 0.16842105263157897),
-                MBConv(304, 304, 1824, 76, True, 0.17192982456140352),
-                MBConv(304, 304, 1824, 76, True, 0.17543859649122806),
-                MBConv(304, 304, 1824, 76, True, 0.17894736842105266),
+                MBConv(176, 304, 1056, 44, 0.1192982456140351, stride=2),
+                MBConv(304, 304, 1824, 76, 0.12280701754385964),
+                MBConv(304, 304, 1824, 76, 0.12631578947368421),
+                MBConv(304, 304, 1824, 76, 0.1298245614035088),
+                MBConv(304, 304, 1824, 76, 0.13333333333333333),
+                MBConv(304, 304, 1824, 76, 0.1368421052631579),
+                MBConv(304, 304, 1824, 76, 0.14035087719298245),
+                MBConv(304, 304, 1824, 76, 0.14385964912280705),
+                MBConv(304, 304, 1824, 76, 0.1473684210526316),
+                MBConv(304, 304, 1824, 76, 0.15087719298245614),
+                MBConv(304, 304, 1824, 76, 0.1543859649122807),
+                MBConv(304, 304, 1824, 76, 0.15789473684210525),
+                MBConv(304, 304, 1824, 76, 0.16140350877192985),
+                MBConv(304, 304, 1824, 76, 0.1649122807017544),
+                MBConv(304, 304, 1824, 76, 0.16842105263157897),
+                MBConv(304, 304, 1824, 76, 0.17192982456140352),
+                MBConv(304, 304, 1824, 76, 0.17543859649122806),
+                MBConv(304, 304, 1824, 76, 0.17894736842105266),
             ),
             nn.Sequential(
-                MBConv(304, 512, 1824, 76, False, 0.1824561403508772),
-                MBConv(512, 512, 3072, 128, True, 0.18596491228070178),
-                MBConv(512, 512, 3072, 128, True, 0.18947368421052632),
-                MBConv(512, 512, 3072, 128, True, 0.19298245614035087),
-                MBConv(512, 512, 3072, 128, True, 0.19649122807017547),
+                MBConv(304, 512, 1824, 76, 0.1824561403508772),
+                MBConv(512, 512, 3072, 128, 0.18596491228070178),
+                MBConv(512, 512, 3072, 128, 0.18947368421052632),
+                MBConv(512, 512, 3072, 128, 0.19298245614035087),
+                MBConv(512, 512, 3072, 128, 0.19649122807017547),
             ),
-            ConvBnSilu(512, 1280, 0, kernel=1),
+            ConvBnSilu(512, 1280, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

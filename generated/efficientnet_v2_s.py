@@ -52,12 +52,12 @@ class ConvBnSilu(nn.Sequential):
         self,
         in_channels: int,
         out: int,
-        padding: int,
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
         activation: bool = True,
     ) -> None:
+        padding = (kernel - 1) // 2
         layers = [
             nn.Conv2d(
                 in_channels,
@@ -108,24 +108,19 @@ class FusedMBConv(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out: int,
-        hidden: int,
-        expand: bool,
-        skip: bool,
-        sd_prob: float,
-        stride: int = 1,
+        self, in_channels: int, out: int, hidden: int, sd_prob: float, stride: int = 1
     ) -> None:
         super().__init__()
+        expand = hidden != in_channels
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
         if expand:
-            layers.append(ConvBnSilu(in_channels, hidden, 1, stride=stride))
+            layers.append(ConvBnSilu(in_channels, hidden, stride=stride))
         if expand:
-            layers.append(ConvBnSilu(hidden, out, 0, kernel=1, activation=False))
+            layers.append(ConvBnSilu(hidden, out, kernel=1, activation=False))
         if not expand:
-            layers.append(ConvBnSilu(in_channels, in_channels, 1))
+            layers.append(ConvBnSilu(in_channels, in_channels))
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = None
         if skip:
@@ -150,22 +145,16 @@ class MBConv(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out: int,
-        hidden: int,
-        squeeze: int,
-        skip: bool,
-        sd_prob: float,
-        stride: int = 1,
+        self, in_channels: int, out: int, hidden: int, squeeze: int, sd_prob: float, stride: int = 1
     ) -> None:
         super().__init__()
+        skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         self.block = nn.Sequential(
-            ConvBnSilu(in_channels, hidden, 0, kernel=1),
-            ConvBnSilu(hidden, hidden, 1, stride=stride, groups=hidden),
+            ConvBnSilu(in_channels, hidden, kernel=1),
+            ConvBnSilu(hidden, hidden, stride=stride, groups=hidden),
             SqueezeExcitation(hidden, squeeze),
-            ConvBnSilu(hidden, out, 0, kernel=1, activation=False),
+            ConvBnSilu(hidden, out, kernel=1, activation=False),
         )
         self.stochastic_depth = None
         if skip:
@@ -186,60 +175,57 @@ class EfficientNetV2S(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvBnSilu(3, 24, 1, stride=2),
+            ConvBnSilu(3, 24, stride=2),
+            nn.Sequential(FusedMBConv(24, 24, 24, 0.0), FusedMBConv(24, 24, 24, 0.005)),
             nn.Sequential(
-                FusedMBConv(24, 24, 24, False, True, 0.0),
-                FusedMBConv(24, 24, 24, False, True, 0.005),
+                FusedMBConv(24, 48, 96, 0.01, stride=2),
+                FusedMBConv(48, 48, 192, 0.015000000000000003),
+                FusedMBConv(48, 48, 192, 0.02),
+                FusedMBConv(48, 48, 192, 0.025),
             ),
             nn.Sequential(
-                FusedMBConv(24, 48, 96, True, False, 0.01, stride=2),
-                FusedMBConv(48, 48, 192, True, True, 0.015000000000000003),
-                FusedMBConv(48, 48, 192, True, True, 0.02),
-                FusedMBConv(48, 48, 192, True, True, 0.025),
+                FusedMBConv(48, 64, 192, 0.030000000000000006, stride=2),
+                FusedMBConv(64, 64, 256, 0.035),
+                FusedMBConv(64, 64, 256, 0.04),
+                FusedMBConv(64, 64, 256, 0.045),
             ),
             nn.Sequential(
-                FusedMBConv(48, 64, 192, True, False, 0.030000000000000006, stride=2),
-                FusedMBConv(64, 64, 256, True, True, 0.035),
-                FusedMBConv(64, 64, 256, True, True, 0.04),
-                FusedMBConv(64, 64, 256, True, True, 0.045),
+                MBConv(64, 128, 256, 16, 0.05, stride=2),
+                MBConv(128, 128, 512, 32, 0.05500000000000001),
+                MBConv(128, 128, 512, 32, 0.06000000000000001),
+                MBConv(128, 128, 512, 32, 0.065),
+                MBConv(128, 128, 512, 32, 0.07),
+                MBConv(128, 128, 512, 32, 0.075),
             ),
             nn.Sequential(
-                MBConv(64, 128, 256, 16, False, 0.05, stride=2),
-                MBConv(128, 128, 512, 32, True, 0.05500000000000001),
-                MBConv(128, 128, 512, 32, True, 0.06000000000000001),
-                MBConv(128, 128, 512, 32, True, 0.065),
-                MBConv(128, 128, 512, 32, True, 0.07),
-                MBConv(128, 128, 512, 32, True, 0.075),
+                MBConv(128, 160, 768, 32, 0.08),
+                MBConv(160, 160, 960, 40, 0.085),
+                MBConv(160, 160, 960, 40, 0.09),
+                MBConv(160, 160, 960, 40, 0.095),
+                MBConv(160, 160, 960, 40, 0.1),
+                MBConv(160, 160, 960, 40, 0.10500000000000001),
+                MBConv(160, 160, 960, 40, 0.11000000000000001),
+                MBConv(160, 160, 960, 40, 0.11500000000000002),
+                MBConv(160, 160, 960, 40, 0.12000000000000002),
             ),
             nn.Sequential(
-                MBConv(128, 160, 768, 32, False, 0.08),
-                MBConv(160, 160, 960, 40, True, 0.085),
-                MBConv(160, 160, 960, 40, True, 0.09),
-                MBConv(160, 160, 960, 40, True, 0.095),
-                MBConv(160, 160, 960, 40, True, 0.1),
-                MBConv(160, 160, 960, 40, True, 0.10500000000000001),
-                MBConv(160, 160, 960, 40, True, 0.11000000000000001),
-                MBConv(160, 160, 960, 40, True, 0.11500000000000002),
-                MBConv(160, 160, 960, 40, True, 0.12000000000000002),
+                MBConv(160, 256, 960, 40, 0.125, stride=2),
+                MBConv(256, 256, 1536, 64, 0.13),
+                MBConv(256, 256, 1536, 64, 0.135),
+                MBConv(256, 256, 1536, 64, 0.14),
+                MBConv(256, 256, 1536, 64, 0.14500000000000002),
+                MBConv(256, 256, 1536, 64, 0.15),
+                MBConv(256, 256, 1536, 64, 0.155),
+                MBConv(256, 256, 1536, 64, 0.16),
+                MBConv(256, 256, 1536, 64, 0.165),
+                MBConv(256, 256, 1536, 64, 0.17),
+                MBConv(256, 256, 1536, 64, 0.175),
+                MBConv(256, 256, 1536, 64, 0.18),
+                MBConv(256, 256, 1536, 64, 0.185),
+                MBConv(256, 256, 1536, 64, 0.19),
+                MBConv(256, 256, 1536, 64, 0.195),
             ),
-            nn.Sequential(
-                MBConv(160, 256, 960, 40, False, 0.125, stride=2),
-                MBConv(256, 256, 1536, 64, True, 0.13),
-                MBConv(256, 256, 1536, 64, True, 0.135),
-                MBConv(256, 256, 1536, 64, True, 0.14),
-                MBConv(256, 256, 1536, 64, True, 0.14500000000000002),
-                MBConv(256, 256, 1536, 64, True, 0.15),
-                MBConv(256, 256, 1536, 64, True, 0.155),
-                MBConv(256, 256, 1536, 64, True, 0.16),
-                MBConv(256, 256, 1536, 64, True, 0.165),
-                MBConv(256, 256, 1536, 64, True, 0.17),
-                MBConv(256, 256, 1536, 64, True, 0.175),
-                MBConv(256, 256, 1536, 64, True, 0.18),
-                MBConv(256, 256, 1536, 64, True, 0.185),
-                MBConv(256, 256, 1536, 64, True, 0.19),
-                MBConv(256, 256, 1536, 64, True, 0.195),
-            ),
-            ConvBnSilu(256, 1280, 0, kernel=1),
+            ConvBnSilu(256, 1280, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

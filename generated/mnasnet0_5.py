@@ -22,25 +22,20 @@ class InvertedResidual(nn.Module):
         in_channels: int,
         out: int,
         kernel: int,
-        mid: int,
-        layers_layer3_padding: int,
+        expansion: int,
         stride: int = 1,
         use_res_connect: bool = False,
     ) -> None:
         super().__init__()
+        mid = in_channels * expansion
+        padding = kernel // 2
         self.use_res_connect = use_res_connect
         self.layers = nn.Sequential(
             nn.Conv2d(in_channels, mid, kernel_size=1, bias=False),
             nn.BatchNorm2d(mid, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
             nn.Conv2d(
-                mid,
-                mid,
-                kernel_size=kernel,
-                stride=stride,
-                padding=layers_layer3_padding,
-                groups=mid,
-                bias=False,
+                mid, mid, kernel_size=kernel, stride=stride, padding=padding, groups=mid, bias=False
             ),
             nn.BatchNorm2d(mid, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
@@ -70,26 +65,25 @@ class Mnasnet0_5(nn.Module):
             nn.Conv2d(16, 8, kernel_size=1, bias=False),
             nn.BatchNorm2d(8, momentum=0.00029999999999996696),
             nn.Sequential(
-                InvertedResidual(8, 16, 3, 24, 1, stride=2),
-                *[InvertedResidual(16, 16, 3, 48, 1, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(8, 16, 3, 3, stride=2),
+                *[InvertedResidual(16, 16, 3, 3, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(16, 24, 5, 48, 2, stride=2),
-                *[InvertedResidual(24, 24, 5, 72, 2, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(16, 24, 5, 3, stride=2),
+                *[InvertedResidual(24, 24, 5, 3, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(24, 40, 5, 144, 2, stride=2),
-                *[InvertedResidual(40, 40, 5, 240, 2, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(24, 40, 5, 6, stride=2),
+                *[InvertedResidual(40, 40, 5, 6, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(40, 48, 3, 240, 1),
-                InvertedResidual(48, 48, 3, 288, 1, use_res_connect=True),
+                InvertedResidual(40, 48, 3, 6), InvertedResidual(48, 48, 3, 6, use_res_connect=True)
             ),
             nn.Sequential(
-                InvertedResidual(48, 96, 5, 288, 2, stride=2),
-                *[InvertedResidual(96, 96, 5, 576, 2, use_res_connect=True) for _ in range(3)],
+                InvertedResidual(48, 96, 5, 6, stride=2),
+                *[InvertedResidual(96, 96, 5, 6, use_res_connect=True) for _ in range(3)],
             ),
-            nn.Sequential(InvertedResidual(96, 160, 3, 576, 1)),
+            nn.Sequential(InvertedResidual(96, 160, 3, 6)),
             nn.Conv2d(160, 1280, kernel_size=1, bias=False),
             nn.BatchNorm2d(1280, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),

@@ -22,25 +22,20 @@ class InvertedResidual(nn.Module):
         in_channels: int,
         out: int,
         kernel: int,
-        mid: int,
-        layers_layer3_padding: int,
+        expansion: int,
         stride: int = 1,
         use_res_connect: bool = False,
     ) -> None:
         super().__init__()
+        mid = in_channels * expansion
+        padding = kernel // 2
         self.use_res_connect = use_res_connect
         self.layers = nn.Sequential(
             nn.Conv2d(in_channels, mid, kernel_size=1, bias=False),
             nn.BatchNorm2d(mid, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
             nn.Conv2d(
-                mid,
-                mid,
-                kernel_size=kernel,
-                stride=stride,
-                padding=layers_layer3_padding,
-                groups=mid,
-                bias=False,
+                mid, mid, kernel_size=kernel, stride=stride, padding=padding, groups=mid, bias=False
             ),
             nn.BatchNorm2d(mid, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
@@ -70,26 +65,25 @@ class Mnasnet0_75(nn.Module):
             nn.Conv2d(24, 16, kernel_size=1, bias=False),
             nn.BatchNorm2d(16, momentum=0.00029999999999996696),
             nn.Sequential(
-                InvertedResidual(16, 24, 3, 48, 1, stride=2),
-                *[InvertedResidual(24, 24, 3, 72, 1, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(16, 24, 3, 3, stride=2),
+                *[InvertedResidual(24, 24, 3, 3, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(24, 32, 5, 72, 2, stride=2),
-                *[InvertedResidual(32, 32, 5, 96, 2, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(24, 32, 5, 3, stride=2),
+                *[InvertedResidual(32, 32, 5, 3, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(32, 64, 5, 192, 2, stride=2),
-                *[InvertedResidual(64, 64, 5, 384, 2, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(32, 64, 5, 6, stride=2),
+                *[InvertedResidual(64, 64, 5, 6, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(64, 72, 3, 384, 1),
-                InvertedResidual(72, 72, 3, 432, 1, use_res_connect=True),
+                InvertedResidual(64, 72, 3, 6), InvertedResidual(72, 72, 3, 6, use_res_connect=True)
             ),
             nn.Sequential(
-                InvertedResidual(72, 144, 5, 432, 2, stride=2),
-                *[InvertedResidual(144, 144, 5, 864, 2, use_res_connect=True) for _ in range(3)],
+                InvertedResidual(72, 144, 5, 6, stride=2),
+                *[InvertedResidual(144, 144, 5, 6, use_res_connect=True) for _ in range(3)],
             ),
-            nn.Sequential(InvertedResidual(144, 240, 3, 864, 1)),
+            nn.Sequential(InvertedResidual(144, 240, 3, 6)),
             nn.Conv2d(240, 1280, kernel_size=1, bias=False),
             nn.BatchNorm2d(1280, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),

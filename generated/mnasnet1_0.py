@@ -22,25 +22,20 @@ class InvertedResidual(nn.Module):
         in_channels: int,
         out: int,
         kernel: int,
-        mid: int,
-        layers_layer3_padding: int,
+        expansion: int,
         stride: int = 1,
         use_res_connect: bool = False,
     ) -> None:
         super().__init__()
+        mid = in_channels * expansion
+        padding = kernel // 2
         self.use_res_connect = use_res_connect
         self.layers = nn.Sequential(
             nn.Conv2d(in_channels, mid, kernel_size=1, bias=False),
             nn.BatchNorm2d(mid, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
             nn.Conv2d(
-                mid,
-                mid,
-                kernel_size=kernel,
-                stride=stride,
-                padding=layers_layer3_padding,
-                groups=mid,
-                bias=False,
+                mid, mid, kernel_size=kernel, stride=stride, padding=padding, groups=mid, bias=False
             ),
             nn.BatchNorm2d(mid, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
@@ -70,26 +65,25 @@ class Mnasnet1_0(nn.Module):
             nn.Conv2d(32, 16, kernel_size=1, bias=False),
             nn.BatchNorm2d(16, momentum=0.00029999999999996696),
             nn.Sequential(
-                InvertedResidual(16, 24, 3, 48, 1, stride=2),
-                *[InvertedResidual(24, 24, 3, 72, 1, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(16, 24, 3, 3, stride=2),
+                *[InvertedResidual(24, 24, 3, 3, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(24, 40, 5, 72, 2, stride=2),
-                *[InvertedResidual(40, 40, 5, 120, 2, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(24, 40, 5, 3, stride=2),
+                *[InvertedResidual(40, 40, 5, 3, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(40, 80, 5, 240, 2, stride=2),
-                *[InvertedResidual(80, 80, 5, 480, 2, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(40, 80, 5, 6, stride=2),
+                *[InvertedResidual(80, 80, 5, 6, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(80, 96, 3, 480, 1),
-                InvertedResidual(96, 96, 3, 576, 1, use_res_connect=True),
+                InvertedResidual(80, 96, 3, 6), InvertedResidual(96, 96, 3, 6, use_res_connect=True)
             ),
             nn.Sequential(
-                InvertedResidual(96, 192, 5, 576, 2, stride=2),
-                *[InvertedResidual(192, 192, 5, 1152, 2, use_res_connect=True) for _ in range(3)],
+                InvertedResidual(96, 192, 5, 6, stride=2),
+                *[InvertedResidual(192, 192, 5, 6, use_res_connect=True) for _ in range(3)],
             ),
-            nn.Sequential(InvertedResidual(192, 320, 3, 1152, 1)),
+            nn.Sequential(InvertedResidual(192, 320, 3, 6)),
             nn.Conv2d(320, 1280, kernel_size=1, bias=False),
             nn.BatchNorm2d(1280, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),

@@ -22,25 +22,20 @@ class InvertedResidual(nn.Module):
         in_channels: int,
         out: int,
         kernel: int,
-        mid: int,
-        layers_layer3_padding: int,
+        expansion: int,
         stride: int = 1,
         use_res_connect: bool = False,
     ) -> None:
         super().__init__()
+        mid = in_channels * expansion
+        padding = kernel // 2
         self.use_res_connect = use_res_connect
         self.layers = nn.Sequential(
             nn.Conv2d(in_channels, mid, kernel_size=1, bias=False),
             nn.BatchNorm2d(mid, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
             nn.Conv2d(
-                mid,
-                mid,
-                kernel_size=kernel,
-                stride=stride,
-                padding=layers_layer3_padding,
-                groups=mid,
-                bias=False,
+                mid, mid, kernel_size=kernel, stride=stride, padding=padding, groups=mid, bias=False
             ),
             nn.BatchNorm2d(mid, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),
@@ -70,26 +65,26 @@ class Mnasnet1_3(nn.Module):
             nn.Conv2d(40, 24, kernel_size=1, bias=False),
             nn.BatchNorm2d(24, momentum=0.00029999999999996696),
             nn.Sequential(
-                InvertedResidual(24, 32, 3, 72, 1, stride=2),
-                *[InvertedResidual(32, 32, 3, 96, 1, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(24, 32, 3, 3, stride=2),
+                *[InvertedResidual(32, 32, 3, 3, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(32, 56, 5, 96, 2, stride=2),
-                *[InvertedResidual(56, 56, 5, 168, 2, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(32, 56, 5, 3, stride=2),
+                *[InvertedResidual(56, 56, 5, 3, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(56, 104, 5, 336, 2, stride=2),
-                *[InvertedResidual(104, 104, 5, 624, 2, use_res_connect=True) for _ in range(2)],
+                InvertedResidual(56, 104, 5, 6, stride=2),
+                *[InvertedResidual(104, 104, 5, 6, use_res_connect=True) for _ in range(2)],
             ),
             nn.Sequential(
-                InvertedResidual(104, 128, 3, 624, 1),
-                InvertedResidual(128, 128, 3, 768, 1, use_res_connect=True),
+                InvertedResidual(104, 128, 3, 6),
+                InvertedResidual(128, 128, 3, 6, use_res_connect=True),
             ),
             nn.Sequential(
-                InvertedResidual(128, 248, 5, 768, 2, stride=2),
-                *[InvertedResidual(248, 248, 5, 1488, 2, use_res_connect=True) for _ in range(3)],
+                InvertedResidual(128, 248, 5, 6, stride=2),
+                *[InvertedResidual(248, 248, 5, 6, use_res_connect=True) for _ in range(3)],
             ),
-            nn.Sequential(InvertedResidual(248, 416, 3, 1488, 1)),
+            nn.Sequential(InvertedResidual(248, 416, 3, 6)),
             nn.Conv2d(416, 1280, kernel_size=1, bias=False),
             nn.BatchNorm2d(1280, momentum=0.00029999999999996696),
             nn.ReLU(inplace=True),

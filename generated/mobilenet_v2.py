@@ -17,14 +17,9 @@ class ConvNormAct(nn.Sequential):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out: int,
-        padding: int,
-        kernel: int = 3,
-        stride: int = 1,
-        groups: int = 1,
+        self, in_channels: int, out: int, kernel: int = 3, stride: int = 1, groups: int = 1
     ) -> None:
+        padding = (kernel - 1) // 2
         super().__init__(
             nn.Conv2d(
                 in_channels,
@@ -58,9 +53,9 @@ class InvertedResidual(nn.Module):
         self.use_res_connect = use_res_connect
         layers: list[nn.Module] = []
         if expand_ratio != 1:
-            layers.append(ConvNormAct(in_channels, hidden, 0, kernel=1))
+            layers.append(ConvNormAct(in_channels, hidden, kernel=1))
         layers += [
-            ConvNormAct(hidden, hidden, 1, stride=stride, groups=hidden),
+            ConvNormAct(hidden, hidden, stride=stride, groups=hidden),
             nn.Conv2d(hidden, out, kernel_size=1, bias=False),
             nn.BatchNorm2d(out),
         ]
@@ -79,7 +74,7 @@ class MobileNetV2(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvNormAct(3, 32, 1, stride=2),
+            ConvNormAct(3, 32, stride=2),
             InvertedResidual(32, 16, 1, 32),
             InvertedResidual(16, 24, 6, 96, stride=2),
             InvertedResidual(24, 24, 6, 144, use_res_connect=True),
@@ -92,7 +87,7 @@ class MobileNetV2(nn.Module):
             InvertedResidual(96, 160, 6, 576, stride=2),
             *[InvertedResidual(160, 160, 6, 960, use_res_connect=True) for _ in range(2)],
             InvertedResidual(160, 320, 6, 960),
-            ConvNormAct(320, 1280, 0, kernel=1),
+            ConvNormAct(320, 1280, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

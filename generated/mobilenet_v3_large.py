@@ -22,12 +22,12 @@ class ConvNormAct(nn.Sequential):
         self,
         in_channels: int,
         out: int,
-        padding: int,
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
         act: type[nn.Module] = nn.ReLU,
     ) -> None:
+        padding = (kernel - 1) // 2
         super().__init__(
             nn.Conv2d(
                 in_channels,
@@ -81,7 +81,6 @@ class InvertedResidual(nn.Module):
         se: bool,
         act: type[nn.Module],
         squeeze: int,
-        block_layer0_padding: int,
         stride: int = 1,
         use_res_connect: bool = False,
     ) -> None:
@@ -89,17 +88,9 @@ class InvertedResidual(nn.Module):
         self.use_res_connect = use_res_connect
         layers: list[nn.Module] = []
         if expanded != in_channels:
-            layers.append(ConvNormAct(in_channels, expanded, 0, kernel=1, act=act))
+            layers.append(ConvNormAct(in_channels, expanded, kernel=1, act=act))
         layers.append(
-            ConvNormAct(
-                expanded,
-                expanded,
-                block_layer0_padding,
-                kernel=kernel,
-                stride=stride,
-                groups=expanded,
-                act=act,
-            )
+            ConvNormAct(expanded, expanded, kernel=kernel, stride=stride, groups=expanded, act=act)
         )
         if se:
             layers.append(SqueezeExcitation(expanded, squeeze))
@@ -124,23 +115,23 @@ class MobileNetV3Large(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvNormAct(3, 16, 1, stride=2, act=nn.Hardswish),
-            InvertedResidual(16, 3, 16, 16, False, nn.ReLU, 8, 1, use_res_connect=True),
-            InvertedResidual(16, 3, 64, 24, False, nn.ReLU, 16, 1, stride=2),
-            InvertedResidual(24, 3, 72, 24, False, nn.ReLU, 24, 1, use_res_connect=True),
-            InvertedResidual(24, 5, 72, 40, True, nn.ReLU, 24, 2, stride=2),
-            InvertedResidual(40, 5, 120, 40, True, nn.ReLU, 32, 2, use_res_connect=True),
-            InvertedResidual(40, 5, 120, 40, True, nn.ReLU, 32, 2, use_res_connect=True),
-            InvertedResidual(40, 3, 240, 80, False, nn.Hardswish, 64, 1, stride=2),
-            InvertedResidual(80, 3, 200, 80, False, nn.Hardswish, 48, 1, use_res_connect=True),
-            InvertedResidual(80, 3, 184, 80, False, nn.Hardswish, 48, 1, use_res_connect=True),
-            InvertedResidual(80, 3, 184, 80, False, nn.Hardswish, 48, 1, use_res_connect=True),
-            InvertedResidual(80, 3, 480, 112, True, nn.Hardswish, 120, 1),
-            InvertedResidual(112, 3, 672, 112, True, nn.Hardswish, 168, 1, use_res_connect=True),
-            InvertedResidual(112, 5, 672, 160, True, nn.Hardswish, 168, 2, stride=2),
-            InvertedResidual(160, 5, 960, 160, True, nn.Hardswish, 240, 2, use_res_connect=True),
-            InvertedResidual(160, 5, 960, 160, True, nn.Hardswish, 240, 2, use_res_connect=True),
-            ConvNormAct(160, 960, 0, kernel=1, act=nn.Hardswish),
+            ConvNormAct(3, 16, stride=2, act=nn.Hardswish),
+            InvertedResidual(16, 3, 16, 16, False, nn.ReLU, 8, use_res_connect=True),
+            InvertedResidual(16, 3, 64, 24, False, nn.ReLU, 16, stride=2),
+            InvertedResidual(24, 3, 72, 24, False, nn.ReLU, 24, use_res_connect=True),
+            InvertedResidual(24, 5, 72, 40, True, nn.ReLU, 24, stride=2),
+            InvertedResidual(40, 5, 120, 40, True, nn.ReLU, 32, use_res_connect=True),
+            InvertedResidual(40, 5, 120, 40, True, nn.ReLU, 32, use_res_connect=True),
+            InvertedResidual(40, 3, 240, 80, False, nn.Hardswish, 64, stride=2),
+            InvertedResidual(80, 3, 200, 80, False, nn.Hardswish, 48, use_res_connect=True),
+            InvertedResidual(80, 3, 184, 80, False, nn.Hardswish, 48, use_res_connect=True),
+            InvertedResidual(80, 3, 184, 80, False, nn.Hardswish, 48, use_res_connect=True),
+            InvertedResidual(80, 3, 480, 112, True, nn.Hardswish, 120),
+            InvertedResidual(112, 3, 672, 112, True, nn.Hardswish, 168, use_res_connect=True),
+            InvertedResidual(112, 5, 672, 160, True, nn.Hardswish, 168, stride=2),
+            InvertedResidual(160, 5, 960, 160, True, nn.Hardswish, 240, use_res_connect=True),
+            InvertedResidual(160, 5, 960, 160, True, nn.Hardswish, 240, use_res_connect=True),
+            ConvNormAct(160, 960, kernel=1, act=nn.Hardswish),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

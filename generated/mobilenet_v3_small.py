@@ -21,12 +21,12 @@ class ConvNormAct(nn.Sequential):
         self,
         in_channels: int,
         out: int,
-        padding: int,
         kernel: int = 3,
         stride: int = 1,
         groups: int = 1,
         act: type[nn.Module] = nn.ReLU,
     ) -> None:
+        padding = (kernel - 1) // 2
         super().__init__(
             nn.Conv2d(
                 in_channels,
@@ -80,7 +80,6 @@ class InvertedResidual(nn.Module):
         se: bool,
         act: type[nn.Module],
         squeeze: int,
-        block_layer0_padding: int,
         stride: int = 1,
         use_res_connect: bool = False,
     ) -> None:
@@ -88,17 +87,9 @@ class InvertedResidual(nn.Module):
         self.use_res_connect = use_res_connect
         layers: list[nn.Module] = []
         if expanded != in_channels:
-            layers.append(ConvNormAct(in_channels, expanded, 0, kernel=1, act=act))
+            layers.append(ConvNormAct(in_channels, expanded, kernel=1, act=act))
         layers.append(
-            ConvNormAct(
-                expanded,
-                expanded,
-                block_layer0_padding,
-                kernel=kernel,
-                stride=stride,
-                groups=expanded,
-                act=act,
-            )
+            ConvNormAct(expanded, expanded, kernel=kernel, stride=stride, groups=expanded, act=act)
         )
         if se:
             layers.append(SqueezeExcitation(expanded, squeeze))
@@ -123,19 +114,19 @@ class MobileNetV3Small(nn.Module):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            ConvNormAct(3, 16, 1, stride=2, act=nn.Hardswish),
-            InvertedResidual(16, 3, 16, 16, True, nn.ReLU, 8, 1, stride=2),
-            InvertedResidual(16, 3, 72, 24, False, nn.ReLU, 24, 1, stride=2),
-            InvertedResidual(24, 3, 88, 24, False, nn.ReLU, 24, 1, use_res_connect=True),
-            InvertedResidual(24, 5, 96, 40, True, nn.Hardswish, 24, 2, stride=2),
-            InvertedResidual(40, 5, 240, 40, True, nn.Hardswish, 64, 2, use_res_connect=True),
-            InvertedResidual(40, 5, 240, 40, True, nn.Hardswish, 64, 2, use_res_connect=True),
-            InvertedResidual(40, 5, 120, 48, True, nn.Hardswish, 32, 2),
-            InvertedResidual(48, 5, 144, 48, True, nn.Hardswish, 40, 2, use_res_connect=True),
-            InvertedResidual(48, 5, 288, 96, True, nn.Hardswish, 72, 2, stride=2),
-            InvertedResidual(96, 5, 576, 96, True, nn.Hardswish, 144, 2, use_res_connect=True),
-            InvertedResidual(96, 5, 576, 96, True, nn.Hardswish, 144, 2, use_res_connect=True),
-            ConvNormAct(96, 576, 0, kernel=1, act=nn.Hardswish),
+            ConvNormAct(3, 16, stride=2, act=nn.Hardswish),
+            InvertedResidual(16, 3, 16, 16, True, nn.ReLU, 8, stride=2),
+            InvertedResidual(16, 3, 72, 24, False, nn.ReLU, 24, stride=2),
+            InvertedResidual(24, 3, 88, 24, False, nn.ReLU, 24, use_res_connect=True),
+            InvertedResidual(24, 5, 96, 40, True, nn.Hardswish, 24, stride=2),
+            InvertedResidual(40, 5, 240, 40, True, nn.Hardswish, 64, use_res_connect=True),
+            InvertedResidual(40, 5, 240, 40, True, nn.Hardswish, 64, use_res_connect=True),
+            InvertedResidual(40, 5, 120, 48, True, nn.Hardswish, 32),
+            InvertedResidual(48, 5, 144, 48, True, nn.Hardswish, 40, use_res_connect=True),
+            InvertedResidual(48, 5, 288, 96, True, nn.Hardswish, 72, stride=2),
+            InvertedResidual(96, 5, 576, 96, True, nn.Hardswish, 144, use_res_connect=True),
+            InvertedResidual(96, 5, 576, 96, True, nn.Hardswish, 144, use_res_connect=True),
+            ConvNormAct(96, 576, kernel=1, act=nn.Hardswish),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()

@@ -89,8 +89,9 @@ class ShuffleUnit(nn.Module):
     concatenation is channel-shuffled in 2 groups.
     """
 
-    def __init__(self, half: int) -> None:
+    def __init__(self, in_channels: int) -> None:
         super().__init__()
+        half = in_channels // 2
         self.branch1 = nn.Sequential()
         self.branch2 = nn.Sequential(
             nn.Conv2d(half, half, kernel_size=1, bias=False),
@@ -123,9 +124,9 @@ class ShufflenetV2X0_5(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.stage2 = nn.Sequential(ShuffleDown(24), *[ShuffleUnit(24) for _ in range(3)])
-        self.stage3 = nn.Sequential(ShuffleDown(48), *[ShuffleUnit(48) for _ in range(7)])
-        self.stage4 = nn.Sequential(ShuffleDown(96), *[ShuffleUnit(96) for _ in range(3)])
+        self.stage2 = nn.Sequential(ShuffleDown(24), *[ShuffleUnit(48) for _ in range(3)])
+        self.stage3 = nn.Sequential(ShuffleDown(48), *[ShuffleUnit(96) for _ in range(7)])
+        self.stage4 = nn.Sequential(ShuffleDown(96), *[ShuffleUnit(192) for _ in range(3)])
         self.conv5 = nn.Sequential(
             nn.Conv2d(192, last, kernel_size=1, bias=False),
             nn.BatchNorm2d(last),

@@ -39,8 +39,9 @@ class ShuffleDown(nn.Module):
     half of `out` channels; their concatenation is channel-shuffled in 2 groups.
     """
 
-    def __init__(self, in_channels: int, half: int) -> None:
+    def __init__(self, in_channels: int, out: int) -> None:
         super().__init__()
+        half = out // 2
         self.branch1 = nn.Sequential(
             nn.Conv2d(
                 in_channels,
@@ -82,8 +83,9 @@ class ShuffleUnit(nn.Module):
     concatenation is channel-shuffled in 2 groups.
     """
 
-    def __init__(self, half: int) -> None:
+    def __init__(self, in_channels: int) -> None:
         super().__init__()
+        half = in_channels // 2
         self.branch1 = nn.Sequential()
         self.branch2 = nn.Sequential(
             nn.Conv2d(half, half, kernel_size=1, bias=False),
@@ -116,9 +118,9 @@ class ShufflenetV2X2_0(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.stage2 = nn.Sequential(ShuffleDown(24, 122), *[ShuffleUnit(122) for _ in range(3)])
-        self.stage3 = nn.Sequential(ShuffleDown(244, 244), *[ShuffleUnit(244) for _ in range(7)])
-        self.stage4 = nn.Sequential(ShuffleDown(488, 488), *[ShuffleUnit(488) for _ in range(3)])
+        self.stage2 = nn.Sequential(ShuffleDown(24, 244), *[ShuffleUnit(244) for _ in range(3)])
+        self.stage3 = nn.Sequential(ShuffleDown(244, 488), *[ShuffleUnit(488) for _ in range(7)])
+        self.stage4 = nn.Sequential(ShuffleDown(488, 976), *[ShuffleUnit(976) for _ in range(3)])
         self.conv5 = nn.Sequential(
             nn.Conv2d(976, last, kernel_size=1, bias=False),
             nn.BatchNorm2d(last),

@@ -489,7 +489,8 @@ def test_mobile_blocks_read_like_torchvision():
     assert "act: type[nn.Module] = nn.ReLU," in large and "act(inplace=True)," in large
     assert "        if expanded != in_channels:\n            layers.append(ConvNormAct(" in large
     assert "        if se:\n            layers.append(SqueezeExcitation(expanded, squeeze))" in large
-    assert "ConvNormAct(3, 16, 1, stride=2, act=nn.Hardswish)" in large
+    assert "ConvNormAct(3, 16, stride=2, act=nn.Hardswish)" in large
+    assert "        padding = (kernel - 1) // 2\n" in large  # a let computed, not passed
     v2 = (GENERATED / "mobilenet_v2.py").read_text()
     assert classes_of(v2) == ["ConvNormAct", "InvertedResidual", "MobileNetV2"]
     assert "        if expand_ratio != 1:\n" in v2

@@ -33,6 +33,7 @@ from archc.backends.codegen.names import (
 from archc.backends.codegen.render import imports, names
 from archc.backends.codegen.runs import progression_unit, segment, split_number, step_of
 from archc.backends.codegen.terms import Child, ClassCall, Container, Hole, Instance, LayerCall
+from archc.spec.schema import Template
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -358,6 +359,28 @@ def test_holes_are_named_after_the_first_candidate_with_their_values():
         "out_channels",
         "conv2_groups",
     ]
+
+
+def test_a_let_the_class_can_compute_is_computed_not_passed():
+    """`padding = (kernel - 1) // 2` in __init__, as torchvision's Conv2dNormActivation; a let
+    calling a function (make_divisible) stays an argument; an `if:` reading a let tests it."""
+    template = Template(
+        params={"kernel": None, "width": None},
+        let={"padding": "${(kernel - 1) // 2}", "mid": "${make_divisible(width, 8)}", "expand": "${mid != in_channels}"},
+        body="relu",
+    )
+    insts = [
+        Instance(("block", "b"), "seq", (c_in, 8, 8), (c_in, 8, 8), {"kernel": k, "width": w})
+        for c_in, k, w in ((16, 3, 16), (16, 5, 30))
+    ]
+    resolver = Resolver(insts, template)
+    padding, mid, flag = Hole([1, 2], "conv_padding"), Hole([16, 32], "conv_out"), Hole([False, True], "x", "flag")
+    for hole in (padding, mid):
+        resolver.resolve(hole)
+    assert resolver.condition(flag, "${expand}")
+    assert (padding.expr, mid.expr, flag.expr) == ("padding", "mid", "expand")
+    assert [p.name for p in resolver.ordered()] == ["in_channels", "kernel", "mid"]
+    assert resolver.local_lines() == ["padding = (kernel - 1) // 2", "expand = mid != in_channels"]
 
 
 def test_arguments_with_defaults_go_last_flags_last_of_all():

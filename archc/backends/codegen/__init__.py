@@ -9,7 +9,9 @@ base class, how its children are grouped, its forward, its docstring, a helper c
 instances of one block type are
 anti-unified into one class: what all instances share is written into the class, what differs
 becomes a constructor argument, named after the template parameter (or `in_channels`, ...)
-whose values it matches. Stages and dense blocks become loops over runs of equal (or
+whose values it matches (a layer class too: `act=nn.Hardswish`). Numbered layers are aligned by
+the template entry that wrote them, so a layer its `if:` leaves out of some instances is built
+under that condition (`if se:`); lets the class can compute from its arguments are computed. Stages and dense blocks become loops over runs of equal (or
 arithmetically growing) blocks, so a file grows with block types and stages, not depth.
 Model-level parameters that feed layers directly (found by recompiling the spec with other
 values) become keyword arguments of the model. jinja2 templates lay the file out and a small

@@ -103,6 +103,7 @@ class Candidate:
     order: Order
     default: Any = NO_DEFAULT
     roles: tuple = ("value", "step")
+    source: str = ""  # a let's expression (without `${}`)
 
 
 class Resolver:
@@ -118,6 +119,8 @@ class Resolver:
         if model_params is None:
             self.candidates = list(candidates(instances, template))
         self.names = Namespace({c.name for c in self.candidates})  # the class's arguments
+        # lets computed in __init__: name -> (order, code, values)
+        self.locals: dict[str, tuple[Order, str, list]] = {}
 
     def resolve(self, hole: Hole) -> None:
         present = [v for v in hole.column if v is not MISSING]
@@ -138,10 +141,12 @@ class Resolver:
             hole.expr = self.model_param(first.name, hole.column).name
             return
         if hole.role == "flag":  # a switch the class has already (a layer's flag, a setting)
-            for param in self.params.values():
-                if all(v is MISSING or same(v, c) for v, c in zip(hole.column, param.column)):
-                    if all(type(c) is bool for c in param.column):
-                        hole.expr = param.name
+            switches = [(p.name, p.column) for p in self.params.values()]
+            switches += [(name, column) for name, (_, _, column) in self.locals.items()]
+            for name, column in switches:
+                if all(v is MISSING or same(v, c) for v, c in zip(hole.column, column)):
+                    if all(type(c) is bool for c in column):
+                        hole.expr = name
                         return
         common = Counter(repr(v) for v in present).most_common(1)[0][0]
         filler = next(v for v in present if repr(v) == common)
@@ -167,15 +172,43 @@ class Resolver:
                 continue
             if not all(v is MISSING or same(plain(v), c) for v, c in zip(hole.column, cand.column)):
                 continue
-            if tied and cand.expr != cand.name:
+            if tied and (cand.expr != cand.name or cand.name in self.locals):
                 continue  # a model parameter cannot stand for one element of a list argument
             param = self.params.get(cand.name)
             if param is not None and not param.accepts(hole.column):
                 continue
             hole.expr = cand.expr
-            self.param(cand.name, cand.param_column, cand.order, cand.default).tie(hole.column)
+            if tied or not self.compute(cand):
+                self.param(cand.name, cand.param_column, cand.order, cand.default).tie(hole.column)
             return True
         return False
+
+    def compute(self, cand: Candidate) -> bool:
+        """Compute a let in __init__ from the class's arguments (`padding = (kernel - 1) // 2`,
+        as torchvision's Conv2dNormActivation does) where its expression reads only block
+        parameters, the input width and such lets, and calls no function."""
+        if cand.name in self.locals:
+            return True
+        if not cand.source or cand.name in self.params:
+            return False
+        tree = expr.parse(cand.source)
+        words = expr.names(cand.source)
+        plain = {c.name: c for c in self.candidates if c.expr == c.name and "value" in c.roles}
+        if any(isinstance(n, (ast.Call, ast.IfExp)) for n in ast.walk(tree)) or not all(
+            w in plain and w != cand.name and (not plain[w].source or plain[w].order < cand.order)
+            for w in words
+        ):
+            return False
+        for word in words:
+            if not self.compute(plain[word]):
+                c = plain[word]
+                self.param(c.name, c.param_column, c.order, c.default)
+        self.locals[cand.name] = (cand.order, f"{cand.name} = {ast.unparse(tree.body)}", cand.column)
+        return True
+
+    def local_lines(self) -> list[str]:
+        """The statements computing the lets the class uses, in the template's order."""
+        return [code for _, code, _ in sorted(self.locals.values(), key=lambda v: v[0])]
 
     def condition(self, hole: Hole, source: str) -> bool:
         """Name the flag of a layer built under `if: ${source}` by the condition itself, what
@@ -218,7 +251,8 @@ class Resolver:
                 return False
         for word in used:
             cand = plain[word]
-            self.param(cand.name, cand.param_column, cand.order, cand.default)
+            if not self.compute(cand):
+                self.param(cand.name, cand.param_column, cand.order, cand.default)
         hole.expr = code
         return True
 
@@ -350,7 +384,9 @@ def candidates(instances: list[Instance], template: Template | None) -> Iterator
         if len(column) == len(instances) and py not in seen:
             seen.add(py)
             order = Order(Source.BLOCK_LET, index)
-            yield Candidate(py, py, column, column, order, roles=("value", "step", "if"))
+            source = lets[name]
+            source = source[2:-1] if expr.is_expression(source) and py == name else ""
+            yield Candidate(py, py, column, column, order, roles=("value", "step", "if"), source=source)
             if all(type(v) is bool for v in column):
                 yield Candidate(py, f"not {py}", [not v for v in column], column, order, roles=("if",))
     outs = [inst.out_shape[0] for inst in instances]

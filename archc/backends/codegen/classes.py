@@ -33,6 +33,7 @@ class ClassDef:
     doc: str = ""
     form: CodegenForm = CodegenForm()  # how its combinator is written
     settings: dict[str, Hole] = field(default_factory=dict)  # the nodes' settings, by name
+    locals: list[str] = field(default_factory=list)  # lets __init__ computes (`padding = ...`)
 
 
 def build_classes(instances: list[Instance], templates: dict[str, Template]) -> list[ClassDef]:
@@ -124,7 +125,7 @@ def define(
     first = instances[0]
     klass = ClassDef(
         "", first.kind, groups, params, instances, first.positional, form=first.form,
-        settings=settings,
+        settings=settings, locals=resolver.local_lines(),
     )  # fmt: skip
     if template is not None:
         klass.doc = template.doc

@@ -270,7 +270,7 @@ class Emitter:
                 entries, indent, none_first=False, comments=comments
             )
         function = klass.kind == INLINE
-        names = {p.name for p in klass.params}
+        names = {p.name for p in klass.params} | {line.split(" = ")[0] for line in klass.locals}
         lines, var = self.list_statements(
             entries, "layers" if "layers" not in names else "modules", indent
         )

@@ -140,19 +140,21 @@ def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
             0,
             trail=" -> list[nn.Module]:",
         )
-        view.init = emitter.sequence_init(klass, 4)
+        view.init = [" " * 4 + line for line in klass.locals] + emitter.sequence_init(klass, 4)
         view.doc = docstring(class_doc(klass), 4)
         return view
     if klass.form.forward is None:  # the base class runs the children
-        view.init = emitter.sequence_init(klass)
+        view.init = [" " * 8 + line for line in klass.locals] + emitter.sequence_init(klass)
         return view
-    view.init = ["        super().__init__()"]
-    var = "layers" if "layers" not in {p.name for p in klass.params} else "modules"
+    view.init = ["        super().__init__()"] + [" " * 8 + line for line in klass.locals]
+    taken = {p.name for p in klass.params} | {line.split(" = ")[0] for line in klass.locals}
+    var = "layers" if "layers" not in taken else "modules"
     for _, entries in klass.groups:
         view.init += emitter.attributes(entries, 8, none_first=True, var=var)
     writer = ForwardWriter(klass.groups, emitter, settings=klass.settings)
     klass.form.forward(writer)
-    view.init[1:1] = writer.init  # settings first, as torchvision sets use_res_connect
+    start = 1 + len(klass.locals)
+    view.init[start:start] = writer.init  # settings first, as torchvision sets use_res_connect
     view.forward = {"lines": writer.lines}
     return view
 
