@@ -117,9 +117,8 @@ class FusedMBConv(nn.Module):
         layers: list[nn.Module] = []
         if expand:
             layers.append(ConvBnSilu(in_channels, hidden, stride=stride))
-        if expand:
             layers.append(ConvBnSilu(hidden, out, kernel=1, activation=False))
-        if not expand:
+        else:
             layers.append(ConvBnSilu(in_channels, in_channels))
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = None

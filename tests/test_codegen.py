@@ -499,7 +499,8 @@ def test_mobile_blocks_read_like_torchvision():
     assert "activation: bool = True," in b0 and "        if activation:\n" in b0
     v2s = (GENERATED / "efficientnet_v2_s.py").read_text()
     assert classes_of(v2s)[3:] == ["FusedMBConv", "MBConv", "EfficientNetV2S"]
-    assert "        if not expand:\n" in v2s  # FusedMBConv: one convolution at expand_ratio 1
+    fused = v2s[v2s.index("class FusedMBConv") : v2s.index("class MBConv")]
+    assert "        if expand:\n" in fused and "        else:\n" in fused  # one conv at ratio 1
 
 
 def test_a_family_spec_without_a_variant_names_its_function_after_the_model():

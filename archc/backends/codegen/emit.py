@@ -318,14 +318,30 @@ class Emitter:
                 )
             batch.clear()
 
+        branch: list[str] = []  # the `if` just written: its condition, then "else" once reached
         for entry in entries:
             if isinstance(entry, Child) and entry.flag is not None:  # an optional layer
                 flush()
                 if not lines:
                     lines.append(" " * indent + f"{var}: list[nn.Module] = []")
-                lines.append(" " * indent + f"if {entry.flag.expr}:")
+                test = entry.flag.expr
+                if branch[:1] == [test] and len(branch) == 1:  # under the same `if`
+                    pass
+                elif (
+                    len(branch) == 1
+                    and test in (f"not {branch[0]}", branch[0].removeprefix("not "))
+                    and test != branch[0]
+                ):
+                    lines.append(" " * indent + "else:")
+                    branch = [test, "else"]
+                elif branch == [test, "else"]:
+                    pass
+                else:
+                    lines.append(" " * indent + f"if {test}:")
+                    branch = [test]
                 lines.extend(layout(Call(f"{var}.append", [self.expr(entry.term)]), indent + 4))
                 continue
+            branch = []
             if isinstance(entry, Child):
                 batch.append(self.expr(entry.term))
                 continue
