@@ -215,7 +215,10 @@ def test_a_layer_kind_is_a_block_parameter():
     assert [type(m).__name__ for m in model.a] == ["Conv2d", "Hardswish", "Hardswish"]
     assert [type(m).__name__ for m in model.b] == ["Conv2d", "ReLU6", "ReLU6"]
     assert model.a[2].inplace and not model.a[1].inplace
-    assert "nn.Hardswish()" in generate(s) and "nn.ReLU6(inplace=True)" in generate(s)
+    code = generate(s)  # one class, the layer class its argument
+    assert "def __init__(self, act: type[nn.Module]) -> None:" in code
+    assert "act(), act(inplace=True)" in code
+    assert "self.a = Cna(nn.Hardswish)" in code and "self.b = Cna(nn.ReLU6)" in code
 
 
 def test_an_unknown_layer_kind_is_an_error_at_the_value(tmp_path):
