@@ -215,7 +215,9 @@ class Expander:
         depth grows with it: `p * block_id / total_blocks`)."""
         block_id = self.stage_blocks
         self.stage_blocks += 1
-        total = self.total_blocks if self.total_blocks is not None else block_id + 1
+        # the first expansion's provisional total: small (a depth that reads it stays small) and
+        # above block_id + 1, so ConvNeXt's `block_id / (total_blocks - 1)` is defined
+        total = self.total_blocks if self.total_blocks is not None else block_id + 2
         return {"block_id": block_id, "total_blocks": total}
 
     def with_position(self, env: dict[str, Any], position: dict[str, int]) -> PositionEnv:
@@ -367,8 +369,11 @@ class Expander:
             node.defaulted = {k: self.defaults.where(kind, k) for k in used}
         return node
 
-    def children(self, raw, path, scope, shape, *, chain: bool, role: str = "") -> list[Node]:
-        """Expand a mapping (named) or list (0, 1, ...) of nodes, in order."""
+    def children(
+        self, raw, path, scope, shape, *, chain: bool, role: str = "", parameters: bool = False
+    ) -> list[Node]:
+        """Expand a mapping (named) or list (0, 1, ...) of nodes, in order; `parameters`: the
+        module holding them may hold learnable tensors (a `scale`) and multiply by them."""
         if isinstance(raw, dict):
             items = list(raw.items())
             for key, _ in items:
@@ -390,6 +395,12 @@ class Expander:
                 child = self.node(value, child_path, name, scope, shape)
             if child is None:
                 continue
+            if child.is_primitive and child.primitive.parameter and not parameters:
+                raise scope.error(
+                    f"{name}: a {child.kind} is a tensor of the module holding it, which only a "
+                    "residual's body can hold (e.g. ConvNeXt's layer_scale)",
+                    child_path,
+                )
             child.role = role
             out.append(child)
             if chain and child.head is None:
@@ -560,8 +571,8 @@ def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | 
         root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
         if expander.position_reads:
             # A block read its position: expand again, now knowing how many stage blocks the
-            # network has (the first pass gave each block the total `block_id + 1`, the
-            # smallest it could be, and counted them).
+            # network has (the first pass gave each block a provisional total, `block_id + 2`,
+            # and counted them).
             total = expander.stage_blocks
             expander = Expander(defaults, total_blocks=total)
             root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)

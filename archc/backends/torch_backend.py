@@ -70,6 +70,8 @@ class NetworkWithHeads(nn.Module):
 def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
     if node.is_primitive:
         layer = node.primitive.torch_layer(node.params, node.in_shape)
+        if layer.parameter:  # a tensor its parent registers (the combinators' modules do)
+            return nn.Parameter(getattr(torch, layer.cls)(list(layer.args), **layer.kwargs))
         cls = getattr(torch_modules, layer.cls) if layer.own else getattr(nn, layer.cls)
         module = cls(*layer.args, **layer.kwargs)
         kinds[id(module)] = node.kind
@@ -143,8 +145,8 @@ def build(spec: Spec, *, seed: int | None = None) -> nn.Module:
 
 
 def module_nodes(spec: Spec) -> Iterator[Node]:
-    """Nodes that own a module (inline groups have none)."""
-    return (n for n in spec.tree.walk() if n.path and not n.inline)
+    """Nodes that own a module (inline groups and learnable tensors such as a scale have none)."""
+    return (n for n in spec.tree.walk() if n.path and not n.inline and not (n.is_primitive and n.primitive.parameter))
 
 
 def check_shapes(model: nn.Module, spec: Spec, batch: int = 2) -> list[str]:

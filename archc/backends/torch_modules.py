@@ -15,14 +15,27 @@ from torch import nn
 
 
 class _Children(nn.Module):
+    """Registers its children in order: modules, and learnable tensors (nn.Parameter, such as
+    ConvNeXt's layer_scale) that its forward multiplies by (`run`)."""
+
     def __init__(self, modules: OrderedDict):
         super().__init__()
         for name, module in modules.items():
-            self.add_module(name, module)
+            if isinstance(module, nn.Parameter):
+                self.register_parameter(name, module)
+            else:
+                self.add_module(name, module)
 
     def chains(self) -> list[list[str]]:
         """Names of children that run one after another, each feeding only the next."""
         return []
+
+    def run(self, names, x: torch.Tensor) -> torch.Tensor:
+        """Apply the named children in turn: a module is called, a tensor multiplies."""
+        for name in names:
+            parameter = self._parameters.get(name)
+            x = parameter * x if parameter is not None else self._modules[name](x)
+        return x
 
 
 class Residual(_Children):
@@ -45,18 +58,10 @@ class Residual(_Children):
         return [list(self._body), list(self._shortcut), list(self._post)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        modules = self._modules
-        out = x
-        for name in self._body:
-            out = modules[name](out)
+        out = self.run(self._body, x)
         if self.use_res_connect:
-            identity = x
-            for name in self._shortcut:
-                identity = modules[name](identity)
-            out = out + identity
-        for name in self._post:
-            out = modules[name](out)
-        return out
+            out = out + self.run(self._shortcut, x)
+        return self.run(self._post, out)
 
 
 class Parallel(_Children):
@@ -157,3 +162,28 @@ class StochasticDepth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode}"
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """Layer norm over the channels of an N×C×H×W map (torchvision's LayerNorm2d): channels
+    last, layer norm, and back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = x.permute(0, 3, 1, 2)
+        return x
+
+
+class Permute(nn.Module):
+    """The input's dimensions reordered (torchvision's Permute): a view."""
+
+    def __init__(self, dims: list[int]):
+        super().__init__()
+        self.dims = dims
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.permute(x, self.dims)

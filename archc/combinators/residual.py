@@ -78,7 +78,9 @@ class Residual(Combinator):
         spec = x.validate(
             self.options, resolve_options(x, raw, path, scope, ("post",)), path, scope, "residual"
         )
-        body = x.children(spec.body, path + ("body",), scope, shape, chain=True, role="body")
+        body = x.children(
+            spec.body, path + ("body",), scope, shape, chain=True, role="body", parameters=True
+        )
         if not body:
             raise scope.error("residual body is empty", path + ("body",))
         body_out = body[-1].out_shape
