@@ -67,7 +67,7 @@ class Lowering:
                 kwargs[k] = Var(tags[k], field_value(node.params, k))
         if layer.own and layer.cls not in self.own:
             self.own.append(layer.cls)
-        return LayerCall(layer.cls, args, kwargs, node.params, own=layer.own)
+        return LayerCall(layer.cls, args, kwargs, node.params, own=layer.own, parameter=layer.parameter)
 
     def instance(self, node: Node, key: tuple, kind: str | None = None) -> Instance:
         inst = Instance(

@@ -59,10 +59,13 @@ class LayerCall:
     kwargs: dict
     params: Any = None
     own: bool = False
+    parameter: bool = False  # a learnable tensor, `nn.Parameter(torch.<cls>([*args], **kwargs))`
 
     @property
     def ref(self) -> str:
-        """How generated code names the class."""
+        """How generated code names the class (a parameter's: the torch function making it)."""
+        if self.parameter:
+            return f"torch.{self.cls}"
         return self.cls if self.own else f"nn.{self.cls}"
 
 
