@@ -24,6 +24,15 @@ def shipped_models() -> dict:
 
 MODELS = list(shipped_models())  # "alexnet", "efficientnet_b3", "d2l/nin", ...
 
+# Big models the generic parity and static = runtime tests run on a small input, to keep the
+# suite fast: fully convolutional up to the global pool, they change only in spatial size.
+SMALL_INPUT = {"convnext_base": [3, 64, 64], "convnext_large": [3, 64, 64]}
+
+
+def small_overrides(name: str) -> list[str]:
+    """The `--set` overrides giving a model its small input (none for most models)."""
+    return [f"input={SMALL_INPUT[name]}"] if name in SMALL_INPUT else []
+
 
 def spec_id(path: Path) -> str:
     return str(path.relative_to(SPECS).with_suffix(""))

@@ -58,6 +58,11 @@ TORCHVISION = {
     "shufflenet_v2_x1_0": (2_278_604, 0.145),
     "shufflenet_v2_x1_5": (3_503_624, 0.296),
     "shufflenet_v2_x2_0": (7_393_996, 0.583),
+    # ConvNeXt, from the weights' meta in torchvision/models/convnext.py
+    "convnext_tiny": (28_589_128, 4.456),
+    "convnext_small": (50_223_688, 8.684),
+    "convnext_base": (88_591_464, 15.355),
+    "convnext_large": (197_767_336, 34.361),
 }
 
 # googlenet's weights are published without its auxiliary heads (the builder drops them after

@@ -6,12 +6,12 @@ import pytest
 
 import archc
 from archc.backends.torch_backend import check_shapes, module_nodes
-from conftest import MODELS
+from conftest import MODELS, small_overrides
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_static_shapes_equal_runtime_shapes(name):
-    spec = archc.load(name)
+    spec = archc.load(name, overrides=small_overrides(name))
     model = archc.build(spec)
     assert check_shapes(model, spec, batch=1) == []
     assert sum(p.numel() for p in model.parameters()) == spec.param_count

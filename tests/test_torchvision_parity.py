@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import archc
-from conftest import MODELS, run_archc
+from conftest import MODELS, SMALL_INPUT, run_archc
 from reference import DEFAULT_BUILDER_PARAMS, META_WITHOUT_HEADS, TORCHVISION
 
 torchvision = pytest.importorskip("torchvision")
@@ -46,7 +46,7 @@ def test_state_dict_and_outputs_match_torchvision(name):
         assert torch.equal(initial[key], tensor), key
     ours.load_state_dict(ref.state_dict(), strict=True)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, *SMALL_INPUT.get(name, [3, 224, 224]))
     with torch.no_grad():
         diff = (ours(x) - ref(x)).abs().max().item()
     assert diff <= 1e-5
