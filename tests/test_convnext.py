@@ -61,8 +61,8 @@ def test_matches_torchvision(name):
     scale = ours.features[1][0].layer_scale
     assert torch.equal(scale, torch.full(scale.shape, 1e-6))
     with torch.no_grad():  # layer scales of 1e-6 would hide the blocks: make them count
-        for (_, a), (_, b) in zip(blocks(ref), blocks(ours)):
-            a.layer_scale.uniform_(0.5, 1.5)
+        for _, block in blocks(ref):  # (loaded into ours below)
+            block.layer_scale.uniform_(0.5, 1.5)
     ours.load_state_dict(ref.state_dict(), strict=True)
     ref.eval(), ours.eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -125,7 +125,10 @@ def test_generated_code_reads_like_torchvision():
     text = archc.codegen(spec("convnext_tiny", small=True))
     assert "class LayerNorm2d(nn.LayerNorm):" in text  # carried as source, not imported
     assert "class CNBlock(nn.Module):" in text
-    assert "self.layer_scale = nn.Parameter(torch.full([in_channels, 1, 1], fill_value=layer_scale))" in text
+    assert (
+        "self.layer_scale = nn.Parameter(torch.full([in_channels, 1, 1], fill_value=layer_scale))"
+        in text
+    )
     assert "        out = self.layer_scale * out\n" in text
     assert "Permute([0, 2, 3, 1])" in text and "nn.LayerNorm(in_channels, eps=1e-06)" in text
     assert "import archc" not in text
@@ -187,7 +190,9 @@ def test_channels_last_shapes_params_and_macs_are_static():
     with torch.no_grad():
         expected = 0.5 * inner(x) + x
         assert torch.equal(model.a(x), expected)
-        ln = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (4,), model.norm.weight, None, 1e-5)
+        ln = torch.nn.functional.layer_norm(
+            x.permute(0, 2, 3, 1), (4,), model.norm.weight, None, 1e-5
+        )
         assert torch.allclose(model.norm(x), ln.permute(0, 3, 1, 2), atol=1e-6)
     # the generated file builds the same module: same keys, same outputs
     namespace: dict = {}
@@ -200,17 +205,42 @@ def test_channels_last_shapes_params_and_macs_are_static():
 
 
 ERRORS = {  # (replaced, replacement, words of the message, text on the line it points at)
-    "permute-rank": ("{permute: [0, 2, 3, 1]}", "{permute: [0, 2, 3]}", "permutation of 0 ... 3", "permute"),
-    "permute-batch": ("{permute: [0, 2, 3, 1]}", "{permute: [1, 0, 2, 3]}", "keep the batch (0) first", "permute"),
-    "permute-repeat": ("{permute: [0, 2, 3, 1]}", "{permute: [0, 2, 2, 1]}", "a permutation", "permute"),
+    "permute-rank": (
+        "{permute: [0, 2, 3, 1]}",
+        "{permute: [0, 2, 3]}",
+        "permutation of 0 ... 3",
+        "permute",
+    ),
+    "permute-batch": (
+        "{permute: [0, 2, 3, 1]}",
+        "{permute: [1, 0, 2, 3]}",
+        "keep the batch (0) first",
+        "permute",
+    ),
+    "permute-repeat": (
+        "{permute: [0, 2, 3, 1]}",
+        "{permute: [0, 2, 2, 1]}",
+        "a permutation",
+        "permute",
+    ),
     "layernorm2d-flat": (
         "  norm: {layernorm2d: {bias: false}}\n  flat: flatten\n",
         "  flat: flatten\n  norm: {layernorm2d: {bias: false}}\n",
         "layernorm2d needs a C×H×W feature map",
         "norm:",
     ),
-    "scale-outside-residual": ("  a: blk\n", "  a: blk\n  g: {scale: 2.0}\n", "only a residual's body can hold", "g:"),
-    "scale-unknown-field": ("{scale: 0.5}", "{scale: {init: 0.5, shape: [4]}}", "unknown field 'shape'", "gamma"),
+    "scale-outside-residual": (
+        "  a: blk\n",
+        "  a: blk\n  g: {scale: 2.0}\n",
+        "only a residual's body can hold",
+        "g:",
+    ),
+    "scale-unknown-field": (
+        "{scale: 0.5}",
+        "{scale: {init: 0.5, shape: [4]}}",
+        "unknown field 'shape'",
+        "gamma",
+    ),
     "layernorm-eps": ("{layernorm: {eps: 0.001}}", "{layernorm: {eps: 0}}", "eps", "layernorm"),
 }
 
