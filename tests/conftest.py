@@ -18,7 +18,9 @@ def shipped_models() -> dict:
     """Every shipped model by name (a family spec's variants each): archc's own registry."""
     from archc import registry
 
-    assert registry.SPECS_DIR.resolve() == SPECS.resolve(), "archc is imported from another checkout"
+    assert registry.SPECS_DIR.resolve() == SPECS.resolve(), (
+        "archc is imported from another checkout"
+    )
     return registry.models()
 
 
@@ -26,7 +28,7 @@ MODELS = list(shipped_models())  # "alexnet", "efficientnet_b3", "d2l/nin", ...
 
 # Big models the generic parity and static = runtime tests run on a small input, to keep the
 # suite fast: fully convolutional up to the global pool, they change only in spatial size.
-SMALL_INPUT = {"convnext_base": [3, 64, 64], "convnext_large": [3, 64, 64]}
+SMALL_INPUT = {name: [3, 64, 64] for name in ("convnext_small", "convnext_base", "convnext_large")}
 
 
 def small_overrides(name: str) -> list[str]:
@@ -38,7 +40,9 @@ def spec_id(path: Path) -> str:
     return str(path.relative_to(SPECS).with_suffix(""))
 
 
-def run_archc(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_archc(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh interpreter, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "archc", *args],

@@ -10,7 +10,7 @@ pool, so only the spatial size changes). To keep the suite fast, convnext_tiny i
 here (eval, with layer scales large enough that the blocks count, and training); all four are
 compared statically and on the meta device (keys, shapes, stochastic depth: no memory, no
 init), and tests/test_torchvision_parity.py compares every builder's initial weights and eval
-outputs (strict load), convnext_base and convnext_large on a 64x64 input (conftest's
+outputs (strict load), convnext_small, _base and _large on a 64x64 input (conftest's
 SMALL_INPUT).
 """
 
@@ -254,3 +254,23 @@ def test_language_errors_point_at_the_layer(case):
         archc.loads(text)
     assert words in str(info.value)
     assert line in text.splitlines()[info.value.location.line - 1]
+
+
+def test_fuse_keeps_outputs():
+    """`--fuse` on ConvNeXt: no batch norm to fold, every convolution becomes a FusedConv2d."""
+    from archc.backends.fuse import FusedConv2d
+
+    compiled = spec("convnext_tiny", small=True)
+    model = archc.build(compiled, seed=0)
+    with torch.no_grad():
+        for _, block in blocks(model):  # blocks that count (see test_matches_torchvision)
+            block.layer_scale.uniform_(0.5, 1.5)
+    model.eval()
+    fused = archc.fuse(model, compiled)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected, got = model(x), fused(x)
+    assert expected.abs().max() > 0.1
+    assert (got - expected).abs().max().item() <= 1e-4
+    convs = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 1 + 18 + 3 and all(isinstance(m, FusedConv2d) for m in convs)
