@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from archc.combinators import COMBINATORS
 from archc.errors import SpecError, UsageError, format_path
-from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
+from archc.expand import BlockDef, Origin, Scope, expand, expression_error, pydantic_error
 from archc.ir import Node
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
@@ -50,6 +50,7 @@ class Spec:
     variant: str | None = None  # the one compiled (None: the base values)
     # the train-mode outputs in order: the main output's name, then (name, head layer) pairs
     outputs: tuple[str, ...] = ("out",)
+    lets: dict[str, Any] = field(default_factory=dict)  # the values `let:` derived, in order
 
     @property
     def heads(self) -> list[Node]:
@@ -187,19 +188,45 @@ def _compile(doc: Document) -> Spec:
             raise source.error(f"block {name!r} is already defined in the built-in library", ("blocks", name), key=True)
         blocks[name] = block
     init = _init_rules(header.init, source)
-    defaults = kind_defaults(header.defaults, source, dict(header.params))
     for key in header.params:
         problem = check_name(key)
         if problem:
             raise source.error(problem, ("params", key), key=True)
-    shape = tuple(header.input)
     origins = {key: (Origin(key, source, ("params", key)),) for key in header.params}
-    tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks, origins=origins), shape, defaults)
+    env = _lets(header, Scope(dict(header.params), source, blocks, origins=origins))
+    defaults = kind_defaults(header.defaults, source, dict(env))
+    shape = tuple(header.input)
+    tree = expand(header.body, ("body",), Scope(env, source, blocks, origins=origins), shape, defaults)
     templates = {name: block.template for name, block in blocks.items()}
+    lets = {key: env[key] for key in header.let}
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
         doc.leading_comments, templates, doc, doc.variants, doc.variant, _outputs(header, tree, source),
+        lets,
     )  # fmt: skip
+
+
+def _lets(header: SpecHeader, scope: Scope) -> dict[str, Any]:
+    """The params and, in order, the values `let:` derives from them (each may read the ones
+    before it). An error is at the let's value, blamed on the params it read when they caused
+    it; `scope.origins` learns where each let's inputs were written."""
+    env, source = scope.env, scope.source
+    for key, value in header.let.items():
+        path = ("let", key)
+        problem = check_name(key)
+        if problem:
+            raise source.error(problem, path, key=True)
+        if key in header.params:
+            raise source.error(f"let {key!r} would hide the param of that name", path, key=True)
+        if not expr.is_expression(value):
+            env[key] = value
+            continue
+        try:
+            env[key] = expr.evaluate(value[2:-1], env)
+        except expr.ExprError as exc:
+            raise expression_error(scope, exc, f"let {key} = {value}: {exc}", path, value[2:-1]) from None
+        scope.origins[key] = tuple(o for n in expr.names(value[2:-1]) for o in scope.origins.get(n, ()))
+    return env
 
 
 def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ...]:
