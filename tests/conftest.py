@@ -25,11 +25,11 @@ def shipped_models() -> dict:
 MODELS = list(shipped_models())  # "alexnet", "efficientnet_b3", "d2l/nin", ...
 
 # Shipped models too big to build with real weights in every generic test on a 2-core machine
-# (with init and a full-size forward pass, 20 s to 2 min each, several GiB): the generic tests
-# (static = runtime, torchvision parity, generated = live) check these on the meta device
-# instead: every static shape against the runtime one, and the state_dict keys and shapes (of
-# torchvision and of the generated code), with no weights; tests/test_regnet.py compares a
-# representative subset of the family numerically (outputs, initial weights).
+# (with init and a full-size forward pass, 20 s to 2 min each, several GiB). The generic tests
+# check these on the meta device, with no weights: static = runtime for every shape, generated
+# code = live build for the state_dict keys and shapes; torchvision parity is left to the
+# family's own test (tests/test_regnet.py: keys and shapes against torchvision's model on the
+# meta device, outputs and initial weights on a representative subset of the family).
 HEAVY = {
     "regnet_y_128gf": "644M parameters, 128 GFLOPs (the build alone takes ~30 s)",
     "regnet_y_32gf": "145M parameters, 32 GFLOPs",

@@ -36,12 +36,8 @@ def test_every_seed_family_spec_is_present():
 
 @pytest.mark.parametrize("name", PARITY)
 def test_state_dict_and_outputs_match_torchvision(name):
-    if name in HEAVY:  # on the meta device: the same keys, in order, with the same shapes
-        with torch.device("meta"):
-            ref, ours = reference(name), archc.build(name)
-        assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
-        ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
-        return
+    if name in HEAVY:
+        pytest.skip(f"{HEAVY[name]}: keys and shapes compared on the meta device by its family's test")
     torch.manual_seed(0)
     ref = reference(name).eval()
     ours = archc.build(name, seed=0).eval()
