@@ -80,11 +80,11 @@ def _templates(doc_blocks: dict, source: SourceMap, base: tuple, builtin: bool) 
     out = {}
     for name, raw in doc_blocks.items():
         path = base + (name,)
+        if name in PRIMITIVES or name in COMBINATORS:
+            raise source.error(f"block {name!r} would hide the built-in layer type of that name", path, key=True)
         problem = check_name(name)
         if problem:
             raise source.error(problem, path, key=True)
-        if name in PRIMITIVES or name in COMBINATORS:
-            raise source.error(f"block {name!r} would hide the built-in layer type of that name", path, key=True)
         try:
             template = Template.model_validate(raw)
         except ValidationError as exc:

@@ -657,9 +657,17 @@ def test_generated_model_loads_torchvision_weights(name):
     if not callable(getattr(torchvision.models, name, None)):
         pytest.skip("not a torchvision model")
     text = source(name)
+    builder = getattr(torchvision.models, name)  # the default builder
     with torch.device("meta"):
-        reference = getattr(torchvision.models, name)(weights=None)  # the default builder
         ours = factory(module(name, text), text)()
+        try:
+            reference = builder(weights=None)
+        except NotImplementedError:  # it computes its layout from tensors (RegNet's BlockParams)
+            reference = None
+    if reference is None:
+        if name in HEAVY:
+            pytest.skip(f"{HEAVY[name]}: torchvision's model cannot be built on the meta device")
+        reference = builder(weights=None)
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
 
 
