@@ -213,7 +213,8 @@ class Repeat(StrictModel):
     depth: Annotated[int, Strict(), Field(ge=1, le=MAX_DEPTH_PER_STAGE)]
     """How many blocks."""
     names: str = "{i}"
-    """Pattern naming each block, with one {i}."""
+    """Pattern naming each block, with one {i} (its number); {name} fills in a whole-number
+    variable in scope (block{s}-{i} inside a for over s)."""
     start: Annotated[int, Strict(), Field(ge=0)] = 0
     """The first block's number."""
 
