@@ -208,9 +208,13 @@ def _compile(doc: Document) -> Spec:
 
 def _lets(header: SpecHeader, scope: Scope) -> dict[str, Any]:
     """The params and, in order, the values `let:` derives from them (each may read the ones
-    before it). An error is at the let's value, blamed on the params it read when they caused
-    it; `scope.origins` learns where each let's inputs were written."""
+    before it), `requires:` checked as soon as the values a condition reads are known (those
+    over params alone before any let, so a bad param is named rather than a let it breaks). An
+    error is at the let or condition, or at the params it read when they caused it;
+    `scope.origins` learns where each let's inputs were written."""
     env, source = scope.env, scope.source
+    pending = list(enumerate(header.requires))
+    pending = _check_requires(pending, scope)
     for key, value in header.let.items():
         path = ("let", key)
         problem = check_name(key)
@@ -220,13 +224,38 @@ def _lets(header: SpecHeader, scope: Scope) -> dict[str, Any]:
             raise source.error(f"let {key!r} would hide the param of that name", path, key=True)
         if not expr.is_expression(value):
             env[key] = value
+        else:
+            try:
+                env[key] = expr.evaluate(value[2:-1], env)
+            except expr.ExprError as exc:
+                raise expression_error(scope, exc, f"let {key} = {value}: {exc}", path, value[2:-1]) from None
+            scope.origins[key] = tuple(o for n in expr.names(value[2:-1]) for o in scope.origins.get(n, ()))
+        pending = _check_requires(pending, scope)
+    _check_requires(pending, scope, last=True)
+    return env
+
+
+def _check_requires(pending: list[tuple[int, str]], scope: Scope, *, last: bool = False) -> list[tuple[int, str]]:
+    """Check the conditions whose names are all known now (all of them when `last`); return the rest."""
+    env, waiting = scope.env, []
+    for i, requirement in pending:
+        path = ("requires", i)
+        text = requirement[2:-1] if expr.is_expression(requirement) else requirement
+        try:
+            needed = expr.names(text)
+        except expr.ExprError as exc:
+            raise scope.source.error(str(exc), path) from None
+        if not last and not needed <= set(env):
+            waiting.append((i, requirement))
             continue
         try:
-            env[key] = expr.evaluate(value[2:-1], env)
+            ok = expr.evaluate(text, env)
         except expr.ExprError as exc:
-            raise expression_error(scope, exc, f"let {key} = {value}: {exc}", path, value[2:-1]) from None
-        scope.origins[key] = tuple(o for n in expr.names(value[2:-1]) for o in scope.origins.get(n, ()))
-    return env
+            raise expression_error(scope, exc, f"in requirement {requirement}: {exc}", path, text) from None
+        if ok is not True:
+            used = ", ".join(f"{k}={env[k]!r}" for k in sorted(needed) if k in env)
+            raise scope.blame(f"the spec requires {text} (got {used})", path, expr.culprits(text, env))
+    return waiting
 
 
 def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ...]:

@@ -124,7 +124,7 @@ def _order(location: Location | None) -> tuple:
 def expression_error(scope: Scope, exc: expr.ExprError, message: str, path: tuple, source: str) -> SpecError:
     """A `${}` that failed: blamed on the user's values it read when they were the problem."""
     if isinstance(exc, expr.ExprValueError):
-        return scope.blame(message, path, expr.names(source))
+        return scope.blame(message, path, exc.names if exc.names is not None else expr.names(source))
     return scope.error(message, path)
 
 

@@ -150,6 +150,26 @@ def test_summary_shows_the_stages(capsys):
     assert "widths = [32, 64, 160, 400]" in out and "depths = [1, 2, 7, 12]" in out
 
 
+@pytest.mark.parametrize(
+    "setting, blamed",
+    [("params.w_0=20", "w_0"), ("params.w_m=1.0", "w_m"), ("params.w_a=-1.5", "w_a")],
+)
+def test_torchvisions_check_of_the_numbers_is_a_requirement(setting, blamed, capsys):
+    """requires: refuses what BlockParams.from_init_params refuses, at the value given."""
+    from archc.cli import main
+
+    key, value = setting.split("=")
+    x_400mf = {"depth": 22, "w_0": 24, "w_a": 24.48, "w_m": 2.54, "group_width": 16}
+    x_400mf[key.split(".")[1]] = float(value) if "." in value else int(value)
+    with pytest.raises(ValueError, match="Invalid RegNet settings"):
+        regnet.BlockParams.from_init_params(**x_400mf)
+    assert main(["validate", SPEC, "--variant", "regnet_x_400mf", "--set", setting]) == 1
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"--set {setting}:1:"), first
+    assert "the spec requires w_a >= 0 and w_0 > 0 and w_m > 1 and w_0 % 8 == 0" in first
+    assert f"(at params.{blamed})" in first
+
+
 BAD_RANGE = """\
 archc: 1
 name: t
@@ -174,6 +194,8 @@ def test_a_range_past_the_limit_is_refused_at_the_value(write_spec, capsys):
         ({"let": '  xs: "${[w for w in 3]}"'}, 6, "a comprehension goes over a list, not int 3"),
         ({"let": '  xs: "${[w for w, g in [1, 2]]}"'}, 6, "cannot unpack 1 into 2 names"),
         ({"let": '  xs: "${(1, 2)}"'}, 6, "tuples are not allowed"),
+        ({"let": '  n: "${3}"'}, 6, "let 'n' would hide the param of that name"),
+        ({"let": '  xs: "${[n] * 2}"'}, 4, "* needs numbers, not list [2] (at params.n)"),  # the value it read
         ({"body": '{for: {each: 3, as: s, body: relu}}'}, 8, "each"),
         ({"body": '{for: {each: "${[1, 2]}", as: s, names: "b{t}", body: relu}}'}, 8, "{t} is unknown (usable: i, n, s)"),
         ({"body": '{for: {each: "${[1, 2]}", as: s, names: "b.{s}", body: relu}}'}, 8, "cannot contain '.'"),

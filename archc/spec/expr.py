@@ -146,7 +146,10 @@ class ExprError(ValueError):
 
 class ExprValueError(ExprError):
     """An expression that fails on the values it was given (a string where a number belongs,
-    an index past the end): the values are to blame as much as the expression."""
+    an index past the end): the values are to blame as much as the expression. `names` are
+    those read by the part that failed (`range(depth)` in a longer expression: depth)."""
+
+    names: set[str] | None = None
 
 
 def is_expression(value: Any) -> bool:
@@ -325,6 +328,16 @@ def _comprehension(node: ast.ListComp, env: Mapping[str, Any], steps: _Steps) ->
 
 
 def _eval(node: ast.AST, env: Mapping[str, Any], steps: _Steps) -> Any:
+    try:
+        return _eval_node(node, env, steps)
+    except ExprValueError as exc:
+        if exc.names is None:  # the innermost part that failed: the names it reads are to blame
+            called = {id(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)}
+            exc.names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and id(n) not in called}
+        raise
+
+
+def _eval_node(node: ast.AST, env: Mapping[str, Any], steps: _Steps) -> Any:
     if isinstance(node, ast.Expression):
         return _eval(node.body, env, steps)
     if isinstance(node, ast.Constant):

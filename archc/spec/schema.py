@@ -128,6 +128,8 @@ class SpecHeader(StrictModel):
     """Values derived from the params, in order (each a ${...} that may read the params and the
     lets before it; lists too), usable in ${...} expressions like params: a design space's
     parameters turned into stage widths and depths."""
+    requires: list[str] = []
+    """Conditions (${...} expressions over the params and lets) a variant or --set must meet."""
     init: dict[str, dict[str, Any]] = {}
     """Weight initialisation by layer kind: {conv: {weight: initialiser, bias: initialiser}}."""
     blocks: dict[str, Any] = {}
