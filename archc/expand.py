@@ -219,7 +219,7 @@ class Expander:
             key = match.group(1)
             if key == "i":
                 return "{i}" if i is None else str(i)
-            value = scope.env.get(key) if key in scope.env else None
+            value = scope.env[key] if key in scope.env else None  # [] counts a position read
             if isinstance(value, bool) or not isinstance(value, int):
                 usable = sorted(k for k, v in scope.env.items() if isinstance(v, int) and not isinstance(v, bool))
                 known = ", ".join(["i", *usable])
