@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from archc.combinators import COMBINATORS
 from archc.errors import SpecError, UsageError, format_path
-from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
+from archc.expand import BlockDef, Origin, Scope, expand, expression_error, pydantic_error
 from archc.ir import Node
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
@@ -50,6 +50,7 @@ class Spec:
     variant: str | None = None  # the one compiled (None: the base values)
     # the train-mode outputs in order: the main output's name, then (name, head layer) pairs
     outputs: tuple[str, ...] = ("out",)
+    lets: dict[str, Any] = field(default_factory=dict)  # the values `let:` derived, in order
 
     @property
     def heads(self) -> list[Node]:
@@ -79,11 +80,11 @@ def _templates(doc_blocks: dict, source: SourceMap, base: tuple, builtin: bool) 
     out = {}
     for name, raw in doc_blocks.items():
         path = base + (name,)
+        if name in PRIMITIVES or name in COMBINATORS:
+            raise source.error(f"block {name!r} would hide the built-in layer type of that name", path, key=True)
         problem = check_name(name)
         if problem:
             raise source.error(problem, path, key=True)
-        if name in PRIMITIVES or name in COMBINATORS:
-            raise source.error(f"block {name!r} would hide the built-in layer type of that name", path, key=True)
         try:
             template = Template.model_validate(raw)
         except ValidationError as exc:
@@ -187,19 +188,74 @@ def _compile(doc: Document) -> Spec:
             raise source.error(f"block {name!r} is already defined in the built-in library", ("blocks", name), key=True)
         blocks[name] = block
     init = _init_rules(header.init, source)
-    defaults = kind_defaults(header.defaults, source, dict(header.params))
     for key in header.params:
         problem = check_name(key)
         if problem:
             raise source.error(problem, ("params", key), key=True)
-    shape = tuple(header.input)
     origins = {key: (Origin(key, source, ("params", key)),) for key in header.params}
-    tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks, origins=origins), shape, defaults)
+    env = _lets(header, Scope(dict(header.params), source, blocks, origins=origins))
+    defaults = kind_defaults(header.defaults, source, dict(env))
+    shape = tuple(header.input)
+    tree = expand(header.body, ("body",), Scope(env, source, blocks, origins=origins), shape, defaults)
     templates = {name: block.template for name, block in blocks.items()}
+    lets = {key: env[key] for key in header.let}
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
         doc.leading_comments, templates, doc, doc.variants, doc.variant, _outputs(header, tree, source),
+        lets,
     )  # fmt: skip
+
+
+def _lets(header: SpecHeader, scope: Scope) -> dict[str, Any]:
+    """The params and, in order, the values `let:` derives from them (each may read the ones
+    before it), `requires:` checked as soon as the values a condition reads are known (those
+    over params alone before any let, so a bad param is named rather than a let it breaks). An
+    error is at the let or condition, or at the params it read when they caused it;
+    `scope.origins` learns where each let's inputs were written."""
+    env, source = scope.env, scope.source
+    pending = list(enumerate(header.requires))
+    pending = _check_requires(pending, scope)
+    for key, value in header.let.items():
+        path = ("let", key)
+        problem = check_name(key)
+        if problem:
+            raise source.error(problem, path, key=True)
+        if key in header.params:
+            raise source.error(f"let {key!r} would hide the param of that name", path, key=True)
+        if not expr.is_expression(value):
+            env[key] = value
+        else:
+            try:
+                env[key] = expr.evaluate(value[2:-1], env)
+            except expr.ExprError as exc:
+                raise expression_error(scope, exc, f"let {key} = {value}: {exc}", path, value[2:-1]) from None
+            scope.origins[key] = tuple(o for n in expr.names(value[2:-1]) for o in scope.origins.get(n, ()))
+        pending = _check_requires(pending, scope)
+    _check_requires(pending, scope, last=True)
+    return env
+
+
+def _check_requires(pending: list[tuple[int, str]], scope: Scope, *, last: bool = False) -> list[tuple[int, str]]:
+    """Check the conditions whose names are all known now (all of them when `last`); return the rest."""
+    env, waiting = scope.env, []
+    for i, requirement in pending:
+        path = ("requires", i)
+        text = requirement[2:-1] if expr.is_expression(requirement) else requirement
+        try:
+            needed = expr.names(text)
+        except expr.ExprError as exc:
+            raise scope.source.error(str(exc), path) from None
+        if not last and not needed <= set(env):
+            waiting.append((i, requirement))
+            continue
+        try:
+            ok = expr.evaluate(text, env)
+        except expr.ExprError as exc:
+            raise expression_error(scope, exc, f"in requirement {requirement}: {exc}", path, text) from None
+        if ok is not True:
+            used = ", ".join(f"{k}={env[k]!r}" for k in sorted(needed) if k in env)
+            raise scope.blame(f"the spec requires {text} (got {used})", path, expr.culprits(text, env))
+    return waiting
 
 
 def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ...]:

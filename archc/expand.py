@@ -27,6 +27,7 @@ from archc.spec import expr
 from archc.spec.loader import SourceMap
 from archc.spec.schema import NAME_RE, Head, Template, check_module_name
 
+_FIELD = re.compile(r"\{((?!\d)\w+)\}")  # a {name} field of a names pattern
 _WORD = re.compile(r"(?!\d)\w+")  # identifiers (and a few harmless extras such as e5 in 1e5)
 MAX_NODES = 100_000  # >100x any shipped model (DenseNet-201: ~700); refused in about a second
 MAX_NESTING = 100  # combinators and blocks inside each other (real models: under 10)
@@ -123,7 +124,7 @@ def _order(location: Location | None) -> tuple:
 def expression_error(scope: Scope, exc: expr.ExprError, message: str, path: tuple, source: str) -> SpecError:
     """A `${}` that failed: blamed on the user's values it read when they were the problem."""
     if isinstance(exc, expr.ExprValueError):
-        return scope.blame(message, path, expr.names(source))
+        return scope.blame(message, path, exc.names if exc.names is not None else expr.names(source))
     return scope.error(message, path)
 
 
@@ -208,6 +209,30 @@ class Expander:
             return self._values[key]
         value = self._values[key] = expr.evaluate(source, env)
         return value
+
+    def pattern(self, pattern: str, path: tuple, scope: Scope, i: int | None) -> str:
+        """A `names` pattern with its `{name}` fields filled: `{i}` with the child's number
+        (left as `{i}` when `i` is None, for a stage to fill), any other with the scope's
+        whole-number variable of that name (`"block{s}-{i}"` inside a `for` over `s`)."""
+
+        def fill(match: re.Match) -> str:
+            key = match.group(1)
+            if key == "i":
+                return "{i}" if i is None else str(i)
+            value = scope.env[key] if key in scope.env else None  # [] counts a position read
+            if isinstance(value, bool) or not isinstance(value, int):
+                usable = sorted(k for k, v in scope.env.items() if isinstance(v, int) and not isinstance(v, bool))
+                known = ", ".join(["i", *usable])
+                got = "unknown" if key not in scope.env else f"{value!r:.40}, not a whole number"
+                raise scope.error(f"names pattern {pattern!r}: {{{key}}} is {got} (usable: {known})", path)
+            return str(value)
+
+        name = _FIELD.sub(fill, pattern)
+        if i is not None:
+            problem = check_module_name(name)
+            if problem:
+                raise scope.error(f"names pattern {pattern!r} gives {problem[0].lower()}{problem[1:]}", path)
+        return name
 
     def position(self) -> dict[str, int]:
         """The next stage block's place in the network: `block_id` counts every stage's blocks

@@ -160,8 +160,10 @@ def _combinator_nodes() -> list[dict]:
         else:
             replace = {}
             fields = comb.options.model_fields
-            if "body" in fields:
-                replace["body"] = LAYERS
+            if "body" in fields:  # layers (residual's), or one layer (for's, typed Any)
+                replace["body"] = NODE if fields["body"].annotation is Any else LAYERS
+            if "each" in fields:  # a list, written out or computed
+                replace["each"] = {"anyOf": [{"type": "array"}, EXPRESSION]}
             if "shortcut" in fields:
                 replace["shortcut"] = _shortcut()
             if "block" in fields:

@@ -55,8 +55,17 @@ def as_dict(spec: Spec, depth: int | None = None) -> dict[str, Any]:
         "outputs": list(spec.outputs),
         "heads": heads(spec),
         "depth": infer.depth(spec.tree),
+        "let": dict(spec.lets),
         "layers": rows(spec, depth),
     }
+
+
+def show(value: Any, limit: int = 200) -> str:
+    """A let's value on one line (a long list cut short, with its length)."""
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 5].rsplit(",", 1)[0] + f", ...] ({len(value)} items)" if isinstance(value, list) else text[:limit] + "..."
+    return text
 
 
 def heads(spec: Spec) -> list[dict[str, Any]]:
@@ -133,6 +142,7 @@ def table(spec: Spec, depth: int | None = 2) -> str:
     parts = [
         f"{spec.name}  ({spec.file})",
         f"input {fmt_shape(spec.input_shape)} → output {fmt_shape(spec.output_shape)}",
+        *(f"let {key} = {show(value)}" for key, value in spec.lets.items()),
         rule,
         fmt(header),
         rule,

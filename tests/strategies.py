@@ -576,6 +576,34 @@ def _library(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
     return {block: args}, (out, conv_out(h, kernel, stride, ph, 1), conv_out(w, kernel, stride, ph, 1))
 
 
+def _for(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
+    """`for` over a list of widths (as it is, or computed by an expression): one 1x1 conv or
+    one stage of basic blocks per width, each named by a pattern that may read the variable."""
+    draw = s.draw
+    widths = draw(st.lists(st.integers(1, 6), min_size=1, max_size=3))
+    var = draw(st.sampled_from(["item", "w"]))
+    each = draw(st.sampled_from([widths, "${" + repr(widths) + "}", f"${{[{var} for {var} in {widths!r}]}}",
+                                 f"${{[{widths!r}[k] for k in range({len(widths)})]}}"]))  # fmt: skip
+    spec: dict[str, Any] = {"each": each}
+    if var != "item" or draw(st.booleans()):
+        spec["as"] = var
+    form = draw(st.sampled_from(["conv", "stage"]))
+    if form == "conv":
+        spec["body"] = {"conv": {"out": f"${{{var}}}", "kernel": 1}}
+    else:
+        stage = {"block": "basic", "depth": draw(st.integers(1, 2)), "width": f"${{{var}}}"}
+        if draw(st.booleans()):
+            stage["names"] = f"b{{{var}}}-{{i}}"
+        spec["body"] = {"stage": stage}
+    patterns = ["{i}", "f{i}"] + ([f"c{{{var}}}"] if len(set(widths)) == len(widths) else [])
+    if draw(st.booleans()):
+        spec["names"] = draw(st.sampled_from(patterns))
+        if draw(st.booleans()):
+            spec["start"] = draw(st.integers(0, 2))
+    s.features.add("for-" + form)
+    return {"for": spec}, (widths[-1], *shape[1:])
+
+
 def _seq(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
     layers, shape = _chain(s, shape, depth + 1, s.draw(st.integers(1, 3)), allow_flatten=False)
     s.features.add("seq")
@@ -595,7 +623,7 @@ def _disabled(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
 
 FEATURE_MAP_LAYERS = [_conv, _pool, _activation, _batchnorm, _lrn, _dropout, _identity, _adaptive]
 # One strategy per combinator of the registry (a new combinator without one fails here).
-BY_KIND = {"seq": _seq, "residual": _residual, "parallel": _parallel, "stage": _stage, "dense": _dense, "gate": _gate}
+BY_KIND = {"seq": _seq, "residual": _residual, "parallel": _parallel, "stage": _stage, "dense": _dense, "gate": _gate, "for": _for}
 COMBINATORS = [BY_KIND[kind] for kind in REGISTRY] + [_user_block_use, _disabled, _library]
 
 

@@ -87,6 +87,13 @@ def uniform_fan_(tensor: torch.Tensor, mode: str = "fan_in") -> torch.Tensor:
     return nn.init.uniform_(tensor, -bound, bound)
 
 
+def normal_fan_(tensor: torch.Tensor, mode: str = "fan_in", scale: float = 1.0) -> torch.Tensor:
+    """normal(0, sqrt(scale / fan)): RegNet's convolutions (mode fan_out, scale 2.0), written as
+    torchvision writes it (kaiming_normal_'s sqrt(2) / sqrt(fan) differs in the last bit)."""
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(tensor)
+    return nn.init.normal_(tensor, mean=0.0, std=math.sqrt(scale / (fan_in if mode == "fan_in" else fan_out)))
+
+
 _INITIALISERS = {
     "zeros": nn.init.zeros_,
     "ones": nn.init.ones_,
@@ -99,6 +106,7 @@ _INITIALISERS = {
     "xavier_normal": nn.init.xavier_normal_,
     "xavier_uniform": nn.init.xavier_uniform_,
     "uniform_fan": uniform_fan_,
+    "normal_fan": normal_fan_,
 }
 
 

@@ -167,7 +167,7 @@ def leaf_names(node: Node) -> list[str]:
 
 # The definitions register themselves on import, in this order (the README table's).
 # isort: off
-from archc.combinators import seq, residual, parallel, repeat, gate  # noqa: E402,F401
+from archc.combinators import seq, residual, parallel, repeat, gate, each  # noqa: E402,F401
 # isort: on
 
 __all__ = [

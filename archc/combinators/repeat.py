@@ -22,6 +22,8 @@ def repeat(x, raw, path, scope, what):
     for key in ("depth", "start", "names", "block"):
         if key in value:
             value[key] = x.resolve(value[key], path + (key,), scope)
+    if isinstance(value.get("names"), str):  # variables of the scope filled in, {i} kept
+        value["names"] = x.pattern(value["names"], path + ("names",), scope, None)
     spec = x.validate(Repeat, value, path, scope, what)
     if spec.block not in scope.blocks:
         close = difflib.get_close_matches(spec.block, list(scope.blocks), n=1)

@@ -106,7 +106,11 @@ class Residual(Combinator):
             children.append(post)
         if shortcut is not None:
             shortcut.role = "shortcut"
-            children.append(shortcut)
+            # registered where the spec writes it: after the body (ResNet's downsample), or
+            # first when `shortcut:` comes before `body:` (RegNet's proj, then f)
+            keys = list(raw) if isinstance(raw, dict) else []
+            first = "shortcut" in keys and keys.index("shortcut") < keys.index("body")
+            children = [shortcut, *children] if first else [*children, shortcut]
         if settings.get(USE_RES_CONNECT, True):
             try:
                 infer.residual_sum(body_out, shortcut.out_shape if shortcut else shape)

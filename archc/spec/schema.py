@@ -68,11 +68,11 @@ class InitRule(StrictModel):
 
     kind: Literal[
         "default", "zeros", "ones", "constant", "normal", "trunc_normal", "uniform",
-        "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan",
+        "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan", "normal_fan",
     ]  # fmt: skip
     """The initialiser (a torch.nn.init function)."""
     args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False), Float32] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear", "sigmoid"]] = {}
-    """The initialiser's arguments (mean, std, a, b, val, gain, mode, nonlinearity)."""
+    """The initialiser's arguments (mean, std, a, b, val, gain, mode, nonlinearity, scale)."""
 
     @model_validator(mode="after")
     def _torch_accepts(self) -> InitRule:
@@ -92,7 +92,7 @@ class InitRule(StrictModel):
 
 
 INIT_CHOICES = {"mode": ("fan_in", "fan_out"), "nonlinearity": ("relu", "leaky_relu", "linear", "sigmoid")}
-FAN_BASED = frozenset({"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan"})
+FAN_BASED = frozenset({"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan", "normal_fan"})
 
 
 INIT_ARGS = {
@@ -108,6 +108,7 @@ INIT_ARGS = {
     "xavier_normal": {"gain"},
     "xavier_uniform": {"gain"},
     "uniform_fan": {"mode"},  # uniform(±1/sqrt(fan)), EfficientNet's linear (mode: fan_out)
+    "normal_fan": {"mode", "scale"},  # normal(0, sqrt(scale/fan)), RegNet's convs (fan_out, 2.0)
 }
 
 
@@ -123,6 +124,12 @@ class SpecHeader(StrictModel):
     """Input shape without the batch: [channels, height, width] or [features]."""
     params: dict[str, ArgValue] = {}
     """Model parameters, usable in ${...} expressions."""
+    let: dict[str, Any] = {}
+    """Values derived from the params, in order (each a ${...} that may read the params and the
+    lets before it; lists too), usable in ${...} expressions like params: a design space's
+    parameters turned into stage widths and depths."""
+    requires: list[str] = []
+    """Conditions (${...} expressions over the params and lets) a variant or --set must meet."""
     init: dict[str, dict[str, Any]] = {}
     """Weight initialisation by layer kind: {conv: {weight: initialiser, bias: initialiser}}."""
     blocks: dict[str, Any] = {}
@@ -208,7 +215,8 @@ class Repeat(StrictModel):
     depth: Annotated[int, Strict(), Field(ge=1, le=MAX_DEPTH_PER_STAGE)]
     """How many blocks."""
     names: str = "{i}"
-    """Pattern naming each block, with one {i}."""
+    """Pattern naming each block, with one {i} (its number); {name} fills in a whole-number
+    variable in scope (block{s}-{i} inside a for over s)."""
     start: Annotated[int, Strict(), Field(ge=0)] = 0
     """The first block's number."""
 
@@ -275,3 +283,26 @@ class Parallel(StrictModel):
     post: Any = None
     """Parameter-free layers after the concatenation, children of the block after the branches
     (e.g. {channel_shuffle: 2}), or none."""
+
+
+class For(StrictModel):
+    """`for`: one copy of `body` per item of a list, in sequence."""
+
+    each: list[Any]
+    """The items (usually a ${...} list: range(len(widths)))."""
+    var: str = Field("item", alias="as")
+    """The variable the body reads the item as."""
+    names: str = "{i}"
+    """Pattern naming each copy: {i} its number (from start), {var} any whole-number variable."""
+    start: Annotated[int, Strict(), Field(ge=0)] = 0
+    """The first copy's number."""
+    body: Any
+    """The layer repeated (one node; a stage, a block, a seq...)."""
+
+    @field_validator("var")
+    @classmethod
+    def _var(cls, value: str) -> str:
+        problem = check_name(value)
+        if problem:
+            raise ValueError(problem)
+        return value

@@ -180,7 +180,7 @@ def init_lines(spec: Spec, indent: int) -> list[str]:
 
 def initialiser_calls(rule, tensor: str, classes: list[str]) -> list[str]:
     """The statements applying one init rule to `m.<tensor>` (`classes`: the layers' classes)."""
-    if rule.kind != "uniform_fan":
+    if rule.kind not in ("uniform_fan", "normal_fan"):
         args = "".join(f", {k}={literal(v)}" for k, v in rule.args.items())
         return [f"nn.init.{rule.kind}_(m.{tensor}{args})"]
     fan_out = rule.args.get("mode", "fan_in") == "fan_out"
@@ -188,6 +188,9 @@ def initialiser_calls(rule, tensor: str, classes: list[str]) -> list[str]:
         fan = "m.out_features" if fan_out else "m.in_features"
     else:  # a weight's fans as torch.nn.init computes them
         fan = f"m.{tensor}.shape[0] * m.{tensor}[0][0].numel()" if fan_out else f"m.{tensor}[0].numel()"
+    if rule.kind == "normal_fan":  # as torchvision's RegNet writes it
+        scale = literal(float(rule.args.get("scale", 1.0)))
+        return [f"fan = {fan}", f"nn.init.normal_(m.{tensor}, mean=0.0, std=math.sqrt({scale} / fan))"]
     return [f"init_range = 1.0 / math.sqrt({fan})", f"nn.init.uniform_(m.{tensor}, -init_range, init_range)"]
 
 
