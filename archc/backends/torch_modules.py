@@ -14,6 +14,34 @@ import torch
 from torch import nn
 
 
+def run(modules: dict, program: tuple, x: torch.Tensor) -> torch.Tensor:
+    """Run a program (`archc.combinators.program`): each named module in turn, an inline
+    parallel (a `Concat`: branches, split, post) as its concatenation."""
+    for step in program:
+        x = modules[step](x) if isinstance(step, str) else concat(modules, step, x)
+    return x
+
+
+def concat(modules: dict, step, x: torch.Tensor) -> torch.Tensor:
+    """Branches on x (split: each on its chunk of the channels), concatenated, then post."""
+    count = len(step.branches)
+    inputs = x.chunk(count, dim=1) if step.split else [x] * count
+    out = torch.cat([run(modules, branch, i) for branch, i in zip(step.branches, inputs)], 1)
+    return run(modules, step.post, out)
+
+
+def chains(program: tuple) -> list[list[str]]:
+    """Names of modules that run one after another in a program, each feeding only the next."""
+    out: list[list[str]] = [[]]
+    for step in program:
+        if isinstance(step, str):
+            out[-1].append(step)
+            continue
+        out += [chain for branch in (*step.branches, step.post) for chain in chains(branch)]
+        out.append([])
+    return out
+
+
 class _Children(nn.Module):
     def __init__(self, modules: OrderedDict):
         super().__init__()
@@ -25,6 +53,21 @@ class _Children(nn.Module):
         return []
 
 
+class Sequence(_Children):
+    """Layers in order with inline parallels among them (SqueezeNet's Fire): every branch's
+    layers are this module's own children."""
+
+    def __init__(self, modules: OrderedDict, program: tuple):
+        super().__init__(modules)
+        self._program = program
+
+    def chains(self) -> list[list[str]]:
+        return chains(self._program)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run(self._modules, self._program, x)
+
+
 class Residual(_Children):
     """post(body(x) + shortcut(x)); body, shortcut and post are this module's own children.
     With use_res_connect False (a conditional skip whose shapes differ) it is post(body(x))."""
@@ -32,9 +75,9 @@ class Residual(_Children):
     def __init__(
         self,
         modules: OrderedDict,
-        body: list[str],
-        shortcut: list[str],
-        post: list[str],
+        body: tuple,
+        shortcut: tuple,
+        post: tuple,
         use_res_connect: bool = True,
     ):
         super().__init__(modules)
@@ -42,53 +85,28 @@ class Residual(_Children):
         self.use_res_connect = use_res_connect
 
     def chains(self) -> list[list[str]]:
-        return [list(self._body), list(self._shortcut), list(self._post)]
+        return chains(self._body) + chains(self._shortcut) + chains(self._post)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        modules = self._modules
-        out = x
-        for name in self._body:
-            out = modules[name](out)
+        out = run(self._modules, self._body, x)
         if self.use_res_connect:
-            identity = x
-            for name in self._shortcut:
-                identity = modules[name](identity)
-            out = out + identity
-        for name in self._post:
-            out = modules[name](out)
-        return out
+            out = out + run(self._modules, self._shortcut, x)
+        return run(self._modules, self._post, out)
 
 
 class Parallel(_Children):
     """Branches applied to the same input (or, split, each to its chunk of the channels),
-    concatenated on channels, then the post layers."""
+    concatenated on channels, then the post layers (`step`: a Concat of their programs)."""
 
-    def __init__(
-        self,
-        modules: OrderedDict,
-        branches: list[list[str]],
-        split: bool = False,
-        post: list[str] = (),
-    ):
+    def __init__(self, modules: OrderedDict, step):
         super().__init__(modules)
-        self._branches = tuple(tuple(b) for b in branches)
-        self._split = split
-        self._post = tuple(post)
+        self._step = step
 
     def chains(self) -> list[list[str]]:
-        return [list(b) for b in self._branches] + [list(self._post)]
+        return chains((self._step,))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inputs = x.chunk(len(self._branches), dim=1) if self._split else [x] * len(self._branches)
-        outputs = []
-        for branch, out in zip(self._branches, inputs):
-            for name in branch:
-                out = self._modules[name](out)
-            outputs.append(out)
-        out = torch.cat(outputs, 1)
-        for name in self._post:
-            out = self._modules[name](out)
-        return out
+        return concat(self._modules, self._step, x)
 
 
 class Dense(_Children):
@@ -101,16 +119,17 @@ class Dense(_Children):
 
 
 class Gate(_Children):
-    """x * body(x): the body (this module's children, in order) computes a scale for x."""
+    """x * body(x): the body (this module's children, run by `program`) computes a scale for x."""
+
+    def __init__(self, modules: OrderedDict, program: tuple):
+        super().__init__(modules)
+        self._program = program
 
     def chains(self) -> list[list[str]]:
-        return [list(self._modules)]
+        return chains(self._program)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x
-        for layer in self._modules.values():
-            scale = layer(scale)
-        return x * scale
+        return x * run(self._modules, self._program, x)
 
 
 class ChannelShuffle(nn.Module):

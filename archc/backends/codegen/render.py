@@ -26,7 +26,7 @@ from archc.backends.codegen.names import (
     shape_text,
 )
 from archc.backends.codegen.probe import Probe, probe
-from archc.backends.codegen.terms import INLINE, MODEL, Child, Hole
+from archc.backends.codegen.terms import INLINE, MODEL, SEP, Child, Hole
 from archc.combinators import COMBINATORS
 from archc.compiler import Spec
 from archc.outputs import MARKER
@@ -85,7 +85,9 @@ class ForwardWriter:
         settings: dict[str, Hole] | None = None,
     ):
         self.entries = dict(groups)  # every child of such a class is named: no runs
-        self.groups = list(self.entries)
+        # a structured group (`lower.structured`, an inline parallel in it) by its first part
+        self.groups = list(dict.fromkeys(name.split(SEP)[0] for name in self.entries))
+        self.source = "x"
         self.emitter, self.indent = emitter, indent
         self.settings = settings or {}
         self.names = Namespace(LOCALS)
@@ -102,8 +104,19 @@ class ForwardWriter:
         return f"self.{name}"
 
     def chain(self, group: str, source: str, var: str) -> None:
-        lines = self.emitter.chain(self.entries.get(group, []), source, var)
-        self.lines += indent_lines(lines, self.indent)
+        parts = under(self.entries, group)
+        if group in self.entries or not parts:
+            lines = self.emitter.chain(self.entries.get(group, []), source, var)
+            self.lines += indent_lines(lines, self.indent)
+            return
+        current = source  # a structured group: its runs in turn, an inline parallel's forward
+        for part in parts:  # `i` (a run of layers) or `i:kind:name` (an inline parallel)
+            if part.isdigit():
+                self.chain(f"{group}{SEP}{part}", current, var)
+            else:
+                kind = part.split(":", 2)[1]
+                COMBINATORS[kind].codegen.forward(Inline(self, f"{group}{SEP}{part}", current, var))
+            current = var
 
     def local(self, name: str) -> str:
         return self.names.create_name(name)
@@ -112,13 +125,51 @@ class ForwardWriter:
         self.lines.append(" " * self.indent + statement)
 
     def returns(self, function: str, args: list[str | list[str]]) -> None:
-        items: list[Expr] = [
-            Call("", [Atom(a) for a in arg], "[", "]", collection=True)
-            if isinstance(arg, list)
-            else Atom(arg)
-            for arg in args
-        ]
-        self.lines += layout(Call(function, items), self.indent, lead="return ")
+        self.lines += layout(Call(function, call_items(args)), self.indent, lead="return ")
+
+
+def under(entries: dict, group: str) -> list[str]:
+    """The next parts of the structured groups under `group`, in order."""
+    prefix = group + SEP
+    return list(dict.fromkeys(n[len(prefix) :].split(SEP)[0] for n in entries if n.startswith(prefix)))
+
+
+class Inline:
+    """The ForwardWriter an inline parallel's forward writes with, inside its parent's forward:
+    its groups are those under `prefix`, its input is `source`, and what it would return is
+    assigned to `var` instead."""
+
+    def __init__(self, parent: ForwardWriter, prefix: str, source: str, var: str):
+        self.parent, self.prefix, self.source, self.var = parent, prefix, source, var
+        self.groups = under(parent.entries, prefix)
+
+    def chain(self, group: str, source: str, var: str) -> None:
+        self.parent.chain(f"{self.prefix}{SEP}{group}", source, var)
+
+    def local(self, name: str) -> str:
+        return self.parent.local(name)
+
+    def setting(self, name: str, default: Any) -> Any:
+        return self.parent.setting(name, default)
+
+    def line(self, statement: str) -> None:
+        if statement.startswith("return "):
+            value = statement.removeprefix("return ")
+            if value == self.var:
+                return
+            statement = f"{self.var} = {value}"
+        self.parent.line(statement)
+
+    def returns(self, function: str, args: list[str | list[str]]) -> None:
+        items = call_items(args)
+        self.parent.lines += layout(Call(function, items), self.parent.indent, lead=f"{self.var} = ")
+
+
+def call_items(args: list[str | list[str]]) -> list[Expr]:
+    return [
+        Call("", [Atom(a) for a in arg], "[", "]", collection=True) if isinstance(arg, list) else Atom(arg)
+        for arg in args
+    ]
 
 
 def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
