@@ -191,6 +191,7 @@ class WeightedLayer:
     has_weight: bool
     has_bias: bool
     own: bool = False
+    path: str = ""
 
     @property
     def ref(self) -> str:
@@ -205,5 +206,5 @@ def weighted_layers(tree: Node, kinds: set[str]) -> dict[str, list[WeightedLayer
             layer = node.primitive.torch_layer(node.params, node.in_shape)
             has = node.param_count > 0
             bias = has and getattr(node.params, "bias", True) is not False
-            out.setdefault(node.kind, []).append(WeightedLayer(layer.cls, has, bias, layer.own))
+            out.setdefault(node.kind, []).append(WeightedLayer(layer.cls, has, bias, layer.own, node.path))
     return out

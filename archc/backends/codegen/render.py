@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tokenize
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -205,28 +206,61 @@ def indent_lines(lines: list[str], indent: int) -> list[str]:
 
 
 def init_lines(spec: Spec, indent: int) -> list[str]:
-    """The spec's init rules as torchvision writes them: one pass over self.modules()."""
-    kinds = weighted_layers(spec.tree, set(spec.init))
+    """The spec's init rules as torchvision writes them: one pass over self.modules() (with
+    rules by path, self.named_modules(), the layers they select tested by name)."""
+    by_path = {p for rule in spec.init_paths for p in rule.paths}
+    order = [*spec.init, *(n.kind for n in spec.tree.walk() if n.path in by_path and n.is_primitive)]
+    kinds = weighted_layers(spec.tree, set(order))
     lines: list[str] = []
     pad = " " * indent
-    for kind, rules in spec.init.items():
+    for kind in dict.fromkeys(order):
         nodes = kinds.get(kind)
-        active = {t: r for t, r in rules.items() if r.kind != "default"}
-        if not nodes or not active:
+        if not nodes:
             continue
         classes = list(dict.fromkeys(n.ref for n in nodes))
         test = classes[0] if len(classes) == 1 else "(" + ", ".join(classes) + ")"
+        effective = [
+            {t: r for t, r in spec.init_for(kind, n.path).items() if r.kind != "default"}
+            for n in nodes
+        ]
         body = []
-        for tensor, rule in active.items():
-            has = [n.has_bias if tensor == "bias" else n.has_weight for n in nodes]
-            if not any(has):
-                continue
-            calls = initialiser_calls(rule, tensor, classes)
-            body += [f"if m.{tensor} is not None:", *("    " + c for c in calls)] if not all(has) else calls
+        for tensor in dict.fromkeys(t for rules in effective for t in rules):
+            default = spec.init.get(kind, {}).get(tensor)
+            default = default if default is not None and default.kind != "default" else None
+            cases: list[tuple] = []  # (rule, layers), the kind's own rule last
+            for node, rules in zip(nodes, effective):
+                rule = rules.get(tensor)
+                case = next((c for c in cases if c[0] == rule), None)
+                if case is None:
+                    cases.append(case := (rule, []))
+                case[1].append(node)
+            cases.sort(key=lambda c: c[0] == default)
+            branches = 0  # `if name ...` cases written so far
+            for rule, members in cases:
+                calls = tensor_calls(rule, tensor, members, classes) if rule is not None else []
+                if not calls:
+                    continue
+                if rule == default:
+                    body += ["else:", *("    " + c for c in calls)] if branches else calls
+                    continue
+                names = [json.dumps(n.path) for n in members]
+                which = f"name == {names[0]}" if len(names) == 1 else f"name in ({', '.join(names)})"
+                body += [f"{'elif' if branches else 'if'} {which}:", *("    " + c for c in calls)]
+                branches += 1
         if body:
             lines.append(pad + f"    {'elif' if lines else 'if'} isinstance(m, {test}):")
             lines += [pad + "        " + line for line in body]
-    return [pad + "for m in self.modules():", *lines] if lines else []
+    loop = "for name, m in self.named_modules():" if by_path else "for m in self.modules():"
+    return [pad + loop, *lines] if lines else []
+
+
+def tensor_calls(rule, tensor: str, layers: list, classes: list[str]) -> list[str]:
+    """One rule's statements for `m.<tensor>` of `layers`, tested for None where some lack it."""
+    has = [n.has_bias if tensor == "bias" else n.has_weight for n in layers]
+    if not any(has):
+        return []
+    calls = initialiser_calls(rule, tensor, classes)
+    return calls if all(has) else [f"if m.{tensor} is not None:", *("    " + c for c in calls)]
 
 
 def initialiser_calls(rule, tensor: str, classes: list[str]) -> list[str]:
