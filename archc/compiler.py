@@ -149,15 +149,20 @@ def selector_pattern(selector: str) -> re.Pattern:
     return re.compile("".join(wild.get(part, re.escape(part)) for part in parts))
 
 
-def _path_rules(raw: dict, source: SourceMap, tree: Node) -> tuple[PathInit, ...]:
+def _path_rules(raw: dict, source: SourceMap, tree: Node, params: dict) -> tuple[PathInit, ...]:
     """The `init:` rules keyed by a module path (or glob), each matched against the layers
-    with weights; a selector matching none of them is an error at the selector."""
+    with weights; a selector matching none of them is an error at the selector. A rule with
+    `if: false` (a layer it selects switched off by the same parameter) is left out."""
     layers = [n for n in tree.walk() if n.is_primitive and n.primitive.has_weights and n.path]
     out = []
     for key, tensors in raw.items():
         if not is_selector(key):
             continue
         path = ("init", key)
+        if isinstance(tensors, dict) and "if" in tensors:
+            tensors = dict(tensors)
+            if not _condition(tensors.pop("if"), source, path + ("if",), params):
+                continue
         pattern = selector_pattern(key)
         matched = [n for n in layers if pattern.fullmatch(n.path)]
         if not matched:
@@ -173,6 +178,18 @@ def _path_rules(raw: dict, source: SourceMap, tree: Node) -> tuple[PathInit, ...
         rules = _tensor_rules(tensors, source, path, {n.kind for n in matched})
         out.append(PathInit(key, rules, tuple(n.path for n in matched)))
     return tuple(out)
+
+
+def _condition(value: Any, source: SourceMap, path: tuple, params: dict) -> bool:
+    """An init rule's `if`: true, false or an expression over the model's parameters."""
+    if expr.is_expression(value):
+        try:
+            value = expr.evaluate(value[2:-1], params)
+        except expr.ExprError as exc:
+            raise source.error(f"in {value}: {exc}", path) from None
+    if not isinstance(value, bool):
+        raise source.error(f"'if' must be true or false, got {value!r}", path)
+    return value
 
 
 def _tensor_rules(tensors: Any, source: SourceMap, path: tuple, kinds: set[str]) -> dict[str, InitRule]:
@@ -270,7 +287,7 @@ def _compile(doc: Document) -> Spec:
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
         doc.leading_comments, templates, doc, doc.variants, doc.variant, _outputs(header, tree, source),
-        _path_rules(header.init, source, tree),
+        _path_rules(header.init, source, tree, dict(header.params)),
     )  # fmt: skip
 
 
