@@ -121,9 +121,9 @@ class Dense(_Children):
 class Gate(_Children):
     """x * body(x): the body (this module's children, run by `program`) computes a scale for x."""
 
-    def __init__(self, modules: OrderedDict, program: tuple):
+    def __init__(self, modules: OrderedDict, program: tuple | None = None):
         super().__init__(modules)
-        self._program = program
+        self._program = tuple(modules) if program is None else program  # default: in order
 
     def chains(self) -> list[list[str]]:
         return chains(self._program)

@@ -15,11 +15,11 @@ from typing import Any
 from archc.backends.codegen.names import MISSING, Var
 from archc.backends.codegen.terms import (
     INLINE,
+    SEP,
     Child,
     ClassCall,
     Container,
     Instance,
-    SEP,
     LayerCall,
     RepeatedBlocks,
     unknown,
