@@ -58,6 +58,11 @@ TORCHVISION = {
     "shufflenet_v2_x1_0": (2_278_604, 0.145),
     "shufflenet_v2_x1_5": (3_503_624, 0.296),
     "shufflenet_v2_x2_0": (7_393_996, 0.583),
+    # SqueezeNet and Inception v3 (GFLOPS at 299x299), from the weights' meta in
+    # torchvision/models/squeezenet.py and inception.py
+    "squeezenet1_0": (1_248_424, 0.819),
+    "squeezenet1_1": (1_235_496, 0.349),
+    "inception_v3": (27_161_264, 5.713),
 }
 
 # googlenet's weights are published without its auxiliary heads (the builder drops them after
