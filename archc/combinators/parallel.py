@@ -57,7 +57,8 @@ class Parallel(Combinator):
         "branches on the same input, concatenated on channels (Inception); `split: true` feeds "
         "each branch its own equal chunk of the channels instead, an empty branch (`[]`) being "
         "the identity; `post`: parameter-free layers after the concatenation (ShuffleNet's "
-        "`{channel_shuffle: 2}`)"
+        "`{channel_shuffle: 2}`); `inline: true` registers the branches' layers on the "
+        "enclosing module (SqueezeNet's Fire, Inception v3's split branches)"
     )
     fill = "#eab0c4"
     inlinable = True  # its branches' layers registered on the block around it (SqueezeNet's Fire)
