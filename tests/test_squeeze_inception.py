@@ -433,3 +433,20 @@ def test_bad_path_rules_point_at_the_selector(write_spec, capsys, rule, col, wor
     first = err.splitlines()[0]
     assert first.startswith(f"{path}:6:{col}: error: ") and words in first, err
     assert "Traceback" not in err
+
+
+def test_a_new_head_gets_its_path_rule_when_weights_are_loaded():
+    """SqueezeNet fine-tuned to 10 classes from torchvision's weights: classifier.1 changes
+    shape, so it is re-initialised by the spec's rules for its path (normal(0, 0.01), zero
+    bias), not by the kaiming_uniform of the other convolutions."""
+    spec = archc.load("squeezenet1_1", overrides=["params.num_classes=10"])
+    model = archc.build(spec, seed=0)
+    report = archc.load_weights(model, spec, reference("squeezenet1_1", seed=1).state_dict())
+    assert {key for key, _, _ in report.reinitialised} == {
+        "classifier.1.weight",
+        "classifier.1.bias",
+    }
+    final = model.classifier[1]
+    assert final.weight.shape == (10, 512, 1, 1)
+    assert final.weight.std().item() == pytest.approx(0.01, rel=0.1)
+    assert torch.count_nonzero(final.bias) == 0
