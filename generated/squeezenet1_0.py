@@ -36,8 +36,7 @@ class Fire(nn.Module):
         expand1x1 = self.expand1x1_activation(expand1x1)
         expand3x3 = self.expand3x3(x)
         expand3x3 = self.expand3x3_activation(expand3x3)
-        x = torch.cat([expand1x1, expand3x3], 1)
-        return x
+        return torch.cat([expand1x1, expand3x3], 1)
 
 
 class Squeezenet1_0(nn.Module):

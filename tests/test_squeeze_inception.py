@@ -195,7 +195,7 @@ def test_generated_fire_and_inception_e_read_like_torchvision(tmp_path):
     fire = text[text.index("class Fire(nn.Module):") : text.index("class Squeezenet1_0")]
     assert "self.expand3x3_activation = nn.ReLU(inplace=True)" in fire
     assert "def forward(self, x: torch.Tensor) -> torch.Tensor:" in fire
-    assert "torch.cat([expand1x1, expand3x3], 1)" in fire
+    assert "return torch.cat([expand1x1, expand3x3], 1)" in fire  # as torchvision returns it
     assert 'if name == "classifier.1":' in text  # the path rule, as torchvision's `m is final_conv`
     text = (ROOT / "generated" / "inception_v3.py").read_text()
     block = text[text.index("class InceptionE(nn.Module):") :]

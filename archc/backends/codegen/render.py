@@ -94,6 +94,8 @@ class ForwardWriter:
         self.names = Namespace(LOCALS)
         self.lines: list[str] = []
         self.init: list[str] = []  # `self.name = argument` for the settings forward reads
+        # an inline parallel's result assigned: (its first line, its end, var, call)
+        self.assigned: tuple[int, int, str, Call] | None = None
 
     def setting(self, name: str, default: Any) -> Any:
         hole = self.settings.get(name)
@@ -123,7 +125,20 @@ class ForwardWriter:
         return self.names.create_name(name)
 
     def line(self, statement: str) -> None:
+        if self.assigned is not None:
+            start, end, var, call = self.assigned
+            if end == len(self.lines) and statement == f"return {var}":
+                self.lines[start:] = layout(call, self.indent, lead="return ")  # return cat(...)
+                return
+        self.assigned = None
         self.lines.append(" " * self.indent + statement)
+
+    def assign(self, var: str, call: Call) -> None:
+        """`var = call`, the result of an inline parallel (returned directly if forward then
+        returns var)."""
+        start = len(self.lines)
+        self.lines += layout(call, self.indent, lead=f"{var} = ")
+        self.assigned = (start, len(self.lines), var, call)
 
     def returns(self, function: str, args: list[str | list[str]]) -> None:
         self.lines += layout(Call(function, call_items(args)), self.indent, lead="return ")
@@ -162,8 +177,7 @@ class Inline:
         self.parent.line(statement)
 
     def returns(self, function: str, args: list[str | list[str]]) -> None:
-        items = call_items(args)
-        self.parent.lines += layout(Call(function, items), self.parent.indent, lead=f"{self.var} = ")
+        self.parent.assign(self.var, Call(function, call_items(args)))
 
 
 def call_items(args: list[str | list[str]]) -> list[Expr]:
