@@ -180,13 +180,12 @@ class Parallel(Combinator):
 
     def draw(self, d, node, src, level, into):
         branches = [c for c in node.children if c.role != "post"]
+        where = f"{node.path}/{node.name}" if node.inline else node.path  # inline: under its parent's path
         if branches and branches[0].role == "chunk":
-            where = f"{node.path}/{node.name}" if node.inline else node.path
             chunk = d.place(into, where + "/chunk", "concat", f"chunk {len(branches)}")
             d.edge(src, chunk)
             src = d.port(chunk, branches[0].in_shape)
         outs = [d.draw(branch, src, level, into) for branch in branches]
-        where = f"{node.path}/{node.name}" if node.inline else node.path  # an inline one: its parent's path
         cat = d.place(into, where + "/concat", "concat")
         for out in outs:
             d.edge(out, cat)
