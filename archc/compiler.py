@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,6 +34,17 @@ from archc.spec.schema import (
 LIBRARY_DIR = Path(__file__).parent / "blocks"
 
 
+@dataclass(frozen=True)
+class PathInit:
+    """An init rule for the layers whose module path matches `selector` (`classifier.1`,
+    `AuxLogits.fc`, `features.*.expand3x3`): its tensors' initialisers replace those of the
+    layers' kind rule. `paths`: the layers it matches, in tree order."""
+
+    selector: str
+    tensors: dict[str, InitRule]
+    paths: tuple[str, ...]
+
+
 @dataclass
 class Spec:
     """A compiled spec: the header fields and the inferred module tree."""
@@ -51,6 +64,16 @@ class Spec:
     # the train-mode outputs in order: the main output's name, then (name, head layer) pairs
     outputs: tuple[str, ...] = ("out",)
     lets: dict[str, Any] = field(default_factory=dict)  # the values `let:` derived, in order
+    init_paths: tuple[PathInit, ...] = ()  # init rules by module path, in the order written
+
+    def init_for(self, kind: str, path: str) -> dict[str, InitRule]:
+        """The init rules of one layer, by tensor: its kind's, each replaced by the last rule
+        whose selector matches its path (tensors in the order the rules name them)."""
+        rules = dict(self.init.get(kind, {}))
+        for rule in self.init_paths:
+            if path in rule.paths:
+                rules.update(rule.tensors)
+        return rules
 
     @property
     def heads(self) -> list[Node]:
@@ -114,23 +137,88 @@ def library() -> dict[str, BlockDef]:
     return blocks
 
 
+def is_selector(key: str) -> bool:
+    """Whether an `init:` key selects layers by path (anything not a layer kind)."""
+    return key not in PRIMITIVES
+
+
+def selector_pattern(selector: str) -> re.Pattern:
+    """A module-path glob as a regular expression: `*` is any part of one name, `**` any
+    run of names and dots, `?` one character of a name; the rest is literal."""
+    wild = {"**": ".*", "*": "[^.]*", "?": "[^.]"}
+    parts = re.split(r"(\*\*|\*|\?)", selector)
+    return re.compile("".join(wild.get(part, re.escape(part)) for part in parts))
+
+
+def _path_rules(raw: dict, source: SourceMap, tree: Node, params: dict) -> tuple[PathInit, ...]:
+    """The `init:` rules keyed by a module path (or glob), each matched against the layers
+    with weights; a selector matching none of them is an error at the selector. A rule with
+    `if: false` (a layer it selects switched off by the same parameter) is left out."""
+    layers = [n for n in tree.walk() if n.is_primitive and n.primitive.has_weights and n.path]
+    out = []
+    for key, tensors in raw.items():
+        if not is_selector(key):
+            continue
+        path = ("init", key)
+        if isinstance(tensors, dict) and "if" in tensors:
+            tensors = dict(tensors)
+            if not _condition(tensors.pop("if"), source, path + ("if",), params):
+                continue
+        pattern = selector_pattern(key)
+        matched = [n for n in layers if pattern.fullmatch(n.path)]
+        if not matched:
+            weighted = ", ".join(k for k, p in PRIMITIVES.items() if p.has_weights)
+            close = difflib.get_close_matches(key, [n.path for n in layers], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise source.error(
+                f"init: {key!r} is neither a layer kind with weights ({weighted}) nor the path "
+                f"of a layer with weights (a module path, * and ** match names){hint}",
+                path,
+                key=True,
+            )
+        rules = _tensor_rules(tensors, source, path, {n.kind for n in matched})
+        out.append(PathInit(key, rules, tuple(n.path for n in matched)))
+    return tuple(out)
+
+
+def _condition(value: Any, source: SourceMap, path: tuple, params: dict) -> bool:
+    """An init rule's `if`: true, false or an expression over the model's parameters."""
+    if expr.is_expression(value):
+        try:
+            value = expr.evaluate(value[2:-1], params)
+        except expr.ExprError as exc:
+            raise source.error(f"in {value}: {exc}", path) from None
+    if not isinstance(value, bool):
+        raise source.error(f"'if' must be true or false, got {value!r}", path)
+    return value
+
+
+def _tensor_rules(tensors: Any, source: SourceMap, path: tuple, kinds: set[str]) -> dict[str, InitRule]:
+    """One init rule's {weight, bias} initialisers, for layers of the given kinds."""
+    if not isinstance(tensors, dict):
+        raise source.error("init rules map weight/bias to an initialiser", path)
+    rules: dict[str, InitRule] = {}
+    for tensor, rule in tensors.items():
+        if tensor not in ("weight", "bias"):
+            raise source.error(f"init names 'weight' or 'bias', not {tensor!r}", path + (tensor,), key=True)
+        rules[tensor] = _init_rule(rule, source, path + (tensor,))
+        for kind in sorted(kinds):
+            if rules[tensor].kind in FAN_BASED and (tensor == "bias" or kind == "batchnorm"):
+                raise source.error(f"{rules[tensor].kind} needs a weight with fan-in and fan-out (a conv or linear weight), not a {kind} {tensor}", path + (tensor,))
+    return rules
+
+
 def _init_rules(raw: dict, source: SourceMap) -> dict[str, dict[str, InitRule]]:
     rules: dict[str, dict[str, InitRule]] = {}
     for kind, tensors in raw.items():
         path = ("init", kind)
+        if is_selector(kind):
+            continue  # a path: matched once the tree is known (_path_rules)
         prim = PRIMITIVES.get(kind)
         if prim is None or not prim.has_weights:
             weighted = ", ".join(k for k, p in PRIMITIVES.items() if p.has_weights)
             raise source.error(f"init applies to layers with weights ({weighted}), not {kind!r}", path, key=True)
-        if not isinstance(tensors, dict):
-            raise source.error("init rules map weight/bias to an initialiser", path)
-        rules[kind] = {}
-        for tensor, rule in tensors.items():
-            if tensor not in ("weight", "bias"):
-                raise source.error(f"init names 'weight' or 'bias', not {tensor!r}", path + (tensor,), key=True)
-            rules[kind][tensor] = _init_rule(rule, source, path + (tensor,))
-            if rules[kind][tensor].kind in FAN_BASED and (tensor == "bias" or kind == "batchnorm"):
-                raise source.error(f"{rules[kind][tensor].kind} needs a weight with fan-in and fan-out (a conv or linear weight), not a {kind} {tensor}", path + (tensor,))
+        rules[kind] = _tensor_rules(tensors, source, path, {kind})
     return rules
 
 
@@ -203,6 +291,7 @@ def _compile(doc: Document) -> Spec:
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
         doc.leading_comments, templates, doc, doc.variants, doc.variant, _outputs(header, tree, source),
         lets,
+        _path_rules(header.init, source, tree, dict(env)),
     )  # fmt: skip
 
 

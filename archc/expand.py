@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from archc.combinators import COMBINATORS, shares_input
 from archc.errors import Location, Note, SpecError, format_path
 from archc.ir import Head as HeadUse
-from archc.ir import Node, TemplateUse
+from archc.ir import Node, TemplateUse, steps
 from archc.primitives import PRIMITIVES, Shape, ShapeError
 from archc.spec import expr
 from archc.spec.loader import SourceMap
@@ -308,7 +308,7 @@ class Expander:
             raise scope.error(f"unknown layer or block type {kind!r}{hint}", params_path, key=True)
         if inline:
             if node.is_primitive or not node.combinator.inlinable:
-                raise scope.error("only a sequence (seq, stage or a seq block) can be inline", path)
+                raise scope.error("only a sequence (seq, stage or a seq block) or a parallel can be inline", path)
             node.inline = True
         node.location, node.field_path = scope.here(path)
         return node
@@ -585,6 +585,19 @@ def assign_paths(node: Node, prefix: str = "") -> None:
         seen[child.name] = child
 
 
+def refuse_branching(nodes: list[Node], where: str) -> None:
+    """An inline parallel needs a module around it that runs it (a block, a branch, a
+    residual's body); `where` runs its layers one by one."""
+    for node in steps(nodes):
+        if node.inline:
+            raise SpecError(
+                f"an inline parallel registers its branches' layers on the block around it, but "
+                f"{where} runs its layers one by one: put it in a block or drop inline: true",
+                node.location,
+                node.field_path,
+            )
+
+
 def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | None = None) -> Node:
     # Expansion allocates many objects and no reference cycles, so Python's cycle collector
     # would only rescan the growing tree (30% of the time at 10,000 blocks): pause it.
@@ -604,6 +617,7 @@ def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | 
             if expander.stage_blocks != total:  # a stage's depth read total_blocks
                 raise scope.error("the number of stage blocks depends on total_blocks", path)
         root.location, root.field_path = scope.here(path)
+        refuse_branching(root.children, "the model's top level")
         assign_paths(root)
         return root
     finally:

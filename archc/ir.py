@@ -114,3 +114,32 @@ def splice(nodes: list[Node]) -> list[Node]:
     for node in nodes:
         out.extend(splice(node.children) if node.inline else [node])
     return out
+
+
+def steps(nodes: list[Node]) -> list[Node]:
+    """Nodes in the order they run: inline sequences opened up, an inline node that runs as a
+    whole (an inline parallel: `Combinator.inline_step`) kept as one step."""
+    out: list[Node] = []
+    for node in nodes:
+        if node.inline and not node.combinator.inline_step:
+            out.extend(steps(node.children))
+        else:
+            out.append(node)
+    return out
+
+
+def branching(nodes: list[Node]) -> bool:
+    """Whether an inline parallel runs among `nodes` (they do not simply run one by one)."""
+    return any(node.inline for node in steps(nodes))
+
+
+def runs(nodes: list[Node]) -> list[list[Node]]:
+    """The runs of `nodes` that execute one after another, each feeding only the next: the
+    steps between inline parallels (whose branches are their own runs, `Combinator.chains`)."""
+    out: list[list[Node]] = [[]]
+    for node in steps(nodes):
+        if node.inline:
+            out.append([])
+        else:
+            out[-1].append(node)
+    return out

@@ -246,4 +246,4 @@ def _reinitialise(model: nn.Module, spec: Spec, keys: list[str]) -> None:
                 module.reset_parameters()
             elif hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
-            initialise_module(module, spec, kinds.get(path, ""), tensors)
+            initialise_module(module, spec, kinds.get(path, ""), tensors, path)

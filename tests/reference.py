@@ -80,6 +80,11 @@ TORCHVISION = {
     "regnet_x_8gf": (39_572_648, 7.995),
     "regnet_x_16gf": (54_278_536, 15.941),
     "regnet_x_32gf": (107_811_560, 31.736),
+    # SqueezeNet and Inception v3 (GFLOPS at 299x299), from the weights' meta in
+    # torchvision/models/squeezenet.py and inception.py
+    "squeezenet1_0": (1_248_424, 0.819),
+    "squeezenet1_1": (1_235_496, 0.349),
+    "inception_v3": (27_161_264, 5.713),
 }
 
 # googlenet's weights are published without its auxiliary heads (the builder drops them after

@@ -21,7 +21,7 @@ import graphviz
 from archc.backends import graphviz_files
 from archc.compiler import Spec, library, load
 from archc.errors import UsageError
-from archc.ir import Node, splice
+from archc.ir import Node, steps
 from archc.outputs import MARKER, contained, write_atomic
 from archc.primitives import Shape, fmt_shape
 from archc.tables import human, kind_label
@@ -153,7 +153,7 @@ class _Folding:
         most one per box, not counted), counted only until past `budget`: cheap, so a depth
         that fits can be chosen before drawing."""
         total = 0
-        for group in self.runs(splice(nodes), level):
+        for group in self.runs(steps(nodes), level):
             node = group[0]
             if len(group) > 1 or node.is_primitive or self.collapsed(node, level):
                 total += 1
@@ -261,7 +261,7 @@ class _Drawing(_Folding):
 
     def chain(self, nodes: list[Node], src: Port, level: int, into: graphviz.Digraph) -> Port:
         """Nodes one after another; identical collapsed neighbours fold into one `×n` box."""
-        for group in self.runs(splice(nodes), level):
+        for group in self.runs(steps(nodes), level):
             if len(group) == 1:
                 src = self.draw(group[0], src, level, into)
                 continue

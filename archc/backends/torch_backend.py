@@ -112,17 +112,19 @@ _INITIALISERS = {
 
 def initialise(model: nn.Module, spec: Spec, kinds: dict[int, str]) -> None:
     """Apply the spec's init rules, module by module in registration order (as torchvision does)."""
-    if not spec.init:
+    if not spec.init and not spec.init_paths:
         return
-    for module in model.modules():
-        initialise_module(module, spec, kinds.get(id(module), ""))
+    for path, module in model.named_modules():
+        initialise_module(module, spec, kinds.get(id(module), ""), path=path)
 
 
-def initialise_module(module: nn.Module, spec: Spec, kind: str, tensors: set[str] | None = None) -> None:
-    """Apply the spec's init rules for `kind` to one module's tensors (only those in `tensors`
-    when given); tensors without a rule keep what they have."""
+def initialise_module(
+    module: nn.Module, spec: Spec, kind: str, tensors: set[str] | None = None, path: str = ""
+) -> None:
+    """Apply the spec's init rules for a layer of `kind` at `path` to its tensors (only those
+    in `tensors` when given); tensors without a rule keep what they have."""
     with torch.no_grad():
-        for tensor_name, rule in spec.init.get(kind, {}).items():
+        for tensor_name, rule in spec.init_for(kind, path).items():
             tensor = getattr(module, tensor_name, None)
             if tensor is None or rule.kind == "default" or (tensors is not None and tensor_name not in tensors):
                 continue

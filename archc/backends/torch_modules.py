@@ -14,6 +14,40 @@ import torch
 from torch import nn
 
 
+def run(owner: nn.Module, program: tuple, x: torch.Tensor) -> torch.Tensor:
+    """Run a program (`archc.combinators.program`) of `owner`'s children: each named module in
+    turn (a learnable tensor of owner's multiplies instead), an inline parallel (a `Concat`:
+    branches, split, post) as its concatenation."""
+    for step in program:
+        if not isinstance(step, str):
+            x = concat(owner, step, x)
+        elif step in owner._parameters:
+            x = owner._parameters[step] * x
+        else:
+            x = owner._modules[step](x)
+    return x
+
+
+def concat(owner: nn.Module, step, x: torch.Tensor) -> torch.Tensor:
+    """Branches on x (split: each on its chunk of the channels), concatenated, then post."""
+    count = len(step.branches)
+    inputs = x.chunk(count, dim=1) if step.split else [x] * count
+    out = torch.cat([run(owner, branch, i) for branch, i in zip(step.branches, inputs)], 1)
+    return run(owner, step.post, out)
+
+
+def chains(program: tuple) -> list[list[str]]:
+    """Names of modules that run one after another in a program, each feeding only the next."""
+    out: list[list[str]] = [[]]
+    for step in program:
+        if isinstance(step, str):
+            out[-1].append(step)
+            continue
+        out += [chain for branch in (*step.branches, step.post) for chain in chains(branch)]
+        out.append([])
+    return out
+
+
 class _Children(nn.Module):
     """Registers its children in order: modules, and learnable tensors (nn.Parameter, such as
     ConvNeXt's layer_scale) that its forward multiplies by (`run`)."""
@@ -30,12 +64,20 @@ class _Children(nn.Module):
         """Names of children that run one after another, each feeding only the next."""
         return []
 
-    def run(self, names, x: torch.Tensor) -> torch.Tensor:
-        """Apply the named children in turn: a module is called, a tensor multiplies."""
-        for name in names:
-            parameter = self._parameters.get(name)
-            x = parameter * x if parameter is not None else self._modules[name](x)
-        return x
+
+class Sequence(_Children):
+    """Layers in order with inline parallels among them (SqueezeNet's Fire): every branch's
+    layers are this module's own children."""
+
+    def __init__(self, modules: OrderedDict, program: tuple):
+        super().__init__(modules)
+        self._program = program
+
+    def chains(self) -> list[list[str]]:
+        return chains(self._program)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run(self, self._program, x)
 
 
 class Residual(_Children):
@@ -45,9 +87,9 @@ class Residual(_Children):
     def __init__(
         self,
         modules: OrderedDict,
-        body: list[str],
-        shortcut: list[str],
-        post: list[str],
+        body: tuple,
+        shortcut: tuple,
+        post: tuple,
         use_res_connect: bool = True,
     ):
         super().__init__(modules)
@@ -55,45 +97,28 @@ class Residual(_Children):
         self.use_res_connect = use_res_connect
 
     def chains(self) -> list[list[str]]:
-        return [list(self._body), list(self._shortcut), list(self._post)]
+        return chains(self._body) + chains(self._shortcut) + chains(self._post)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.run(self._body, x)
+        out = run(self, self._body, x)
         if self.use_res_connect:
-            out = out + self.run(self._shortcut, x)
-        return self.run(self._post, out)
+            out = out + run(self, self._shortcut, x)
+        return run(self, self._post, out)
 
 
 class Parallel(_Children):
     """Branches applied to the same input (or, split, each to its chunk of the channels),
-    concatenated on channels, then the post layers."""
+    concatenated on channels, then the post layers (`step`: a Concat of their programs)."""
 
-    def __init__(
-        self,
-        modules: OrderedDict,
-        branches: list[list[str]],
-        split: bool = False,
-        post: list[str] = (),
-    ):
+    def __init__(self, modules: OrderedDict, step):
         super().__init__(modules)
-        self._branches = tuple(tuple(b) for b in branches)
-        self._split = split
-        self._post = tuple(post)
+        self._step = step
 
     def chains(self) -> list[list[str]]:
-        return [list(b) for b in self._branches] + [list(self._post)]
+        return chains((self._step,))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inputs = x.chunk(len(self._branches), dim=1) if self._split else [x] * len(self._branches)
-        outputs = []
-        for branch, out in zip(self._branches, inputs):
-            for name in branch:
-                out = self._modules[name](out)
-            outputs.append(out)
-        out = torch.cat(outputs, 1)
-        for name in self._post:
-            out = self._modules[name](out)
-        return out
+        return concat(self, self._step, x)
 
 
 class Dense(_Children):
@@ -106,16 +131,17 @@ class Dense(_Children):
 
 
 class Gate(_Children):
-    """x * body(x): the body (this module's children, in order) computes a scale for x."""
+    """x * body(x): the body (this module's children, run by `program`) computes a scale for x."""
+
+    def __init__(self, modules: OrderedDict, program: tuple | None = None):
+        super().__init__(modules)
+        self._program = tuple(modules) if program is None else program  # default: in order
 
     def chains(self) -> list[list[str]]:
-        return [list(self._modules)]
+        return chains(self._program)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x
-        for layer in self._modules.values():
-            scale = layer(scale)
-        return x * scale
+        return x * run(self, self._program, x)
 
 
 class ChannelShuffle(nn.Module):

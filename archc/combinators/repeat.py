@@ -45,7 +45,7 @@ class Stage(Seq):
     )
 
     def expand(self, x, raw, path, name, scope, shape) -> Node:
-        from archc.expand import MAX_NODES
+        from archc.expand import MAX_NODES, refuse_branching
 
         spec, block, args = repeat(x, raw, path, scope, "stage")
         children = []
@@ -77,6 +77,7 @@ class Stage(Seq):
                 child.location, child.field_path = scope.here(path)
                 # a block that read its position differs from the next: expand each in full
                 last = (block_args, shape, child, x.count - before, x.position_reads != reads)
+            refuse_branching([child], "a stage")
             children.append(child)
             shape = child.out_shape
         node = Node(name, self.kind, children=children, repeats=spec.block)
@@ -104,7 +105,7 @@ class Dense(Combinator):
     codegen = CodegenForm(base="Dense", repeated=True, helper=DENSE)
 
     def expand(self, x, raw, path, name, scope, shape) -> Node:
-        from archc.expand import MAX_NODES
+        from archc.expand import MAX_NODES, refuse_branching
 
         spec, block, args = repeat(x, raw, path, scope, "dense")
         in_shape, children = shape, []
@@ -120,6 +121,7 @@ class Dense(Combinator):
                 shape = infer.concat([shape, child.out_shape], f"{name}: dense")
             except ShapeError as exc:
                 raise scope.error(str(exc), path) from None
+            refuse_branching([child], "a dense block")
             children.append(child)
         node = Node(name, self.kind, children=children, repeats=spec.block)
         return self.finish(node, in_shape, shape)

@@ -8,8 +8,8 @@ import math
 from dataclasses import replace
 
 from archc import infer
-from archc.combinators import CodegenForm, Combinator, combinator, leaf_names, shares_input
-from archc.ir import Node, splice
+from archc.combinators import CodegenForm, Combinator, combinator, program, shares_input
+from archc.ir import Node, runs
 from archc.primitives import ShapeError
 from archc.spec.schema import Projection, check_module_name
 from archc.spec.schema import Residual as Options
@@ -170,7 +170,7 @@ class Residual(Combinator):
         return math.prod(node.out_shape) if connected(node) else 0  # the sum
 
     def chains(self, node):
-        return [splice(node.role_children(role)) for role in ROLES]
+        return [run for role in ROLES for run in runs(node.role_children(role))]
 
     def depth(self, node, of):
         longest = max(sum(of(c) for c in node.role_children(r)) for r in ("body", "shortcut"))
@@ -179,7 +179,7 @@ class Residual(Combinator):
     def build(self, node, modules):
         from archc.backends.torch_modules import Residual
 
-        roles = {r: [n for c in node.role_children(r) for n in leaf_names(c)] for r in ROLES}
+        roles = {r: program(node.role_children(r)) for r in ROLES}
         return Residual(modules, roles["body"], roles["shortcut"], roles["post"], connected(node))
 
     def draw(self, d, node, src, level, into):

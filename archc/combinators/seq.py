@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
-from archc.combinators import Combinator, combinator
-from archc.ir import Node, splice
+from archc.combinators import CodegenForm, Combinator, combinator, program
+from archc.ir import Node, branching, runs
+
+
+def forward(w) -> None:
+    """The layers in turn, an inline parallel's branches each on the output before it."""
+    w.chain("layers", "x", "x")
+    w.line("return x")
+
+
+# A sequence with an inline parallel among its layers (SqueezeNet's Fire): a class of its own,
+# its branches' layers its attributes, forward written out.
+BRANCHING = CodegenForm(
+    base="nn.Module",
+    groups=lambda node: [("layers", node.children)],
+    doc="Layers in order, branching where branches are concatenated.",
+    forward=forward,
+)
 
 
 @combinator
@@ -28,12 +44,20 @@ class Seq(Combinator):
     def chains(self, node):
         if node.inline:
             return []  # an inline one runs in its parent's
-        return [splice([c for c in node.children if c.head is None])] + [[c] for c in node.children if c.head]
+        return runs([c for c in node.children if c.head is None]) + [[c] for c in node.children if c.head]
 
     def build(self, node, modules):
         from torch import nn
 
-        return nn.Sequential(modules)
+        from archc.backends.torch_modules import Sequence
+
+        steps = program(node.children)
+        if all(isinstance(step, str) for step in steps):
+            return nn.Sequential(modules)
+        return Sequence(modules, steps)  # an inline parallel among its layers
+
+    def form(self, node):
+        return BRANCHING if branching(node.children) else self.codegen
 
     def draw(self, d, node, src, level, into):
         heads = [c for c in node.children if c.head is not None]

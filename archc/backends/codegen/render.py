@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tokenize
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,7 +27,7 @@ from archc.backends.codegen.names import (
     shape_text,
 )
 from archc.backends.codegen.probe import Probe, probe
-from archc.backends.codegen.terms import INLINE, MODEL, Child, Hole
+from archc.backends.codegen.terms import INLINE, MODEL, SEP, Child, Hole
 from archc.combinators import COMBINATORS
 from archc.compiler import Spec
 from archc.outputs import MARKER
@@ -85,12 +86,16 @@ class ForwardWriter:
         settings: dict[str, Hole] | None = None,
     ):
         self.entries = dict(groups)  # every child of such a class is named: no runs
-        self.groups = list(self.entries)
+        # a structured group (`lower.structured`, an inline parallel in it) by its first part
+        self.groups = list(dict.fromkeys(name.split(SEP)[0] for name in self.entries))
+        self.source = "x"
         self.emitter, self.indent = emitter, indent
         self.settings = settings or {}
         self.names = Namespace(LOCALS)
         self.lines: list[str] = []
         self.init: list[str] = []  # `self.name = argument` for the settings forward reads
+        # an inline parallel's result assigned: (its first line, its end, var, call)
+        self.assigned: tuple[int, int, str, Call] | None = None
 
     def setting(self, name: str, default: Any) -> Any:
         hole = self.settings.get(name)
@@ -102,23 +107,84 @@ class ForwardWriter:
         return f"self.{name}"
 
     def chain(self, group: str, source: str, var: str) -> None:
-        lines = self.emitter.chain(self.entries.get(group, []), source, var)
-        self.lines += indent_lines(lines, self.indent)
+        parts = under(self.entries, group)
+        if group in self.entries or not parts:
+            lines = self.emitter.chain(self.entries.get(group, []), source, var)
+            self.lines += indent_lines(lines, self.indent)
+            return
+        current = source  # a structured group: its runs in turn, an inline parallel's forward
+        for part in parts:  # `i` (a run of layers) or `i:kind:name` (an inline parallel)
+            if part.isdigit():
+                self.chain(f"{group}{SEP}{part}", current, var)
+            else:
+                kind = part.split(":", 2)[1]
+                COMBINATORS[kind].codegen.forward(Inline(self, f"{group}{SEP}{part}", current, var))
+            current = var
 
     def local(self, name: str) -> str:
         return self.names.create_name(name)
 
     def line(self, statement: str) -> None:
+        if self.assigned is not None:
+            start, end, var, call = self.assigned
+            if end == len(self.lines) and statement == f"return {var}":
+                self.lines[start:] = layout(call, self.indent, lead="return ")  # return cat(...)
+                return
+        self.assigned = None
         self.lines.append(" " * self.indent + statement)
 
+    def assign(self, var: str, call: Call) -> None:
+        """`var = call`, the result of an inline parallel (returned directly if forward then
+        returns var)."""
+        start = len(self.lines)
+        self.lines += layout(call, self.indent, lead=f"{var} = ")
+        self.assigned = (start, len(self.lines), var, call)
+
     def returns(self, function: str, args: list[str | list[str]]) -> None:
-        items: list[Expr] = [
-            Call("", [Atom(a) for a in arg], "[", "]", collection=True)
-            if isinstance(arg, list)
-            else Atom(arg)
-            for arg in args
-        ]
-        self.lines += layout(Call(function, items), self.indent, lead="return ")
+        self.lines += layout(Call(function, call_items(args)), self.indent, lead="return ")
+
+
+def under(entries: dict, group: str) -> list[str]:
+    """The next parts of the structured groups under `group`, in order."""
+    prefix = group + SEP
+    return list(dict.fromkeys(n[len(prefix) :].split(SEP)[0] for n in entries if n.startswith(prefix)))
+
+
+class Inline:
+    """The ForwardWriter an inline parallel's forward writes with, inside its parent's forward:
+    its groups are those under `prefix`, its input is `source`, and what it would return is
+    assigned to `var` instead."""
+
+    def __init__(self, parent: ForwardWriter, prefix: str, source: str, var: str):
+        self.parent, self.prefix, self.source, self.var = parent, prefix, source, var
+        self.groups = under(parent.entries, prefix)
+
+    def chain(self, group: str, source: str, var: str) -> None:
+        self.parent.chain(f"{self.prefix}{SEP}{group}", source, var)
+
+    def local(self, name: str) -> str:
+        return self.parent.local(name)
+
+    def setting(self, name: str, default: Any) -> Any:
+        return self.parent.setting(name, default)
+
+    def line(self, statement: str) -> None:
+        if statement.startswith("return "):
+            value = statement.removeprefix("return ")
+            if value == self.var:
+                return
+            statement = f"{self.var} = {value}"
+        self.parent.line(statement)
+
+    def returns(self, function: str, args: list[str | list[str]]) -> None:
+        self.parent.assign(self.var, Call(function, call_items(args)))
+
+
+def call_items(args: list[str | list[str]]) -> list[Expr]:
+    return [
+        Call("", [Atom(a) for a in arg], "[", "]", collection=True) if isinstance(arg, list) else Atom(arg)
+        for arg in args
+    ]
 
 
 def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
@@ -154,28 +220,61 @@ def indent_lines(lines: list[str], indent: int) -> list[str]:
 
 
 def init_lines(spec: Spec, indent: int) -> list[str]:
-    """The spec's init rules as torchvision writes them: one pass over self.modules()."""
-    kinds = weighted_layers(spec.tree, set(spec.init))
+    """The spec's init rules as torchvision writes them: one pass over self.modules() (with
+    rules by path, self.named_modules(), the layers they select tested by name)."""
+    by_path = {p for rule in spec.init_paths for p in rule.paths}
+    order = [*spec.init, *(n.kind for n in spec.tree.walk() if n.path in by_path and n.is_primitive)]
+    kinds = weighted_layers(spec.tree, set(order))
     lines: list[str] = []
     pad = " " * indent
-    for kind, rules in spec.init.items():
+    for kind in dict.fromkeys(order):
         nodes = kinds.get(kind)
-        active = {t: r for t, r in rules.items() if r.kind != "default"}
-        if not nodes or not active:
+        if not nodes:
             continue
         classes = list(dict.fromkeys(n.ref for n in nodes))
         test = classes[0] if len(classes) == 1 else "(" + ", ".join(classes) + ")"
+        effective = [
+            {t: r for t, r in spec.init_for(kind, n.path).items() if r.kind != "default"}
+            for n in nodes
+        ]
         body = []
-        for tensor, rule in active.items():
-            has = [n.has_bias if tensor == "bias" else n.has_weight for n in nodes]
-            if not any(has):
-                continue
-            calls = initialiser_calls(rule, tensor, classes)
-            body += [f"if m.{tensor} is not None:", *("    " + c for c in calls)] if not all(has) else calls
+        for tensor in dict.fromkeys(t for rules in effective for t in rules):
+            default = spec.init.get(kind, {}).get(tensor)
+            default = default if default is not None and default.kind != "default" else None
+            cases: list[tuple] = []  # (rule, layers), the kind's own rule last
+            for node, rules in zip(nodes, effective):
+                rule = rules.get(tensor)
+                case = next((c for c in cases if c[0] == rule), None)
+                if case is None:
+                    cases.append(case := (rule, []))
+                case[1].append(node)
+            cases.sort(key=lambda c: c[0] == default)
+            branches = 0  # `if name ...` cases written so far
+            for rule, members in cases:
+                calls = tensor_calls(rule, tensor, members, classes) if rule is not None else []
+                if not calls:
+                    continue
+                if rule == default:
+                    body += ["else:", *("    " + c for c in calls)] if branches else calls
+                    continue
+                names = [json.dumps(n.path) for n in members]
+                which = f"name == {names[0]}" if len(names) == 1 else f"name in ({', '.join(names)})"
+                body += [f"{'elif' if branches else 'if'} {which}:", *("    " + c for c in calls)]
+                branches += 1
         if body:
             lines.append(pad + f"    {'elif' if lines else 'if'} isinstance(m, {test}):")
             lines += [pad + "        " + line for line in body]
-    return [pad + "for m in self.modules():", *lines] if lines else []
+    loop = "for name, m in self.named_modules():" if by_path else "for m in self.modules():"
+    return [pad + loop, *lines] if lines else []
+
+
+def tensor_calls(rule, tensor: str, layers: list, classes: list[str]) -> list[str]:
+    """One rule's statements for `m.<tensor>` of `layers`, tested for None where some lack it."""
+    has = [n.has_bias if tensor == "bias" else n.has_weight for n in layers]
+    if not any(has):
+        return []
+    calls = initialiser_calls(rule, tensor, classes)
+    return calls if all(has) else [f"if m.{tensor} is not None:", *("    " + c for c in calls)]
 
 
 def initialiser_calls(rule, tensor: str, classes: list[str]) -> list[str]:

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 INLINE = "inline"
 MODEL = "model"
 
+# Joins the parts of a structured group's name (`lower.structured`: a group with an inline
+# parallel in it); no module name has it (names are printable).
+SEP = "\x1f"
+
 
 @dataclass(eq=False)
 class Hole:
