@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from archc import freeze
 from archc.combinators import COMBINATORS
 from archc.errors import SpecError, UsageError, format_path
 from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
@@ -50,6 +51,8 @@ class Spec:
     variant: str | None = None  # the one compiled (None: the base values)
     # the train-mode outputs in order: the main output's name, then (name, head layer) pairs
     outputs: tuple[str, ...] = ("out",)
+    # the outermost frozen modules' paths, in module order (`freeze:`, `--freeze`: archc.freeze)
+    frozen: tuple[str, ...] = ()
 
     @property
     def heads(self) -> list[Node]:
@@ -196,9 +199,11 @@ def _compile(doc: Document) -> Spec:
     origins = {key: (Origin(key, source, ("params", key)),) for key in header.params}
     tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks, origins=origins), shape, defaults)
     templates = {name: block.template for name, block in blocks.items()}
+    frozen = freeze.resolve(tree, header.freeze, lambda i, message: source.error(message, ("freeze", i)))
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
         doc.leading_comments, templates, doc, doc.variants, doc.variant, _outputs(header, tree, source),
+        frozen,
     )  # fmt: skip
 
 

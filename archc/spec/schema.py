@@ -132,8 +132,20 @@ class SpecHeader(StrictModel):
     outputs: list[str] = []
     """Train-mode outputs, in order: the main output's name, then the heads' outputs (each head's
     `output`); heads switched off by `if` are left out. Default: out, then the heads in body order."""
+    freeze: list[str] = []
+    """Modules to freeze for fine-tuning, by path or glob pattern ([conv1, bn1, "layer[1-3]"]):
+    their parameters get no gradients and they stay in eval mode when the model is put in train
+    mode, so their batch norms keep their running statistics. A pattern must match a module."""
     body: dict[str, Any] | list[Any]
     """The network: named layers in order (a mapping) or a list of layers."""
+
+    @field_validator("freeze")
+    @classmethod
+    def _freeze(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern or not pattern.isprintable() or any(c.isspace() for c in pattern):
+                raise ValueError(f"{pattern!r}: a freeze pattern is a module path or glob pattern, e.g. layer1 or 'layer[1-3]'")
+        return value
 
     @field_validator("outputs")
     @classmethod
