@@ -132,7 +132,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(model.load_report.format())
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    split = f" ({trainable:,} trainable, {params - trainable:,} frozen)" if trainable < params else ""
+    split = f" ({trainable:,} trainable, {params - trainable:,} frozen)" if trainable < params and not args.fuse else ""
     print(f"built {type(model).__name__} with {params:,} parameters{split}")
     if args.fuse:
         done = fuse.summary(model)
