@@ -173,6 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=args.data, output=Path(args.output), epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer, label_smoothing=args.label_smoothing,
         seed=args.seed, resume=args.resume, stop_after=args.stop_after, build_options=build_options,
+        force=args.force,
     )  # fmt: skip
     train(spec, opts)
     return 0
@@ -409,6 +410,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     s.add_argument("--stop-after", type=int, metavar="N", help="stop after epoch N (resume later)")
+    s.add_argument("--force", action="store_true", help="replace an OUTPUT/checkpoint.pt archc did not write")
     s.add_argument("--weights", metavar="FILE",
                    help="start from these weights (a state_dict or checkpoint; a new head keeps the spec's init)")
     add_freeze_option(s)

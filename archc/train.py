@@ -42,6 +42,7 @@ class Options:
     stop_after: int | None = None  # stop (as if interrupted) after this many epochs
     val_fraction: float = 0.2
     workers: int = 0
+    force: bool = False  # replace a checkpoint.pt archc did not write
     build_options: dict = field(default_factory=dict)
 
 
@@ -126,7 +127,7 @@ def train(spec, opts: Options) -> dict:
     history: list[dict] = []
     start = 0
     if not opts.resume:
-        check_replaceable(ckpt)  # refuse a stranger's file before training, not after an epoch
+        check_replaceable(ckpt, force=opts.force)  # refuse a stranger's file now, not after an epoch
     if opts.resume:
         state = torch.load(ckpt, map_location=device, weights_only=True)  # tensors and plain data only
         if list(state.get("frozen", [])) != list(spec.frozen):
@@ -184,7 +185,7 @@ def train(spec, opts: Options) -> dict:
                    f"val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.3f} lr {row['lr']:.3g} "
                    f"{row['images_per_second']:.0f} img/s {row['seconds']:.1f} s")
         if rank == 0:
-            _save_checkpoint(ckpt, spec, {
+            _save_checkpoint(ckpt, spec, opts.force, {
                 "model": model.state_dict(), "optimizer": optim.state_dict(),
                 "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history,
                 "rng": torch.get_rng_state(), "frozen": list(spec.frozen)})  # fmt: skip
@@ -212,13 +213,13 @@ def _listed(paths) -> str:
     return ", ".join(paths) if paths else "nothing"
 
 
-def _save_checkpoint(path: Path, spec, state: dict) -> None:
+def _save_checkpoint(path: Path, spec, force: bool, state: dict) -> None:
     """The checkpoint, written through a temporary file and a rename (an interrupted save
     leaves the previous epoch's), marked as archc's in the zip comment; plain torch.load reads it."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     note = f"{MARKER}: an archc train checkpoint of {spec.name} (epoch {state['epoch']}); --resume continues it"
-    write_atomic(path, with_zip_comment(buffer.getvalue(), note))
+    write_atomic(path, with_zip_comment(buffer.getvalue(), note), force=force)
 
 
 def _write_metrics(folder: Path, history: list[dict]) -> None:

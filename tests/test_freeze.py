@@ -214,9 +214,11 @@ def test_a_strangers_checkpoint_is_refused_before_training(tiny, tmp_path, capsy
     out.mkdir()
     (out / "checkpoint.pt").write_text("my own notes")
     assert train(tiny, out) == 1
-    assert "checkpoint.pt exists and was not written by archc" in capsys.readouterr().err
+    assert "checkpoint.pt exists and was not written by archc; use --force" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_text() == "my own notes"
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+    assert train(tiny, out, "--force") == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
 
 
 def test_resume_needs_the_same_freeze(tiny, tmp_path, capsys):
