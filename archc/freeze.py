@@ -2,7 +2,8 @@
 
 A pattern is matched against every module's whole dotted path (`layer4.1.bn2`, the state_dict
 prefix) with shell-style wildcards (`fnmatch.fnmatchcase`): `*` any characters, dots included,
-`?` one character, `[1-3]` one of a set. A matched module is frozen with everything inside it.
+`?` one character, `[1-3]` one of a set; a module's exact path always matches (a name with
+brackets, `x[1]`, too). A matched module is frozen with everything inside it.
 Only the outermost frozen modules are kept (`layer1`, not also `layer1.0.conv1`), in module
 order. A pattern that matches no module is an error: in the spec at its line, on the command
 line a usage error naming it. No torch here: the summary counts frozen parameters statically;
@@ -36,7 +37,7 @@ def resolve(
     nodes = modules(tree)
     matched = set(already)
     for i, pattern in enumerate(patterns):
-        hits = {n.path for n in nodes if fnmatchcase(n.path, pattern)}
+        hits = {n.path for n in nodes if n.path == pattern or fnmatchcase(n.path, pattern)}
         if not hits:
             raise refuse(i, no_match(pattern, nodes))
         matched |= hits

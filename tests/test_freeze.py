@@ -227,3 +227,45 @@ def test_resume_needs_the_same_freeze(tiny, tmp_path, capsys):
     assert train(tiny, out, "--resume") == 1
     assert "trained with conv1 frozen, this run freezes nothing" in capsys.readouterr().err
     assert train(tiny, out, "--resume", "--freeze", "conv1") == 0
+
+
+def test_random_specs_freeze_the_same_in_summary_live_build_and_generated_code(tmp_path):
+    """Random valid specs (tests/strategies.py) with random modules frozen by their exact paths:
+    the summary's frozen count is the live model's, and generated code freezes the same
+    parameters and keeps the same modules in eval mode after `train()`."""
+    strategies = pytest.importorskip("strategies")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from archc.freeze import frozen_params, modules, with_frozen
+
+    @settings(max_examples=20, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(gen=strategies.valid_specs(), data=st.data())
+    def check(gen, data):
+        path = tmp_path / "random.yaml"
+        path.write_text(gen.text)
+        spec = archc.load(path)
+        paths = [n.path for n in modules(spec.tree)]
+        picked = data.draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3))
+        spec = with_frozen(spec, picked)
+        assert all(any(p == f or p.startswith(f + ".") for f in spec.frozen) for p in picked)
+        live = archc.build(spec, seed=0)
+        assert frozen_params(spec) == sum(p.numel() for p in live.parameters() if not p.requires_grad)
+        file = tmp_path / f"gen_{abs(hash(gen.text))}.py"
+        file.write_text(archc.codegen(spec))
+        loader = importlib.util.spec_from_file_location(file.stem, file)
+        mod = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(mod)
+        generated = [v for v in vars(mod).values() if callable(v) and getattr(v, "__module__", "") == file.stem
+                     and not isinstance(v, type)][-1]()  # fmt: skip
+        assert [(n, p.requires_grad) for n, p in generated.named_parameters()] == [
+            (n, p.requires_grad) for n, p in live.named_parameters()
+        ], gen.text
+        generated.train()
+        live.train()
+        assert [(n, m.training) for n, m in generated.named_modules()] == [
+            (n, m.training) for n, m in live.named_modules()
+        ], gen.text
+
+    check()
