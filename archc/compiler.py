@@ -203,7 +203,7 @@ def _compile(doc: Document) -> Spec:
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
         doc.leading_comments, templates, doc, doc.variants, doc.variant, _outputs(header, tree, source),
-        frozen,
+        frozen=frozen,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -128,7 +129,7 @@ def train(spec, opts: Options) -> dict:
     start = 0
     if not opts.resume:
         check_replaceable(ckpt, force=opts.force)  # refuse a stranger's file now, not after an epoch
-    if opts.resume:
+    else:
         state = torch.load(ckpt, map_location=device, weights_only=True)  # tensors and plain data only
         if list(state.get("frozen", [])) != list(spec.frozen):
             raise ArchcError(
@@ -234,9 +235,10 @@ def _write_metrics(folder: Path, history: list[dict]) -> None:
 
 
 class Progress:
-    """A progress bar on a terminal: one line redrawn in place (at most every REDRAW seconds,
-    and at the last step), cleared before the epoch's summary line. Off a terminal (a log file,
-    a pipe, CI) and on ranks other than 0 it prints nothing: the per-epoch lines say it all."""
+    """A progress bar on a terminal: one line (cut to the terminal's width, so it never wraps)
+    redrawn in place, at most every REDRAW seconds and at the last step, cleared before the
+    epoch's summary line. Off a terminal (a log file, a pipe, CI) and on ranks other than 0 it
+    prints nothing: the per-epoch lines say it all."""
 
     REDRAW = 0.1  # seconds
     WIDTH = 24  # characters of bar
@@ -253,7 +255,7 @@ class Progress:
         self.last = now
         filled = self.WIDTH * done // max(total, 1)
         bar = "=" * filled + (">" if filled < self.WIDTH else "") + " " * (self.WIDTH - filled - 1)
-        line = f"{what} [{bar}] {done}/{total} {figures}"
+        line = f"{what} [{bar}] {done}/{total} {figures}"[: shutil.get_terminal_size().columns - 1]
         self.stream.write("\r" + line.ljust(self.drawn))
         self.stream.flush()
         self.drawn = len(line)
