@@ -69,6 +69,10 @@ def test_a_spec_pattern_matching_nothing_is_an_error_at_its_line(write_spec, cap
     assert_spec_error(path, 4, "freeze pattern 'block1.cnv' matches no module; did you mean 'block1.conv'", capsys)
     path = write_spec(SPEC.replace('"block[1-2]"', "head"))
     assert_spec_error(path, 4, "the top-level layers are stem, bn, block1, block2, block3, pool, flatten, fc", capsys)
+    path = write_spec(SPEC.replace('"block[1-2]"', '"block 1"'))
+    assert_spec_error(path, 4, "a freeze pattern is a module path or glob pattern without spaces", capsys)
+    assert main(["validate", str(path)]) == 1
+    assert capsys.readouterr().err.startswith(f"{path}:4:16: error:")  # at the item, freeze[1]
 
 
 @pytest.mark.parametrize("command", ["build", "summary", "train"])
