@@ -15,6 +15,7 @@ import io
 import json
 import re
 import sys
+import warnings
 
 import pytest
 
@@ -273,3 +274,15 @@ def test_random_specs_freeze_the_same_in_summary_live_build_and_generated_code(t
         ], gen.text
 
     check()
+
+
+def test_a_frozen_model_scripts_and_exports():
+    """TorchScript reads the model class's annotations: the frozen paths must not trip it."""
+    model = archc.build(archc.loads(SPEC), seed=0).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, still used
+        scripted = torch.jit.script(model)
+    assert torch.equal(scripted(x), model(x))
+    exported = torch.export.export(model, (x,))
+    assert torch.equal(exported.module()(x), model(x))

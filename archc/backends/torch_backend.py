@@ -26,7 +26,7 @@ class Frozen:
     statistics and their dropout is off; DDP's `train()` reaches it too. Calling `train()` on a
     frozen module itself bypasses this, as it would in torchvision or MMDetection."""
 
-    _frozen: tuple[str, ...] = ()
+    _frozen = ()  # the frozen modules' paths (no annotation: TorchScript would read it)
 
     def train(self, mode: bool = True):
         super().train(mode)
