@@ -199,11 +199,12 @@ def _compile(doc: Document) -> Spec:
     origins = {key: (Origin(key, source, ("params", key)),) for key in header.params}
     tree = expand(header.body, ("body",), Scope(dict(header.params), source, blocks, origins=origins), shape, defaults)
     templates = {name: block.template for name, block in blocks.items()}
+    outputs = _outputs(header, tree, source)
+    # after the outputs are settled (what the model returns decides which modules it has)
     frozen = freeze.resolve(tree, header.freeze, lambda i, message: source.error(message, ("freeze", i)))
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
-        doc.leading_comments, templates, doc, doc.variants, doc.variant, _outputs(header, tree, source),
-        frozen=frozen,
+        doc.leading_comments, templates, doc, doc.variants, doc.variant, outputs, frozen=frozen,
     )  # fmt: skip
 
 
