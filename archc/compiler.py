@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from archc import freeze
 from archc.combinators import COMBINATORS
 from archc.errors import SpecError, UsageError, format_path
 from archc.expand import BlockDef, Origin, Scope, expand, expression_error, pydantic_error
@@ -65,6 +66,8 @@ class Spec:
     outputs: tuple[str, ...] = ("out",)
     lets: dict[str, Any] = field(default_factory=dict)  # the values `let:` derived, in order
     init_paths: tuple[PathInit, ...] = ()  # init rules by module path, in the order written
+    # the outermost frozen modules' paths, in module order (`freeze:`, `--freeze`: archc.freeze)
+    frozen: tuple[str, ...] = ()
 
     def init_for(self, kind: str, path: str) -> dict[str, InitRule]:
         """The init rules of one layer, by tensor: its kind's, each replaced by the last rule
@@ -287,11 +290,13 @@ def _compile(doc: Document) -> Spec:
     tree = expand(header.body, ("body",), Scope(env, source, blocks, origins=origins), shape, defaults)
     templates = {name: block.template for name, block in blocks.items()}
     lets = {key: env[key] for key in header.let}
+    outputs = _outputs(header, tree, source)
+    # after the outputs are settled (what the model returns decides which modules it has)
+    frozen = freeze.resolve(tree, header.freeze, lambda i, message: source.error(message, ("freeze", i)))
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
-        doc.leading_comments, templates, doc, doc.variants, doc.variant, _outputs(header, tree, source),
-        lets,
-        _path_rules(header.init, source, tree, dict(env)),
+        doc.leading_comments, templates, doc, doc.variants, doc.variant, outputs,
+        lets, _path_rules(header.init, source, tree, dict(env)), frozen,
     )  # fmt: skip
 
 

@@ -20,7 +20,22 @@ from archc.outputs import MARKER, with_zip_comment
 from archc.primitives import Shape, fmt_shape
 
 
-class Network(nn.Sequential):
+class Frozen:
+    """What a model with frozen modules does in `train()`: it puts the frozen ones (`_frozen`,
+    their paths) back in eval mode, so their batch norms normalise with, and keep, their running
+    statistics and their dropout is off; DDP's `train()` reaches it too. Calling `train()` on a
+    frozen module itself bypasses this, as it would in torchvision or MMDetection."""
+
+    _frozen = ()  # the frozen modules' paths (no annotation: TorchScript would read it)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for path in self._frozen:
+            self.get_submodule(path).eval()
+        return self
+
+
+class Network(Frozen, nn.Sequential):
     """The model: its top-level layers in order, named as in the spec."""
 
 
@@ -38,7 +53,7 @@ def outputs_type(spec: Spec) -> type:
     return _OUTPUT_TYPES[key]
 
 
-class NetworkWithHeads(nn.Module):
+class NetworkWithHeads(Frozen, nn.Module):
     """The model with auxiliary heads: its top-level layers registered in spec order; forward
     runs the main ones in turn and, in train mode only, each head on the output of the layer it
     reads, returning (main, *heads) as the spec's outputs namedtuple; in eval, the main output."""
@@ -151,7 +166,19 @@ def build(spec: Spec, *, seed: int | None = None) -> nn.Module:
         else:
             model = Network(modules)
         initialise(model, spec, kinds)
+    freeze(model, spec.frozen)
     return model
+
+
+def freeze(model: nn.Module, paths: tuple[str, ...]) -> None:
+    """Freeze the modules at `paths`: no gradients for their parameters, and eval mode in the
+    model's train mode (see `Frozen`)."""
+    if not paths:
+        return
+    for path in paths:
+        model.get_submodule(path).requires_grad_(False)
+    model._frozen = tuple(paths)
+    model.train(model.training)
 
 
 def module_nodes(spec: Spec) -> Iterator[Node]:

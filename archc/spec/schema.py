@@ -6,7 +6,7 @@ import keyword
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, Strict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from archc.primitives import MAX_CHANNELS, Float32, StrictModel
@@ -112,6 +112,15 @@ INIT_ARGS = {
 }
 
 
+def _freeze_pattern(pattern: str) -> str:
+    if not pattern or not pattern.isprintable() or any(c.isspace() for c in pattern):
+        raise ValueError("a freeze pattern is a module path or glob pattern without spaces, e.g. layer1 or 'layer[1-3]'")
+    return pattern
+
+
+FreezePattern = Annotated[str, AfterValidator(_freeze_pattern)]
+
+
 class SpecHeader(StrictModel):
     """The top level of a spec file; `blocks`, `init` and `body` are checked by their own code."""
 
@@ -139,6 +148,10 @@ class SpecHeader(StrictModel):
     outputs: list[str] = []
     """Train-mode outputs, in order: the main output's name, then the heads' outputs (each head's
     `output`); heads switched off by `if` are left out. Default: out, then the heads in body order."""
+    freeze: list[FreezePattern] = []
+    """Modules to freeze for fine-tuning, by path or glob pattern ([conv1, bn1, "layer[1-3]"]):
+    their parameters get no gradients and they stay in eval mode when the model is put in train
+    mode, so their batch norms keep their running statistics. A pattern must match a module."""
     body: dict[str, Any] | list[Any]
     """The network: named layers in order (a mapping) or a list of layers."""
 

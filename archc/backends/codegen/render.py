@@ -480,8 +480,41 @@ def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe, out
         }
     else:
         view.init = emitter.sequence_init(model, comments=True)
-    view.forward["init"] = init_lines(spec, 8)
+    view.forward["init"] = init_lines(spec, 8) + freeze_lines(spec)
+    if spec.frozen:
+        view.forward["methods"] = view.forward.get("methods", []) + train_method(model.name)
     return view
+
+
+def freeze_lines(spec: Spec) -> list[str]:
+    """The spec's frozen modules, as MMDetection's backbones freeze stages: no gradients here,
+    eval mode in `train` (see `train_method`); the same as the live build's `Frozen`."""
+    if not spec.frozen:
+        return []
+    paths = Call("", [Atom(literal(p)) for p in spec.frozen], "(", ")", collection=True)
+    if len(spec.frozen) == 1:
+        paths = Atom(literal(tuple(spec.frozen)))
+    lines = [
+        "        # frozen by the spec (freeze:): no gradients, and eval mode in train mode",
+        *layout(paths, 8, lead="self._frozen = "),
+        "        for name in self._frozen:",
+        "            self.get_submodule(name).requires_grad_(False)",
+    ]
+    return ([""] if init_lines(spec, 8) else []) + lines
+
+
+def train_method(cls: str) -> list[str]:
+    """`train` keeping the frozen modules in eval mode: their batch norms keep their running
+    statistics (and use them), their dropout is off."""
+    return [
+        "",
+        f'    def train(self, mode: bool = True) -> "{cls}":',
+        *docstring("Train or eval mode; frozen layers stay in eval, keeping their batch norm statistics.", 8),
+        "        super().train(mode)",
+        "        for name in self._frozen:",
+        "            self.get_submodule(name).eval()",
+        "        return self",
+    ]
 
 
 def factory_lines(name: str, model: ClassDef, found: Probe, spec: Spec) -> list[str]:
