@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -10,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from archc import infer
 from archc.combinators import COMBINATORS
 from archc.errors import SpecError, UsageError, format_path
 from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
@@ -48,8 +50,10 @@ class Spec:
     document: Document | None = field(default=None, repr=False, compare=False)  # what it compiled
     variants: tuple[str, ...] = ()  # the names under the file's `variants:`
     variant: str | None = None  # the one compiled (None: the base values)
-    # the train-mode outputs in order: the main output's name, then (name, head layer) pairs
+    # what the model returns, in order: with taps the keys of its dict (tapped layers' names and
+    # heads' outputs); else the train-mode tuple's fields, the main output's name first
     outputs: tuple[str, ...] = ("out",)
+    taps: tuple[str, ...] = ()  # the top-level layers whose outputs the model returns (a dict)
 
     @property
     def heads(self) -> list[Node]:
@@ -57,9 +61,18 @@ class Spec:
         return [n for n in self.tree.children if n.head is not None]
 
     def head_order(self) -> list[Node]:
-        """The heads in the order of the train-mode outputs (after the main one)."""
+        """The heads in the order of the outputs."""
         by_output = {n.head.output: n for n in self.heads}
-        return [by_output[name] for name in self.outputs[1:]]
+        return [by_output[name] for name in self.outputs if name in by_output]
+
+    def output_nodes(self) -> dict[str, Node]:
+        """With taps, each key of the model's dict and the node giving it (a tapped layer, a
+        head: train mode only), in order; without, {}."""
+        if not self.taps:
+            return {}
+        nodes = {n.name: n for n in self.tree.registered() if n.tap}
+        nodes.update({n.head.output: n for n in self.heads})
+        return {name: nodes[name] for name in self.outputs}
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -198,13 +211,33 @@ def _compile(doc: Document) -> Spec:
     templates = {name: block.template for name, block in blocks.items()}
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
-        doc.leading_comments, templates, doc, doc.variants, doc.variant, _outputs(header, tree, source),
+        doc.leading_comments, templates, doc, doc.variants, doc.variant, *_outputs(header, tree, source),
     )  # fmt: skip
 
 
-def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ...]:
-    """The train-mode outputs: `outputs:` (heads an `if` switched off left out), checked against
-    the heads, or `out` and the heads in body order."""
+def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the model returns: (outputs, taps). `outputs:` entries naming top-level layers are
+    feature taps (the model then returns a dict); the others are heads' outputs (those an `if`
+    switched off left out) and, with heads but no taps, the main output's name first. Without
+    `outputs:`, `out` and the heads in body order. `include_top: false` drops the top-level
+    layers after the last tap from `tree` (heads placed after it too)."""
+    declared = _declared_heads(header)
+    layers = {n.name: n for n in tree.registered() if n.head is None}
+    taps = tuple(name for name in header.outputs if name in layers and name not in declared)
+    if taps:
+        for i, name in enumerate(header.outputs):
+            if name not in layers and name not in declared:
+                raise _no_output(source, i, name, tree, layers, declared)
+        if not header.include_top:
+            _drop_after(tree, max(taps, key=[n.name for n in tree.registered()].index))
+        for name in taps:
+            layers[name].tap = True
+    elif not header.include_top:
+        raise source.error(
+            "include_top: false keeps the layers up to the last feature tap, and outputs: names "
+            "no top-level layer to tap (outputs: [layer2, layer3, layer4])",
+            ("include_top",),
+        )
     heads = [n for n in tree.children if n.head is not None]
     names = [n.head.output for n in heads]
     for i, node in enumerate(heads):
@@ -213,24 +246,76 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ..
     if not header.outputs:
         if "out" in names:
             raise SpecError("a head's output is named 'out', the main output's default name: name it in outputs:", source.locate(("body",)))
-        return ("out", *names)
-    main, *rest = header.outputs
-    if main in names:
-        raise source.error(f"outputs starts with the main output's name, not the head output {main!r}", ("outputs", 0))
-    body = header.body if isinstance(header.body, dict) else {}
-    declared = {  # every head the body writes, those an `if` switched off too
-        (v["head"].get("output") or key) if isinstance(v.get("head"), dict) else key
-        for key, v in body.items()
-        if isinstance(v, dict) and "head" in v
-    }
-    for i, name in enumerate(rest, 1):
-        if name not in declared:
-            raise source.error(f"outputs names {name!r}, which no head gives (heads: {', '.join(sorted(declared)) or 'none'})", ("outputs", i))
+        return ("out", *names), ()
+    if taps:
+        main, rest = None, list(header.outputs)
+    else:
+        main, *rest = header.outputs
+        if main in names:
+            raise source.error(f"outputs starts with the main output's name, not the head output {main!r}", ("outputs", 0))
+        if not declared:  # no heads: the entry can only be a tap, and names no layer
+            raise _no_output(source, 0, main, tree, layers, declared)
+        if check_name(main):
+            raise source.error(f"{main!r}: the main output's name is a Python identifier (a field of the output tuple)", ("outputs", 0))
+        for i, name in enumerate(rest, 1):
+            if name not in declared:
+                raise _no_output(source, i, name, tree, layers, declared)
     for name in names:
         if name not in rest:
             node = heads[names.index(name)]
             raise SpecError(f"head output {name!r} is missing from outputs: ({', '.join(header.outputs)})", node.location, node.field_path)
-    return (main, *[n for n in rest if n in names])
+    kept = [n for n in header.outputs if n in names or n in taps]
+    return ((main, *kept) if main is not None else tuple(kept)), taps
+
+
+def _declared_heads(header: SpecHeader) -> set[str]:
+    """Every head output the body writes, those an `if` switched off too."""
+    body = header.body if isinstance(header.body, dict) else {}
+    return {
+        (v["head"].get("output") or key) if isinstance(v.get("head"), dict) else key
+        for key, v in body.items()
+        if isinstance(v, dict) and "head" in v
+    }
+
+
+def _no_output(source: SourceMap, i: int, name: str, tree: Node, layers: dict[str, Node], declared: set[str]) -> SpecError:
+    """The error for an `outputs:` entry that names no top-level layer and no head's output."""
+    try:
+        inner = tree.find(name)
+    except KeyError:
+        inner = None
+    if inner is not None:
+        top = name.split(".")[0]
+        return source.error(f"outputs names {name!r}, inside {top!r}: a feature tap is a top-level layer (tap {top!r})", ("outputs", i))
+    known = [*layers, *sorted(declared)]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listing = ", ".join(layers) if len(layers) <= 12 else ", ".join([*list(layers)[:12], "..."])
+    heads = f"; heads' outputs: {', '.join(sorted(declared))}" if declared else ""
+    what = "no head gives that output and no top-level layer has that name (a feature tap)" if declared else "which is no top-level layer of the model (a feature tap names one)"
+    return source.error(f"outputs names {name!r}: {what}{hint} (layers: {listing}{heads})", ("outputs", i))
+
+
+def _drop_after(tree: Node, last: str) -> None:
+    """Remove the top-level layers (and heads) after `last`, inside inline groups too, and
+    update the totals and output shapes of what holds them (`include_top: false`)."""
+    order = tree.registered()
+    keep = {id(n) for n in order[: [n.name for n in order].index(last) + 1]}
+
+    def prune(node: Node) -> None:
+        children = []
+        for child in node.children:
+            if child.inline:
+                prune(child)
+                if child.children:
+                    children.append(child)
+            elif id(child) in keep:
+                children.append(child)
+        node.children = children
+        node.out_shape = [c for c in children if c.head is None][-1].out_shape
+        infer.total(node)
+
+    prune(tree)
 
 
 def load(path: str | Path, *, variant: str | None = None, overrides: Sequence[str] = ()) -> Spec:

@@ -8,6 +8,7 @@ import math
 from collections import OrderedDict, namedtuple
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Dict, List, Tuple  # noqa: UP035 (TorchScript)
 
 import torch
 from torch import nn
@@ -65,6 +66,41 @@ class NetworkWithHeads(nn.Module):
         if not self.training:
             return x
         return self._outputs(x, *(extra[head] for head in self._order))
+
+
+class NetworkWithTaps(nn.ModuleDict):
+    """The model with feature taps (`outputs:` naming top-level layers), as torchvision's
+    IntermediateLayerGetter: its top-level layers registered in spec order; forward runs the
+    main ones in turn and returns a dict of the outputs in the spec's order: each tapped layer's
+    output, and (in train mode only) each head's, run on the output of the layer it reads.
+    TorchScript compiles it."""
+
+    # heads: head layer -> the layer it reads; keep: the layers whose outputs are kept (the
+    # taps, what heads read); returns: (key of the dict, the layer giving it), in order. Typed
+    # objects, not strings, for TorchScript (as torchvision's IntermediateLayerGetter does).
+    __annotations__ = {"heads": Dict[str, str], "keep": List[str], "returns": List[Tuple[str, str]]}  # noqa: UP006 (TorchScript)
+
+    def __init__(self, modules: OrderedDict, heads: dict[str, str], returns: list[tuple[str, str]]):
+        super().__init__(modules)
+        self.heads = heads
+        self.keep = sorted({*(layer for _, layer in returns if layer not in heads), *heads.values()})
+        self.returns = returns
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        found: dict[str, torch.Tensor] = {}
+        for name, module in self.items():
+            if name in self.heads:
+                if self.training:
+                    found[name] = module(found[self.heads[name]])
+            else:
+                x = module(x)
+                if name in self.keep:
+                    found[name] = x
+        out: dict[str, torch.Tensor] = {}
+        for key, layer in self.returns:
+            if layer in found:
+                out[key] = found[layer]
+        return out
 
 
 def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
@@ -133,7 +169,10 @@ def build(spec: Spec, *, seed: int | None = None) -> nn.Module:
             torch.manual_seed(seed)
         kinds: dict[int, str] = {}
         modules = OrderedDict((c.name, _build(c, kinds)) for c in spec.tree.registered())
-        if spec.heads:
+        if spec.taps:
+            returns = [(key, node.name) for key, node in spec.output_nodes().items()]
+            model = NetworkWithTaps(modules, {n.name: n.head.source for n in spec.heads}, returns)
+        elif spec.heads:
             sources = {n.name: n.head.source for n in spec.heads}
             model = NetworkWithHeads(modules, sources, [n.name for n in spec.head_order()], outputs_type(spec))
         else:
@@ -183,7 +222,12 @@ def check_shapes(model: nn.Module, spec: Spec, batch: int = 2) -> list[str]:
         for path, shape in expected.items()
         if seen.get(path) != shape
     ]
-    if tuple(out.shape[1:]) != spec.output_shape:
+    if isinstance(out, dict):  # feature taps: each one's shape (heads, off in eval, are above)
+        for key, node in spec.output_nodes().items():
+            if node.tap and (key not in out or tuple(out[key].shape[1:]) != node.out_shape):
+                runtime = fmt_shape(tuple(out[key].shape[1:])) if key in out else "missing"
+                problems.append(f"output {key!r}: static {fmt_shape(node.out_shape)}, runtime {runtime}")
+    elif tuple(out.shape[1:]) != spec.output_shape:
         problems.append(f"model output: static {fmt_shape(spec.output_shape)}, runtime {fmt_shape(tuple(out.shape[1:]))}")
     return problems
 

@@ -130,17 +130,21 @@ class SpecHeader(StrictModel):
     defaults: dict[str, dict[str, Any]] = {}
     """Settings every layer of a kind gets unless it sets them itself, inside blocks too: {batchnorm: {eps: 0.001}}."""
     outputs: list[str] = []
-    """Train-mode outputs, in order: the main output's name, then the heads' outputs (each head's
-    `output`); heads switched off by `if` are left out. Default: out, then the heads in body order."""
+    """What the model returns, in order. Each entry is a top-level layer's name (a feature tap:
+    its output), a head's `output`, or (first, in a model with heads and no taps) the main
+    output's name. With a tap the model returns a dict {entry: tensor} in train and eval mode
+    (heads' entries in train mode only); without, in train mode the namedtuple of the main
+    output and the heads' (heads switched off by `if` left out). Default: out, then the heads
+    in body order."""
+    include_top: Annotated[bool, Strict()] = True
+    """false: leave out the top-level layers after the last tap in outputs (the classifier):
+    a feature extractor, as timm's features_only."""
     body: dict[str, Any] | list[Any]
     """The network: named layers in order (a mapping) or a list of layers."""
 
     @field_validator("outputs")
     @classmethod
     def _outputs(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if check_name(name):
-                raise ValueError(f"{name!r}: outputs are Python identifiers (the fields of the output tuple)")
         if len(set(value)) != len(value):
             raise ValueError("outputs names each output once")
         return value
