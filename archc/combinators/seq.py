@@ -28,7 +28,13 @@ class Seq(Combinator):
     def chains(self, node):
         if node.inline:
             return []  # an inline one runs in its parent's
-        return [splice([c for c in node.children if c.head is None])] + [[c] for c in node.children if c.head]
+        chains, run = [], []  # a tapped layer ends a run: what follows must not change its output
+        for child in splice([c for c in node.children if c.head is None]):
+            run.append(child)
+            if child.tap:
+                chains.append(run)
+                run = []
+        return [*chains, run] + [[c] for c in node.children if c.head]
 
     def build(self, node, modules):
         from torch import nn
@@ -37,15 +43,17 @@ class Seq(Combinator):
 
     def draw(self, d, node, src, level, into):
         heads = [c for c in node.children if c.head is not None]
-        if not heads:
+        if not heads and not any(c.tap for c in splice(node.children)):
             return d.chain(node.children, src, level, into)
-        taps, segment = {}, []  # the model's heads: each fed by the layer it reads
-        for child in node.children:
+        taps, segment = {}, []  # the model's heads, each fed by the layer it reads; its taps
+        for child in splice(node.children):
             if child.head is None:
                 segment.append(child)
-            if any(h.head.source == child.name for h in heads):
+            if child.tap or any(h.head.source == child.name for h in heads):
                 src, segment = d.chain(segment, src, level, into), []
                 taps[child.name] = src
+            if child.tap:
+                d.extra_output(src, child.name)
         src = d.chain(segment, src, level, into) if segment else src
         for head in heads:
             d.extra_output(d.draw(head, taps[head.head.source], level, into), f"{head.head.output} (train)")

@@ -223,7 +223,7 @@ def generate(spec: Spec, source: str | None = None) -> str:
     for cls in lowering.own:  # archc's own module classes keep their names
         module.reserve(cls)
     model.name = module.create_name(camel(spec.name))
-    outputs = module.create_name(f"{camel(spec.name)}Outputs") if spec.heads else ""
+    outputs = module.create_name(f"{camel(spec.name)}Outputs") if spec.heads and not spec.taps else ""
     # the function is named after the file (a family's after the variant), as torchvision's are
     stem = spec.variant or Path(spec.file).stem
     factory = module.create_name(
@@ -294,10 +294,22 @@ def header(spec: Spec, source: str | None, found: Probe) -> list[str]:
         else f"{spec.macs:,} MACs"
     )
     parts.append(
-        f"Model {spec.name}: input {shape_text(spec.input_shape)}, output {shape_text(spec.output_shape)}; "
+        f"Model {spec.name}: input {shape_text(spec.input_shape)}, output {outputs_text(spec)}; "
         f"{spec.param_count:,} parameters, {macs}."
     )
     return docstring("\n\n".join(parts), 0)
+
+
+def outputs_text(spec: Spec) -> str:
+    """The model's output shape; with taps, the dict's keys and shapes (`{layer2: 512x28x28,
+    ...}`, heads marked as train mode only)."""
+    if not spec.taps:
+        return shape_text(spec.output_shape)
+    items = [
+        f"{key}: {shape_text(node.out_shape)}" + (" (train)" if node.head else "")
+        for key, node in spec.output_nodes().items()
+    ]
+    return "{" + ", ".join(items) + "}"
 
 
 def outputs_class(spec: Spec, name: str) -> str:
@@ -345,6 +357,41 @@ def head_forward(spec: Spec, entries: list, outputs: str) -> dict:
     return {"lines": lines, "returns": outputs, "tail": [], "methods": method}
 
 
+def tap_forward(spec: Spec) -> dict:
+    """forward of a model with feature taps: the layers in turn, a tapped layer's output kept in
+    a variable named after it (heads, in train mode, on the output they read), then the dict
+    of the outputs in the spec's order (heads' only when they ran), as the live build returns."""
+    outputs = spec.output_nodes()
+    local = Namespace(set(LOCALS))
+    var = {node.name: local.create_name(key) for key, node in outputs.items()}
+    lines = [f"        {var[n.name]}: torch.Tensor | None = None" for n in spec.head_order()]
+    current = "x"
+    for node in spec.tree.registered():
+        if node.head is not None:
+            continue
+        target = var[node.name] if node.tap else "x"
+        call = Call(access(node.name), [Atom(current)], comment=shape_text(node.out_shape))
+        lines += layout(call, 8, lead=f"{target} = ")
+        current = target
+        for head in spec.heads:
+            if head.head.source == node.name:
+                lines.append("        if self.training:")
+                call = Call(access(head.name), [Atom(current)], comment=shape_text(head.out_shape))
+                lines += layout(call, 12, lead=f"{var[head.name]} = ")
+    if not spec.heads:
+        items = [Atom(f"{literal(key)}: {var[node.name]}") for key, node in outputs.items()]
+        lines += layout(Call("", items, "{", "}", collection=True), 8, lead="return ")
+        return {"lines": lines, "returns": "dict[str, torch.Tensor]", "tail": []}
+    result = local.create_name("outputs")
+    lines.append(f"        {result}: dict[str, torch.Tensor] = {{}}")
+    for key, node in outputs.items():
+        if node.head is None:
+            lines.append(f"        {result}[{literal(key)}] = {var[node.name]}")
+        else:
+            lines += [f"        if {var[node.name]} is not None:", f"            {result}[{literal(key)}] = {var[node.name]}"]
+    return {"lines": lines, "returns": "dict[str, torch.Tensor]", "tail": [f"        return {result}"]}
+
+
 def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe, outputs: str = "") -> ClassView:
     entries = model.groups[0][1]
     explicit = (
@@ -352,13 +399,16 @@ def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe, out
     )
     if outputs and (model.positional or not all(isinstance(e, Child) for e in entries)):
         raise ValueError("a model with heads has named top-level layers")  # the body is a mapping
-    explicit = explicit or bool(outputs)
-    doc = f"The {spec.name} network: {shape_text(spec.input_shape)} in, {shape_text(spec.output_shape)} out."
+    explicit = explicit or bool(outputs) or bool(spec.taps)
+    doc = f"The {spec.name} network: {shape_text(spec.input_shape)} in, {outputs_text(spec)} out."
     view = ClassView(
         model.name, "nn.Module" if explicit else "nn.Sequential", "model.py.j2",
         docstring(doc, 4), signature("__init__", model.params, "None", 4), [],
     )  # fmt: skip
-    if outputs:
+    if spec.taps:
+        view.init = ["        super().__init__()"] + emitter.attributes(entries, 8, none_first=False)
+        view.forward = tap_forward(spec)
+    elif outputs:
         view.init = ["        super().__init__()"] + emitter.attributes(entries, 8, none_first=False)
         view.forward = head_forward(spec, entries, outputs)
     elif explicit:
