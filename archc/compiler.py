@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from archc import infer
-from archc.combinators import COMBINATORS
+from archc.combinators import COMBINATORS, shares_input
 from archc.errors import SpecError, UsageError, format_path
 from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
 from archc.ir import Node
@@ -230,8 +230,12 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[s
                 raise _no_output(source, i, name, tree, layers, declared)
         if not header.include_top:
             _drop_after(tree, max(taps, key=[n.name for n in tree.registered()].index))
+        order = [n for n in tree.registered() if n.head is None]
         for name in taps:
             layers[name].tap = True
+            after = order[order.index(layers[name]) + 1 :]
+            if after:  # the next layer must not overwrite the tensor the model returns
+                shares_input(Scope({}, source, {}), after[0], f"the model's output {name!r} (a feature tap)")
     elif not header.include_top:
         raise source.error(
             "include_top: false keeps the layers up to the last feature tap, and outputs: names "
@@ -292,7 +296,7 @@ def _no_output(source: SourceMap, i: int, name: str, tree: Node, layers: dict[st
     hint = f"; did you mean {close[0]!r}?" if close else ""
     listing = ", ".join(layers) if len(layers) <= 12 else ", ".join([*list(layers)[:12], "..."])
     heads = f"; heads' outputs: {', '.join(sorted(declared))}" if declared else ""
-    what = "no head gives that output and no top-level layer has that name (a feature tap)" if declared else "which is no top-level layer of the model (a feature tap names one)"
+    what = "no head gives that output and no top-level layer has that name (a feature tap)" if declared else "no top-level layer has that name (a feature tap names one)"
     return source.error(f"outputs names {name!r}: {what}{hint} (layers: {listing}{heads})", ("outputs", i))
 
 
