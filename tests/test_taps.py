@@ -228,3 +228,28 @@ def test_a_small_spec_with_taps(write_spec):
     assert list(out) == ["s", "c1"]  # the order of outputs:, not of the body
     assert tuple(out["s"].shape) == (2, 4, 6, 6) and tuple(out["c1"].shape) == (2, 4, 6, 6)
     assert check_shapes(model, spec) == []
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "exported-program", "onnx"])
+def test_export_keeps_every_tap(fmt, write_spec, tmp_path):
+    from archc.cli import main
+
+    path = write_spec(HEAD + BODY)
+    out = tmp_path / f"m.{fmt}"
+    args = ["export", str(path), "--set", "outputs=[c1, s]", "--set", "include_top=false"]
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    assert main([*args, "--format", fmt, "-o", str(out)]) == 0
+    live = archc.build(archc.load(path, overrides=["outputs=[c1, s]", "include_top=false"]), seed=0).eval()
+    x = torch.randn(1, 3, 8, 8)
+    expected = live(x)
+    assert list(expected) == ["c1", "s"]
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(out))
+        assert [o.name for o in session.get_outputs()] == ["c1", "s"]
+        got = dict(zip(["c1", "s"], map(torch.from_numpy, session.run(None, {"input": x.numpy()}))))
+    else:
+        loaded = torch.jit.load(str(out)) if fmt == "torchscript" else torch.export.load(str(out)).module()
+        got = loaded(x)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
