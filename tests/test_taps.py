@@ -253,3 +253,16 @@ def test_export_keeps_every_tap(fmt, write_spec, tmp_path):
         got = loaded(x)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
+
+
+def test_the_readme_example_runs_as_pasted():
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    (code,) = [b for b in blocks if "FeaturePyramidNetwork" in b]
+    scope: dict = {}
+    with torch.no_grad():
+        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (the README's own example)
+    assert list(scope["features"]) == ["layer2", "layer3", "layer4"]
+    assert [tuple(v.shape) for v in scope["pyramid"].values()] == [(1, 256, 28, 28), (1, 256, 14, 14), (1, 256, 7, 7)]
