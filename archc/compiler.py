@@ -53,7 +53,7 @@ class Spec:
     # what the model returns, in order: with taps the keys of its dict (tapped layers' names and
     # heads' outputs); else the train-mode tuple's fields, the main output's name first
     outputs: tuple[str, ...] = ("out",)
-    taps: tuple[str, ...] = ()  # the top-level layers whose outputs the model returns (a dict)
+    taps: tuple[str, ...] = ()  # the layers (module paths) whose outputs the model returns (a dict)
 
     @property
     def heads(self) -> list[Node]:
@@ -70,7 +70,7 @@ class Spec:
         head: train mode only), in order; without, {}."""
         if not self.taps:
             return {}
-        nodes = {n.name: n for n in self.tree.registered() if n.tap}
+        nodes = {n.path: n for n in self.tree.walk() if n.tap}
         nodes.update({n.head.output: n for n in self.heads})
         return {name: nodes[name] for name in self.outputs}
 
@@ -216,30 +216,39 @@ def _compile(doc: Document) -> Spec:
 
 
 def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What the model returns: (outputs, taps). `outputs:` entries naming top-level layers are
-    feature taps (the model then returns a dict); the others are heads' outputs (those an `if`
-    switched off left out) and, with heads but no taps, the main output's name first. Without
-    `outputs:`, `out` and the heads in body order. `include_top: false` drops the top-level
-    layers after the last tap from `tree` (heads placed after it too)."""
+    """What the model returns: (outputs, taps). `outputs:` entries naming layers (a top-level
+    layer, or a path into sequences: `layer3.5`) are feature taps (the model then returns a
+    dict); the others are heads' outputs (those an `if` switched off left out) and, with heads
+    but no taps, the main output's name first. Without `outputs:`, `out` and the heads in body
+    order. `include_top: false` drops from `tree` the layers after the last tap (top-level ones,
+    heads placed after it too, and the rest of each sequence holding it)."""
     declared = _declared_heads(header)
     layers = {n.name: n for n in tree.registered() if n.head is None}
-    taps = tuple(name for name in header.outputs if name in layers and name not in declared)
+    lineages: dict[str, list[Node]] = {}  # tap -> the nodes from the model down to it
+    for i, name in enumerate(header.outputs):
+        lineage = None if name in declared else _lineage(tree, name)
+        if lineage is not None:
+            problem = _untappable(lineage)
+            if problem:
+                raise source.error(f"outputs names {name!r}: {problem}", ("outputs", i))
+            lineages[name] = lineage
+    taps = tuple(lineages)
     if taps:
         for i, name in enumerate(header.outputs):
-            if name not in layers and name not in declared:
-                raise _no_output(source, i, name, tree, layers, declared)
+            if name not in lineages and name not in declared:
+                raise _no_output(source, i, name, layers, declared)
         if not header.include_top:
-            _drop_after(tree, max(taps, key=[n.name for n in tree.registered()].index))
-        order = [n for n in tree.registered() if n.head is None]
-        for name in taps:
-            layers[name].tap = True
-            after = order[order.index(layers[name]) + 1 :]
-            if after:  # the next layer must not overwrite the tensor the model returns
-                shares_input(Scope({}, source, {}), after[0], f"the model's output {name!r} (a feature tap)")
+            order = {id(n): k for k, n in enumerate(tree.walk())}
+            _drop_after(lineages[max(taps, key=lambda t: order[id(lineages[t][-1])])])
+        for name, lineage in lineages.items():
+            lineage[-1].tap = True
+            following = _following(lineage)
+            if following is not None:  # it must not overwrite the tensor the model returns
+                shares_input(Scope({}, source, {}), following, f"the model's output {name!r} (a feature tap)")
     elif not header.include_top:
         raise source.error(
             "include_top: false keeps the layers up to the last feature tap, and outputs: names "
-            "no top-level layer to tap (outputs: [layer2, layer3, layer4])",
+            "no layer to tap (outputs: [layer2, layer3, layer4])",
             ("include_top",),
         )
     heads = [n for n in tree.children if n.head is not None]
@@ -258,12 +267,12 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[s
         if main in names:
             raise source.error(f"outputs starts with the main output's name, not the head output {main!r}", ("outputs", 0))
         if not declared:  # no heads: the entry can only be a tap, and names no layer
-            raise _no_output(source, 0, main, tree, layers, declared)
+            raise _no_output(source, 0, main, layers, declared)
         if check_name(main):
             raise source.error(f"{main!r}: the main output's name is a Python identifier (a field of the output tuple)", ("outputs", 0))
         for i, name in enumerate(rest, 1):
             if name not in declared:
-                raise _no_output(source, i, name, tree, layers, declared)
+                raise _no_output(source, i, name, layers, declared)
     for name in names:
         if name not in rest:
             node = heads[names.index(name)]
@@ -282,44 +291,61 @@ def _declared_heads(header: SpecHeader) -> set[str]:
     }
 
 
-def _no_output(source: SourceMap, i: int, name: str, tree: Node, layers: dict[str, Node], declared: set[str]) -> SpecError:
-    """The error for an `outputs:` entry that names no top-level layer and no head's output."""
-    try:
-        inner = tree.find(name)
-    except KeyError:
-        inner = None
-    if inner is not None:
-        top = name.split(".")[0]
-        return source.error(f"outputs names {name!r}, inside {top!r}: a feature tap is a top-level layer (tap {top!r})", ("outputs", i))
+def _lineage(node: Node, path: str) -> list[Node] | None:
+    """`node` and its descendants down to the module at `path` (inline groups included)."""
+    for child in node.children:
+        if not child.inline and child.path == path:
+            return [node, child]
+        if child.inline or path.startswith(child.path + "."):
+            found = _lineage(child, path)
+            if found is not None:
+                return [node, *found]
+    return None
+
+
+def _untappable(lineage: list[Node]) -> str | None:
+    """Why the last node of `lineage` cannot be a feature tap, or None: a tap is a layer the
+    model's main chain runs, inside sequences only (where its output is what the next reads)."""
+    if lineage[1].head is not None:
+        return f"{lineage[1].path!r} is a head: outputs names it by its output, {lineage[1].head.output!r}"
+    for node in lineage[1:-1]:
+        if node.is_primitive or not node.combinator.inlinable:
+            return (
+                f"it is inside {node.path!r} ({node.spec_kind}), whose layers do not simply run one "
+                f"after another: a feature tap is a layer of a sequence (seq, stage); tap {node.path!r}"
+            )
+    return None
+
+
+def _following(lineage: list[Node]) -> Node | None:
+    """The layer that reads the output of the last node of `lineage` next, or None (the last)."""
+    for parent, child in zip(reversed(lineage[:-1]), reversed(lineage[1:])):
+        main = [c for c in parent.children if c.head is None]
+        at = next(i for i, c in enumerate(main) if c is child)
+        if at + 1 < len(main):
+            return main[at + 1]
+    return None
+
+
+def _no_output(source: SourceMap, i: int, name: str, layers: dict[str, Node], declared: set[str]) -> SpecError:
+    """The error for an `outputs:` entry that names no layer and no head's output."""
     known = [*layers, *sorted(declared)]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     listing = ", ".join(layers) if len(layers) <= 12 else ", ".join([*list(layers)[:12], "..."])
     heads = f"; heads' outputs: {', '.join(sorted(declared))}" if declared else ""
-    what = "no head gives that output and no top-level layer has that name (a feature tap)" if declared else "no top-level layer has that name (a feature tap names one)"
-    return source.error(f"outputs names {name!r}: {what}{hint} (layers: {listing}{heads})", ("outputs", i))
+    what = "no head gives that output and no layer has that path (a feature tap)" if declared else "no layer has that path (a feature tap names one)"
+    return source.error(f"outputs names {name!r}: {what}{hint} (top-level layers: {listing}{heads})", ("outputs", i))
 
 
-def _drop_after(tree: Node, last: str) -> None:
-    """Remove the top-level layers (and heads) after `last`, inside inline groups too, and
-    update the totals and output shapes of what holds them (`include_top: false`)."""
-    order = tree.registered()
-    keep = {id(n) for n in order[: [n.name for n in order].index(last) + 1]}
-
-    def prune(node: Node) -> None:
-        children = []
-        for child in node.children:
-            if child.inline:
-                prune(child)
-                if child.children:
-                    children.append(child)
-            elif id(child) in keep:
-                children.append(child)
-        node.children = children
-        node.out_shape = [c for c in children if c.head is None][-1].out_shape
+def _drop_after(lineage: list[Node]) -> None:
+    """Remove what runs after the last node of `lineage`: the later layers (and heads) of each
+    node holding it, up to the model; update their totals and output shapes (`include_top: false`)."""
+    for parent, child in zip(lineage, lineage[1:]):
+        parent.children = parent.children[: next(i for i, c in enumerate(parent.children) if c is child) + 1]
+    for node in reversed(lineage[:-1]):
+        node.out_shape = [c for c in node.children if c.head is None][-1].out_shape
         infer.total(node)
-
-    prune(tree)
 
 
 def load(path: str | Path, *, variant: str | None = None, overrides: Sequence[str] = ()) -> Spec:

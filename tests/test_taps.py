@@ -192,11 +192,15 @@ def test_draw_gives_each_tap_an_output():
 
 
 HEAD = "archc: 1\nname: t\ninput: [3, 8, 8]\n"
-BODY = "body:\n  c1: {conv: {out: 4, kernel: 3}}\n  s: {seq: {a: relu, b: {conv: {out: 4, kernel: 1}}}}\n  fc: {conv: {out: 2, kernel: 1}}\n"
+BODY = (
+    "body:\n  c1: {conv: {out: 4, kernel: 3}}\n  s: {seq: {a: relu, b: {conv: {out: 4, kernel: 1}}}}\n"
+    "  r: {residual: {body: {c: {conv: {out: 4, kernel: 3, padding: 1}}}}}\n  fc: {conv: {out: 2, kernel: 1}}\n"
+)
 BAD = [
     ("unknown", HEAD + "outputs: [c1, c9]\n" + BODY, 4, "outputs names 'c9'", "c9]"),
     ("typo-first", HEAD + "outputs: [fc1]\n" + BODY, 4, "did you mean 'fc'?", "fc1]"),
-    ("nested", HEAD + "outputs: [s.b]\n" + BODY, 4, "a feature tap is a top-level layer", "s.b]"),
+    ("in-residual", HEAD + "outputs: [r.c]\n" + BODY, 4, "a feature tap is a layer of a sequence", "r.c]"),
+    ("head-by-layer", HEAD + "outputs: [c1, h]\n" + BODY + "  h: {conv: {out: 2, kernel: 1}, head: {from: c1, output: side}}\n", 4, "'h' is a head", "h]"),
     ("inplace-after", HEAD + "outputs: [c1]\n" + BODY.replace("a: relu", "a: {relu: {inplace: true}}"), 7, "would overwrite", "{relu"),
     ("no-taps", HEAD + "include_top: false\n" + BODY, 4, "include_top: false", "false"),
 ]
@@ -266,3 +270,56 @@ def test_the_readme_example_runs_as_pasted():
         exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (the README's own example)
     assert list(scope["features"]) == ["layer2", "layer3", "layer4"]
     assert [tuple(v.shape) for v in scope["pyramid"].values()] == [(1, 256, 28, 28), (1, 256, 14, 14), (1, 256, 7, 7)]
+
+
+def test_taps_inside_stages_equal_create_feature_extractor():
+    """`layer3.2`: a block of a stage; include_top drops what runs after it, in layer3 too."""
+    spec = archc.load("resnet50", overrides=["outputs=[layer1, layer3.2]", "include_top=false"])
+    assert spec.taps == ("layer1", "layer3.2") and spec.output_shape == (1024, 14, 14)
+    assert [c.name for c in spec.tree.children[-1].children] == ["0", "1", "2"]
+    live = archc.build(spec, seed=0).eval()
+    ref = torchvision.models.resnet50(weights=None).eval()
+    keys = list(live.state_dict())
+    assert keys == [k for k in ref.state_dict() if k in live.state_dict()] and keys[-1] == "layer3.2.bn3.num_batches_tracked"
+    ref.load_state_dict(live.state_dict(), strict=False)
+    assert check_shapes(live, spec) == []
+    with torch.no_grad():
+        close(live(X), create_feature_extractor(ref, {"layer1": "layer1", "layer3.2": "layer3.2"})(X))
+    text = generate(spec)
+    assert "layer3_2 = self.layer3[2](x)" in text and 'return {"layer1": layer1, "layer3.2": layer3_2}' in text
+    generated = factory(module("taps-nested", text), text)()
+    generated.load_state_dict(live.state_dict())
+    with torch.no_grad():
+        close(generated.eval()(X), live(X))
+        close(torch.jit.script(generated)(X), live(X))
+
+
+def test_taps_in_vgg_features_for_a_perceptual_loss():
+    overrides = ["outputs=[features.3, features.8, features.15]", "include_top=false"]
+    spec = archc.load("vgg16", overrides=overrides)
+    live = archc.build(spec, seed=0).eval()
+    assert check_shapes(live, spec) == [] and len(live.features) == 16
+    assert [t["output_shape"] for t in archc.summary(spec)["taps"]] == [[64, 224, 224], [128, 112, 112], [256, 56, 56]]
+    ref = torchvision.models.vgg16(weights=None).eval()
+    ref.load_state_dict(live.state_dict(), strict=False)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        nodes = {"features.3": "features.3", "features.8": "features.8", "features.15": "features.15"}
+        close(live(x), create_feature_extractor(ref, nodes)(x))
+
+
+def test_a_tap_inside_a_sequence_of_a_small_spec(write_spec):
+    spec = archc.load(write_spec(HEAD + "outputs: [s.a, fc]\n" + BODY.replace("a: relu", "a: sigmoid")))
+    model = archc.build(spec, seed=0)
+    x = torch.randn(2, 3, 8, 8)
+    out = model(x)
+    assert list(out) == ["s.a", "fc"]
+    with torch.no_grad():
+        torch.testing.assert_close(out["s.a"], torch.sigmoid(model.c1(x)))
+    assert check_shapes(model, spec) == []
+    text = generate(spec)
+    generated = factory(module("taps-small", text), text)()
+    generated.load_state_dict(model.state_dict())
+    close(generated(x), out)
+    edges = archc.draw(spec).source
+    assert '"s.a" -> "/output/s.a"' in edges

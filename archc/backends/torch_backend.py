@@ -69,21 +69,24 @@ class NetworkWithHeads(nn.Module):
 
 
 class NetworkWithTaps(nn.ModuleDict):
-    """The model with feature taps (`outputs:` naming top-level layers), as torchvision's
+    """The model with feature taps (`outputs:` naming layers), as torchvision's
     IntermediateLayerGetter: its top-level layers registered in spec order; forward runs the
     main ones in turn and returns a dict of the outputs in the spec's order: each tapped layer's
-    output, and (in train mode only) each head's, run on the output of the layer it reads.
-    TorchScript compiles it."""
+    output, and (in train mode only) each head's, run on the output of the layer it reads. A
+    sequence holding a tap deeper down runs its layers one by one. TorchScript compiles it (and
+    runs it when every tap is a top-level layer)."""
 
-    # heads: head layer -> the layer it reads; keep: the layers whose outputs are kept (the
-    # taps, what heads read); returns: (key of the dict, the layer giving it), in order. Typed
-    # objects, not strings, for TorchScript (as torchvision's IntermediateLayerGetter does).
-    __annotations__ = {"heads": Dict[str, str], "keep": List[str], "returns": List[Tuple[str, str]]}  # noqa: UP006 (TorchScript)
+    # heads: head layer -> the layer it reads; keep: the module paths whose outputs are kept
+    # (the taps, what heads read); split: the sequences holding a tap deeper down; returns:
+    # (key of the dict, the module giving it), in order. Typed objects, not strings, for
+    # TorchScript (as torchvision's IntermediateLayerGetter does).
+    __annotations__ = {"heads": Dict[str, str], "keep": List[str], "split": List[str], "returns": List[Tuple[str, str]]}  # noqa: UP006 (TorchScript)
 
     def __init__(self, modules: OrderedDict, heads: dict[str, str], returns: list[tuple[str, str]]):
         super().__init__(modules)
         self.heads = heads
-        self.keep = sorted({*(layer for _, layer in returns if layer not in heads), *heads.values()})
+        self.keep = sorted({*(path for _, path in returns if path not in heads), *heads.values()})
+        self.split = sorted({path.rsplit(".", i)[0] for path in self.keep for i in range(1, path.count(".") + 1)})
         self.returns = returns
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -93,14 +96,27 @@ class NetworkWithTaps(nn.ModuleDict):
                 if self.training:
                     found[name] = module(found[self.heads[name]])
             else:
-                x = module(x)
+                x = self._piecewise(name, x, found) if name in self.split else module(x)
                 if name in self.keep:
                     found[name] = x
         out: dict[str, torch.Tensor] = {}
-        for key, layer in self.returns:
-            if layer in found:
-                out[key] = found[layer]
+        for key, path in self.returns:
+            if path in found:
+                out[key] = found[path]
         return out
+
+    @torch.jit.unused
+    def _piecewise(self, path: str, x: torch.Tensor, found: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run the sequence at `path` layer by layer, keeping the outputs of those in `keep`."""
+        for name, child in self.get_submodule(path).named_children():
+            inner = f"{path}.{name}"
+            x = self._piecewise(inner, x, found) if inner in self.split else child(x)
+            if inner in self.keep:
+                found[inner] = x
+        return x
+
+    # typed objects, not strings, for TorchScript, which compiles the signature of an unused method
+    _piecewise.__annotations__ = {"path": str, "x": torch.Tensor, "found": Dict[str, torch.Tensor], "return": torch.Tensor}  # noqa: UP006
 
 
 def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
@@ -170,7 +186,7 @@ def build(spec: Spec, *, seed: int | None = None) -> nn.Module:
         kinds: dict[int, str] = {}
         modules = OrderedDict((c.name, _build(c, kinds)) for c in spec.tree.registered())
         if spec.taps:
-            returns = [(key, node.name) for key, node in spec.output_nodes().items()]
+            returns = [(key, node.path) for key, node in spec.output_nodes().items()]
             model = NetworkWithTaps(modules, {n.name: n.head.source for n in spec.heads}, returns)
         elif spec.heads:
             sources = {n.name: n.head.source for n in spec.heads}
@@ -217,6 +233,11 @@ def check_shapes(model: nn.Module, spec: Spec, batch: int = 2) -> list[str]:
         model.train(was_training)
         for handle in handles:
             handle.remove()
+    for node in sorted(module_nodes(spec), key=lambda n: -n.path.count(".")):
+        if node.path in getattr(model, "split", ()) and node.path not in seen:  # run layer by layer
+            last = node.registered()[-1].path
+            if last in seen:
+                seen[node.path] = seen[last]
     problems = [
         f"{path}: static {fmt_shape(shape)}, runtime {fmt_shape(seen[path]) if path in seen else 'not run'}"
         for path, shape in expected.items()

@@ -53,7 +53,7 @@ class Seq(Combinator):
                 src, segment = d.chain(segment, src, level, into), []
                 taps[child.name] = src
             if child.tap:
-                d.extra_output(src, child.name)
+                d.extra_output(src, child.path)
         src = d.chain(segment, src, level, into) if segment else src
         for head in heads:
             d.extra_output(d.draw(head, taps[head.head.source], level, into), f"{head.head.output} (train)")

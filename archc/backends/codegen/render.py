@@ -359,36 +359,47 @@ def head_forward(spec: Spec, entries: list, outputs: str) -> dict:
 
 def tap_forward(spec: Spec) -> dict:
     """forward of a model with feature taps: the layers in turn, a tapped layer's output kept in
-    a variable named after it (heads, in train mode, on the output they read), then the dict
-    of the outputs in the spec's order (heads' only when they ran), as the live build returns."""
+    a variable named after it (a sequence holding a tap deeper down written out layer by layer;
+    heads, in train mode, on the output they read), then the dict of the outputs in the spec's
+    order (heads' only when they ran), as the live build returns it."""
     outputs = spec.output_nodes()
     local = Namespace(set(LOCALS))
-    var = {node.name: local.create_name(key) for key, node in outputs.items()}
-    lines = [f"        {var[n.name]}: torch.Tensor | None = None" for n in spec.head_order()]
+    var = {node.path: local.create_name(key.replace(".", "_")) for key, node in outputs.items()}
+    holders = {n.path.rsplit(".", i)[0] for n in outputs.values() for i in range(1, n.path.count(".") + 1)}
+    lines = [f"        {var[n.path]}: torch.Tensor | None = None" for n in spec.head_order()]
+
+    def run(node, reach: str, current: str) -> str:
+        if node.path in holders:
+            for i, child in enumerate(node.registered()):
+                step = f"{reach}.{child.name}" if is_attribute(child.name) else f"{reach}[{i}]"
+                current = run(child, step, current)
+            return current
+        target = var[node.path] if node.tap else "x"
+        nonlocal lines
+        lines += layout(Call(reach, [Atom(current)], comment=shape_text(node.out_shape)), 8, lead=f"{target} = ")
+        return target
+
     current = "x"
     for node in spec.tree.registered():
         if node.head is not None:
             continue
-        target = var[node.name] if node.tap else "x"
-        call = Call(access(node.name), [Atom(current)], comment=shape_text(node.out_shape))
-        lines += layout(call, 8, lead=f"{target} = ")
-        current = target
+        current = run(node, access(node.name), current)
         for head in spec.heads:
             if head.head.source == node.name:
                 lines.append("        if self.training:")
                 call = Call(access(head.name), [Atom(current)], comment=shape_text(head.out_shape))
-                lines += layout(call, 12, lead=f"{var[head.name]} = ")
+                lines += layout(call, 12, lead=f"{var[head.path]} = ")
     if not spec.heads:
-        items = [Atom(f"{literal(key)}: {var[node.name]}") for key, node in outputs.items()]
+        items = [Atom(f"{literal(key)}: {var[node.path]}") for key, node in outputs.items()]
         lines += layout(Call("", items, "{", "}", collection=True), 8, lead="return ")
         return {"lines": lines, "returns": "dict[str, torch.Tensor]", "tail": []}
     result = local.create_name("outputs")
     lines.append(f"        {result}: dict[str, torch.Tensor] = {{}}")
     for key, node in outputs.items():
         if node.head is None:
-            lines.append(f"        {result}[{literal(key)}] = {var[node.name]}")
+            lines.append(f"        {result}[{literal(key)}] = {var[node.path]}")
         else:
-            lines += [f"        if {var[node.name]} is not None:", f"            {result}[{literal(key)}] = {var[node.name]}"]
+            lines += [f"        if {var[node.path]} is not None:", f"            {result}[{literal(key)}] = {var[node.path]}"]
     return {"lines": lines, "returns": "dict[str, torch.Tensor]", "tail": [f"        return {result}"]}
 
 
