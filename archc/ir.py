@@ -47,7 +47,7 @@ class Node:
     template: TemplateUse | None = None  # the block template this node instantiates
     repeats: str | None = None  # the block type a stage or dense block repeats
     head: Head | None = None  # an auxiliary head of the model (top-level layers only)
-    tap: bool = False  # the model returns this top-level layer's output (`outputs:` names it)
+    tap: bool = False  # the model returns this layer's output (`outputs:` names its path)
     location: Location | None = None
     field_path: str = ""
     path: str = ""  # dotted module path, the state_dict prefix ("" for the model)

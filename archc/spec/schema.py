@@ -130,9 +130,9 @@ class SpecHeader(StrictModel):
     defaults: dict[str, dict[str, Any]] = {}
     """Settings every layer of a kind gets unless it sets them itself, inside blocks too: {batchnorm: {eps: 0.001}}."""
     outputs: list[str] = []
-    """What the model returns, in order. Each entry is a top-level layer's name (a feature tap:
-    its output), a head's `output`, or (first, in a model with heads and no taps) the main
-    output's name. With a tap the model returns a dict {entry: tensor} in train and eval mode
+    """What the model returns, in order. Each entry is a layer's module path (a feature tap: its
+    output; a top-level layer, or one inside sequences: layer3.2), a head's `output`, or (first,
+    in a model with heads and no taps) the main output's name. With a tap the model returns a dict {entry: tensor} in train and eval mode
     (heads' entries in train mode only); without, in train mode the namedtuple of the main
     output and the heads' (heads switched off by `if` left out). Default: out, then the heads
     in body order."""
