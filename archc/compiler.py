@@ -15,7 +15,7 @@ from archc import infer
 from archc.combinators import COMBINATORS, shares_input
 from archc.errors import SpecError, UsageError, format_path
 from archc.expand import BlockDef, Origin, Scope, expand, pydantic_error
-from archc.ir import Node
+from archc.ir import Node, splice
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
 from archc.spec.compose import annotate, compose
@@ -54,6 +54,7 @@ class Spec:
     # heads' outputs); else the train-mode tuple's fields, the main output's name first
     outputs: tuple[str, ...] = ("out",)
     taps: tuple[str, ...] = ()  # the layers (module paths) whose outputs the model returns (a dict)
+    dropped: tuple[str, ...] = ()  # module paths `include_top: false` left out (after the last tap)
 
     @property
     def heads(self) -> list[Node]:
@@ -215,8 +216,8 @@ def _compile(doc: Document) -> Spec:
     )  # fmt: skip
 
 
-def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What the model returns: (outputs, taps). `outputs:` entries naming layers (a top-level
+def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """What the model returns: (outputs, taps, the module paths include_top: false dropped). `outputs:` entries naming layers (a top-level
     layer, or a path into sequences: `layer3.5`) are feature taps (the model then returns a
     dict); the others are heads' outputs (those an `if` switched off left out) and, with heads
     but no taps, the main output's name first. Without `outputs:`, `out` and the heads in body
@@ -224,6 +225,7 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[s
     heads placed after it too, and the rest of each sequence holding it)."""
     declared = _declared_heads(header)
     layers = {n.name: n for n in tree.registered() if n.head is None}
+    dropped: tuple[str, ...] = ()
     lineages: dict[str, list[Node]] = {}  # tap -> the nodes from the model down to it
     for i, name in enumerate(header.outputs):
         lineage = None if name in declared else _lineage(tree, name)
@@ -239,7 +241,7 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[s
                 raise _no_output(source, i, name, layers, declared)
         if not header.include_top:
             order = {id(n): k for k, n in enumerate(tree.walk())}
-            _drop_after(lineages[max(taps, key=lambda t: order[id(lineages[t][-1])])])
+            dropped = _drop_after(lineages[max(taps, key=lambda t: order[id(lineages[t][-1])])])
         for name, lineage in lineages.items():
             lineage[-1].tap = True
             following = _following(lineage)
@@ -259,7 +261,7 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[s
     if not header.outputs:
         if "out" in names:
             raise SpecError("a head's output is named 'out', the main output's default name: name it in outputs:", source.locate(("body",)))
-        return ("out", *names), ()
+        return ("out", *names), (), ()
     if taps:
         main, rest = None, list(header.outputs)
     else:
@@ -278,7 +280,7 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[s
             node = heads[names.index(name)]
             raise SpecError(f"head output {name!r} is missing from outputs: ({', '.join(header.outputs)})", node.location, node.field_path)
     kept = [n for n in header.outputs if n in names or n in taps]
-    return ((main, *kept) if main is not None else tuple(kept)), taps
+    return ((main, *kept) if main is not None else tuple(kept)), taps, dropped
 
 
 def _declared_heads(header: SpecHeader) -> set[str]:
@@ -338,14 +340,19 @@ def _no_output(source: SourceMap, i: int, name: str, layers: dict[str, Node], de
     return source.error(f"outputs names {name!r}: {what}{hint} (top-level layers: {listing}{heads})", ("outputs", i))
 
 
-def _drop_after(lineage: list[Node]) -> None:
+def _drop_after(lineage: list[Node]) -> tuple[str, ...]:
     """Remove what runs after the last node of `lineage`: the later layers (and heads) of each
-    node holding it, up to the model; update their totals and output shapes (`include_top: false`)."""
+    node holding it, up to the model; update their totals and output shapes (`include_top:
+    false`). Returns the module paths removed."""
+    dropped: list[str] = []
     for parent, child in zip(lineage, lineage[1:]):
-        parent.children = parent.children[: next(i for i, c in enumerate(parent.children) if c is child) + 1]
+        at = next(i for i, c in enumerate(parent.children) if c is child) + 1
+        dropped += [n.path for n in splice(parent.children[at:])]
+        parent.children = parent.children[:at]
     for node in reversed(lineage[:-1]):
         node.out_shape = [c for c in node.children if c.head is None][-1].out_shape
         infer.total(node)
+    return tuple(sorted(dropped))
 
 
 def load(path: str | Path, *, variant: str | None = None, overrides: Sequence[str] = ()) -> Spec:

@@ -323,3 +323,23 @@ def test_a_tap_inside_a_sequence_of_a_small_spec(write_spec):
     close(generated(x), out)
     edges = archc.draw(spec).source
     assert '"s.a" -> "/output/s.a"' in edges
+
+
+def test_a_classifiers_checkpoint_loads_strictly_into_its_backbone(tmp_path):
+    """include_top: false leaves fc out: its tensors in a torchvision checkpoint are reported as
+    dropped, not unexpected, so strict loading works; a key of no layer at all still fails."""
+    ref = torchvision.models.resnet50(weights=None).eval()
+    path = tmp_path / "resnet50.pth"
+    torch.save({"model": ref.state_dict()}, path)
+    spec = archc.load("resnet50", overrides=["outputs=[layer2, layer3.2]", "include_top=false"])
+    backbone = archc.build(spec, weights=path).eval()
+    report = backbone.load_report
+    assert report.unexpected == [] and report.missing == []
+    assert {k for k, _ in report.dropped} == {k for k in ref.state_dict() if k.startswith(("layer3.3", "layer3.4", "layer3.5", "layer4", "fc"))}
+    assert "of layers include_top: false leaves out, ignored" in report.format()
+    with torch.no_grad():
+        close(backbone(X), create_feature_extractor(ref, {"layer2": "layer2", "layer3.2": "layer3.2"})(X))
+    state = {**ref.state_dict(), "head.weight": torch.zeros(1)}
+    torch.save(state, path)
+    with pytest.raises(archc.ArchcError, match="head.weight"):
+        archc.build(spec, weights=path)
