@@ -343,3 +343,14 @@ def test_a_classifiers_checkpoint_loads_strictly_into_its_backbone(tmp_path):
     torch.save(state, path)
     with pytest.raises(archc.ArchcError, match="head.weight"):
         archc.build(spec, weights=path)
+
+
+def test_draw_marks_a_tap_inside_a_collapsed_box_and_an_open_one():
+    spec = archc.load("resnet50", overrides=["outputs=[layer1, layer3.2]", "include_top=false"])
+
+    def edges(depth):
+        source = archc.draw(spec, depth=depth).source
+        return {line.split(" [")[0].strip() for line in source.splitlines() if "/output" in line and "->" in line}
+
+    assert edges(1) == {'layer1 -> "/output/layer1"', 'layer3 -> "/output/layer3.2"'}
+    assert edges(None) == {'"layer1.2.relu" -> "/output/layer1"', '"layer3.2.relu" -> "/output/layer3.2"'}
