@@ -217,12 +217,14 @@ def _compile(doc: Document) -> Spec:
 
 
 def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """What the model returns: (outputs, taps, the module paths include_top: false dropped). `outputs:` entries naming layers (a top-level
-    layer, or a path into sequences: `layer3.5`) are feature taps (the model then returns a
-    dict); the others are heads' outputs (those an `if` switched off left out) and, with heads
-    but no taps, the main output's name first. Without `outputs:`, `out` and the heads in body
-    order. `include_top: false` drops from `tree` the layers after the last tap (top-level ones,
-    heads placed after it too, and the rest of each sequence holding it)."""
+    """What the model returns: (outputs, taps, the module paths `include_top: false` dropped).
+
+    `outputs:` entries naming layers (a top-level layer, or a path into sequences: `layer3.5`)
+    are feature taps (the model then returns a dict); the others are heads' outputs (those an
+    `if` switched off left out) and, with heads but no taps, the main output's name first.
+    Without `outputs:`, `out` and the heads in body order. `include_top: false` drops from
+    `tree` the layers after the last tap (top-level ones, heads placed after it too, and the
+    rest of each sequence holding it)."""
     declared = _declared_heads(header)
     layers = {n.name: n for n in tree.registered() if n.head is None}
     dropped: tuple[str, ...] = ()
