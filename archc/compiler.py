@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from archc import freeze
-from archc.combinators import COMBINATORS
+from archc import freeze, infer
+from archc.combinators import COMBINATORS, shares_input
 from archc.errors import SpecError, UsageError, format_path
 from archc.expand import BlockDef, Origin, Scope, expand, expression_error, pydantic_error
-from archc.ir import Node
+from archc.ir import Node, splice
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
 from archc.spec.compose import annotate, compose
@@ -62,12 +62,15 @@ class Spec:
     document: Document | None = field(default=None, repr=False, compare=False)  # what it compiled
     variants: tuple[str, ...] = ()  # the names under the file's `variants:`
     variant: str | None = None  # the one compiled (None: the base values)
-    # the train-mode outputs in order: the main output's name, then (name, head layer) pairs
+    # what the model returns, in order: with taps the keys of its dict (tapped layers' names and
+    # heads' outputs); else the train-mode tuple's fields, the main output's name first
     outputs: tuple[str, ...] = ("out",)
     lets: dict[str, Any] = field(default_factory=dict)  # the values `let:` derived, in order
     init_paths: tuple[PathInit, ...] = ()  # init rules by module path, in the order written
     # the outermost frozen modules' paths, in module order (`freeze:`, `--freeze`: archc.freeze)
     frozen: tuple[str, ...] = ()
+    taps: tuple[str, ...] = ()  # the layers (module paths) whose outputs the model returns (a dict)
+    dropped: tuple[str, ...] = ()  # module paths `include_top: false` left out (after the last tap)
 
     def init_for(self, kind: str, path: str) -> dict[str, InitRule]:
         """The init rules of one layer, by tensor: its kind's, each replaced by the last rule
@@ -84,9 +87,18 @@ class Spec:
         return [n for n in self.tree.children if n.head is not None]
 
     def head_order(self) -> list[Node]:
-        """The heads in the order of the train-mode outputs (after the main one)."""
+        """The heads in the order of the outputs."""
         by_output = {n.head.output: n for n in self.heads}
-        return [by_output[name] for name in self.outputs[1:]]
+        return [by_output[name] for name in self.outputs if name in by_output]
+
+    def output_nodes(self) -> dict[str, Node]:
+        """With taps, each key of the model's dict and the node giving it (a tapped layer, a
+        head: train mode only), in order; without, {}."""
+        if not self.taps:
+            return {}
+        nodes = {n.path: n for n in self.tree.walk() if n.tap}
+        nodes.update({n.head.output: n for n in self.heads})
+        return {name: nodes[name] for name in self.outputs}
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -290,13 +302,15 @@ def _compile(doc: Document) -> Spec:
     tree = expand(header.body, ("body",), Scope(env, source, blocks, origins=origins), shape, defaults)
     templates = {name: block.template for name, block in blocks.items()}
     lets = {key: env[key] for key in header.let}
-    outputs = _outputs(header, tree, source)
+    init_paths = _path_rules(header.init, source, tree, dict(env))  # before include_top drops any
+    outputs, taps, dropped = _outputs(header, tree, source)
     # after the outputs are settled (what the model returns decides which modules it has)
     frozen = freeze.resolve(tree, header.freeze, lambda i, message: source.error(message, ("freeze", i)))
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
         doc.leading_comments, templates, doc, doc.variants, doc.variant, outputs,
-        lets, _path_rules(header.init, source, tree, dict(env)), frozen,
+        lets=lets, init_paths=init_paths, frozen=frozen,
+        taps=taps, dropped=dropped,
     )  # fmt: skip
 
 
@@ -352,9 +366,45 @@ def _check_requires(pending: list[tuple[int, str]], scope: Scope, *, last: bool 
     return waiting
 
 
-def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ...]:
-    """The train-mode outputs: `outputs:` (heads an `if` switched off left out), checked against
-    the heads, or `out` and the heads in body order."""
+def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """What the model returns: (outputs, taps, the module paths `include_top: false` dropped).
+
+    `outputs:` entries naming layers (a top-level layer, or a path into sequences: `layer3.5`)
+    are feature taps (the model then returns a dict); the others are heads' outputs (those an
+    `if` switched off left out) and, with heads but no taps, the main output's name first.
+    Without `outputs:`, `out` and the heads in body order. `include_top: false` drops from
+    `tree` the layers after the last tap (top-level ones, heads placed after it too, and the
+    rest of each sequence holding it)."""
+    declared = _declared_heads(header)
+    layers = {n.name: n for n in tree.registered() if n.head is None}
+    dropped: tuple[str, ...] = ()
+    lineages: dict[str, list[Node]] = {}  # tap -> the nodes from the model down to it
+    for i, name in enumerate(header.outputs):
+        lineage = None if name in declared else _lineage(tree, name)
+        if lineage is not None:
+            problem = _untappable(lineage)
+            if problem:
+                raise source.error(f"outputs names {name!r}: {problem}", ("outputs", i))
+            lineages[name] = lineage
+    taps = tuple(lineages)
+    if taps:
+        for i, name in enumerate(header.outputs):
+            if name not in lineages and name not in declared:
+                raise _no_output(source, i, name, layers, declared)
+        if not header.include_top:
+            order = {id(n): k for k, n in enumerate(tree.walk())}
+            dropped = _drop_after(lineages[max(taps, key=lambda t: order[id(lineages[t][-1])])])
+        for name, lineage in lineages.items():
+            lineage[-1].tap = True
+            following = _following(lineage)
+            if following is not None:  # it must not overwrite the tensor the model returns
+                shares_input(Scope({}, source, {}), following, f"the model's output {name!r} (a feature tap)")
+    elif not header.include_top:
+        raise source.error(
+            "include_top: false keeps the layers up to the last feature tap, and outputs: names "
+            "no layer to tap (outputs: [layer2, layer3, layer4])",
+            ("include_top",),
+        )
     heads = [n for n in tree.children if n.head is not None]
     names = [n.head.output for n in heads]
     for i, node in enumerate(heads):
@@ -363,24 +413,98 @@ def _outputs(header: SpecHeader, tree: Node, source: SourceMap) -> tuple[str, ..
     if not header.outputs:
         if "out" in names:
             raise SpecError("a head's output is named 'out', the main output's default name: name it in outputs:", source.locate(("body",)))
-        return ("out", *names)
-    main, *rest = header.outputs
-    if main in names:
-        raise source.error(f"outputs starts with the main output's name, not the head output {main!r}", ("outputs", 0))
-    body = header.body if isinstance(header.body, dict) else {}
-    declared = {  # every head the body writes, those an `if` switched off too
-        (v["head"].get("output") or key) if isinstance(v.get("head"), dict) else key
-        for key, v in body.items()
-        if isinstance(v, dict) and "head" in v
-    }
-    for i, name in enumerate(rest, 1):
-        if name not in declared:
-            raise source.error(f"outputs names {name!r}, which no head gives (heads: {', '.join(sorted(declared)) or 'none'})", ("outputs", i))
+        return ("out", *names), (), ()
+    if taps:
+        main, rest = None, list(header.outputs)
+    else:
+        main, *rest = header.outputs
+        if main in names:
+            raise source.error(f"outputs starts with the main output's name, not the head output {main!r}", ("outputs", 0))
+        if not declared:  # no heads: the entry can only be a tap, and names no layer
+            raise _no_output(source, 0, main, layers, declared)
+        if check_name(main):
+            raise source.error(f"{main!r}: the main output's name is a Python identifier (a field of the output tuple)", ("outputs", 0))
+        for i, name in enumerate(rest, 1):
+            if name not in declared:
+                raise _no_output(source, i, name, layers, declared)
     for name in names:
         if name not in rest:
             node = heads[names.index(name)]
             raise SpecError(f"head output {name!r} is missing from outputs: ({', '.join(header.outputs)})", node.location, node.field_path)
-    return (main, *[n for n in rest if n in names])
+    kept = [n for n in header.outputs if n in names or n in taps]
+    return ((main, *kept) if main is not None else tuple(kept)), taps, dropped
+
+
+def _declared_heads(header: SpecHeader) -> set[str]:
+    """Every head output the body writes, those an `if` switched off too."""
+    body = header.body if isinstance(header.body, dict) else {}
+    return {
+        (v["head"].get("output") or key) if isinstance(v.get("head"), dict) else key
+        for key, v in body.items()
+        if isinstance(v, dict) and "head" in v
+    }
+
+
+def _lineage(node: Node, path: str) -> list[Node] | None:
+    """`node` and its descendants down to the module at `path` (inline groups included)."""
+    for child in node.children:
+        if not child.inline and child.path == path:
+            return [node, child]
+        if child.inline or path.startswith(child.path + "."):
+            found = _lineage(child, path)
+            if found is not None:
+                return [node, *found]
+    return None
+
+
+def _untappable(lineage: list[Node]) -> str | None:
+    """Why the last node of `lineage` cannot be a feature tap, or None: a tap is a layer the
+    model's main chain runs, inside sequences only (where its output is what the next reads)."""
+    if lineage[1].head is not None:
+        return f"{lineage[1].path!r} is a head: outputs names it by its output, {lineage[1].head.output!r}"
+    for node in lineage[1:-1]:
+        if node.is_primitive or not node.combinator.inlinable:
+            return (
+                f"it is inside {node.path!r} ({node.spec_kind}), whose layers do not simply run one "
+                f"after another: a feature tap is a layer of a sequence (seq, stage); tap {node.path!r}"
+            )
+    return None
+
+
+def _following(lineage: list[Node]) -> Node | None:
+    """The layer that reads the output of the last node of `lineage` next, or None (the last)."""
+    for parent, child in zip(reversed(lineage[:-1]), reversed(lineage[1:])):
+        main = [c for c in parent.children if c.head is None]
+        at = next(i for i, c in enumerate(main) if c is child)
+        if at + 1 < len(main):
+            return main[at + 1]
+    return None
+
+
+def _no_output(source: SourceMap, i: int, name: str, layers: dict[str, Node], declared: set[str]) -> SpecError:
+    """The error for an `outputs:` entry that names no layer and no head's output."""
+    known = [*layers, *sorted(declared)]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listing = ", ".join(layers) if len(layers) <= 12 else ", ".join([*list(layers)[:12], "..."])
+    heads = f"; heads' outputs: {', '.join(sorted(declared))}" if declared else ""
+    what = "no head gives that output and no layer has that path (a feature tap)" if declared else "no layer has that path (a feature tap names one)"
+    return source.error(f"outputs names {name!r}: {what}{hint} (top-level layers: {listing}{heads})", ("outputs", i))
+
+
+def _drop_after(lineage: list[Node]) -> tuple[str, ...]:
+    """Remove what runs after the last node of `lineage`: the later layers (and heads) of each
+    node holding it, up to the model; update their totals and output shapes (`include_top:
+    false`). Returns the module paths removed."""
+    dropped: list[str] = []
+    for parent, child in zip(lineage, lineage[1:]):
+        at = next(i for i, c in enumerate(parent.children) if c is child) + 1
+        dropped += [n.path for n in splice(parent.children[at:])]
+        parent.children = parent.children[:at]
+    for node in reversed(lineage[:-1]):
+        node.out_shape = [c for c in node.children if c.head is None][-1].out_shape
+        infer.total(node)
+    return tuple(sorted(dropped))
 
 
 def load(path: str | Path, *, variant: str | None = None, overrides: Sequence[str] = ()) -> Spec:

@@ -47,6 +47,7 @@ class Node:
     template: TemplateUse | None = None  # the block template this node instantiates
     repeats: str | None = None  # the block type a stage or dense block repeats
     head: Head | None = None  # an auxiliary head of the model (top-level layers only)
+    tap: bool = False  # the model returns this layer's output (`outputs:` names its path)
     location: Location | None = None
     field_path: str = ""
     path: str = ""  # dotted module path, the state_dict prefix ("" for the model)
@@ -135,11 +136,14 @@ def branching(nodes: list[Node]) -> bool:
 
 def runs(nodes: list[Node]) -> list[list[Node]]:
     """The runs of `nodes` that execute one after another, each feeding only the next: the
-    steps between inline parallels (whose branches are their own runs, `Combinator.chains`)."""
+    steps between inline parallels (whose branches are their own runs, `Combinator.chains`); a
+    tapped node ends its run (what follows must not change the output the model returns)."""
     out: list[list[Node]] = [[]]
     for node in steps(nodes):
         if node.inline:
             out.append([])
-        else:
-            out[-1].append(node)
+            continue
+        out[-1].append(node)
+        if node.tap:
+            out.append([])
     return out

@@ -60,6 +60,7 @@ def as_dict(spec: Spec, depth: int | None = None) -> dict[str, Any]:
         "frozen": list(spec.frozen),
         "macs": spec.macs,
         "outputs": list(spec.outputs),
+        "taps": taps(spec),
         "heads": heads(spec),
         "depth": infer.depth(spec.tree),
         "let": dict(spec.lets),
@@ -83,6 +84,16 @@ def frozen_lines(spec: Spec) -> list[str]:
     return [
         f"trainable params: {spec.param_count - frozen:,}",
         f"frozen params: {frozen:,} (in {', '.join(spec.frozen)})",
+    ]
+
+
+def taps(spec: Spec) -> list[dict[str, Any]]:
+    """The feature taps in output order: the layer whose output is returned (the dict's key)
+    and its static shape."""
+    return [
+        {"name": key, "output_shape": list(node.out_shape)}
+        for key, node in spec.output_nodes().items()
+        if node.tap
     ]
 
 
@@ -159,7 +170,8 @@ def table(spec: Spec, depth: int | None = 2) -> str:
     rule = "-" * len(fmt(header))
     parts = [
         f"{spec.name}  ({spec.file})",
-        f"input {fmt_shape(spec.input_shape)} → output {fmt_shape(spec.output_shape)}",
+        f"input {fmt_shape(spec.input_shape)} → "
+        + (f"a dict of {len(spec.outputs)} outputs (below)" if spec.taps else f"output {fmt_shape(spec.output_shape)}"),
         *(f"let {key} = {show(value)}" for key, value in spec.lets.items()),
         rule,
         fmt(header),
@@ -170,11 +182,17 @@ def table(spec: Spec, depth: int | None = 2) -> str:
         *frozen_lines(spec),
         f"total MACs:   {spec.macs:,} ({spec.macs / 1e9:.3f} G, conv + linear, batch 1)",
     ]
-    if spec.heads:
+    if spec.taps:
+        parts.append("returns a dict: " + ", ".join(
+            f"{key} {fmt_shape(node.out_shape)}" + (f" (head {node.path} on {node.head.source}, train mode)" if node.head else "")
+            for key, node in spec.output_nodes().items()
+        ))  # fmt: skip
+    elif spec.heads:
         main = f"{spec.outputs[0]} {fmt_shape(spec.output_shape)}"
         parts.append(f"train-mode outputs: {main}, " + ", ".join(
             f"{h['output']} {fmt_shape(h['output_shape'])} (head {h['name']} on {h['from']})" for h in heads(spec)
         ))  # fmt: skip
+    if spec.heads:
         head_params, head_macs = sum(n.param_count for n in spec.heads), sum(n.macs for n in spec.heads)
         parts.append(
             f"in eval (heads off): params used {spec.param_count - head_params:,}, "

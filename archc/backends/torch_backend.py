@@ -8,6 +8,7 @@ import math
 from collections import OrderedDict, namedtuple
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Dict, List, Tuple  # noqa: UP035 (TorchScript)
 
 import torch
 from torch import nn
@@ -80,6 +81,57 @@ class NetworkWithHeads(Frozen, nn.Module):
         if not self.training:
             return x
         return self._outputs(x, *(extra[head] for head in self._order))
+
+
+class NetworkWithTaps(nn.ModuleDict):
+    """The model with feature taps (`outputs:` naming layers), as torchvision's
+    IntermediateLayerGetter: its top-level layers registered in spec order; forward runs the
+    main ones in turn and returns a dict of the outputs in the spec's order: each tapped layer's
+    output, and (in train mode only) each head's, run on the output of the layer it reads. A
+    sequence holding a tap deeper down runs its layers one by one. TorchScript compiles it (and
+    runs it when every tap is a top-level layer)."""
+
+    # heads: head layer -> the layer it reads; keep: the module paths whose outputs are kept
+    # (the taps, what heads read); split: the sequences holding a tap deeper down; returns:
+    # (key of the dict, the module giving it), in order. Typed objects, not strings, for
+    # TorchScript (as torchvision's IntermediateLayerGetter does).
+    __annotations__ = {"heads": Dict[str, str], "keep": List[str], "split": List[str], "returns": List[Tuple[str, str]]}  # noqa: UP006 (TorchScript)
+
+    def __init__(self, modules: OrderedDict, heads: dict[str, str], returns: list[tuple[str, str]]):
+        super().__init__(modules)
+        self.heads = heads
+        self.keep = sorted({*(path for _, path in returns if path not in heads), *heads.values()})
+        self.split = sorted({path.rsplit(".", i)[0] for path in self.keep for i in range(1, path.count(".") + 1)})
+        self.returns = returns
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        found: dict[str, torch.Tensor] = {}
+        for name, module in self.items():
+            if name in self.heads:
+                if self.training:
+                    found[name] = module(found[self.heads[name]])
+            else:
+                x = self._piecewise(name, x, found) if name in self.split else module(x)
+                if name in self.keep:
+                    found[name] = x
+        out: dict[str, torch.Tensor] = {}
+        for key, path in self.returns:
+            if path in found:
+                out[key] = found[path]
+        return out
+
+    @torch.jit.unused
+    def _piecewise(self, path: str, x: torch.Tensor, found: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run the sequence at `path` layer by layer, keeping the outputs of those in `keep`."""
+        for name, child in self.get_submodule(path).named_children():
+            inner = f"{path}.{name}"
+            x = self._piecewise(inner, x, found) if inner in self.split else child(x)
+            if inner in self.keep:
+                found[inner] = x
+        return x
+
+    # typed objects, not strings, for TorchScript, which compiles the signature of an unused method
+    _piecewise.__annotations__ = {"path": str, "x": torch.Tensor, "found": Dict[str, torch.Tensor], "return": torch.Tensor}  # noqa: UP006
 
 
 def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
@@ -160,7 +212,10 @@ def build(spec: Spec, *, seed: int | None = None) -> nn.Module:
             torch.manual_seed(seed)
         kinds: dict[int, str] = {}
         modules = OrderedDict((c.name, _build(c, kinds)) for c in spec.tree.registered())
-        if spec.heads:
+        if spec.taps:
+            returns = [(key, node.path) for key, node in spec.output_nodes().items()]
+            model = NetworkWithTaps(modules, {n.name: n.head.source for n in spec.heads}, returns)
+        elif spec.heads:
             sources = {n.name: n.head.source for n in spec.heads}
             model = NetworkWithHeads(modules, sources, [n.name for n in spec.head_order()], outputs_type(spec))
         else:
@@ -217,12 +272,22 @@ def check_shapes(model: nn.Module, spec: Spec, batch: int = 2) -> list[str]:
         model.train(was_training)
         for handle in handles:
             handle.remove()
+    for node in sorted(module_nodes(spec), key=lambda n: -n.path.count(".")):
+        if node.path in getattr(model, "split", ()) and node.path not in seen:  # run layer by layer
+            last = node.registered()[-1].path
+            if last in seen:
+                seen[node.path] = seen[last]
     problems = [
         f"{path}: static {fmt_shape(shape)}, runtime {fmt_shape(seen[path]) if path in seen else 'not run'}"
         for path, shape in expected.items()
         if seen.get(path) != shape
     ]
-    if tuple(out.shape[1:]) != spec.output_shape:
+    if isinstance(out, dict):  # feature taps: each one's shape (heads, off in eval, are above)
+        for key, node in spec.output_nodes().items():
+            if node.tap and (key not in out or tuple(out[key].shape[1:]) != node.out_shape):
+                runtime = fmt_shape(tuple(out[key].shape[1:])) if key in out else "missing"
+                problems.append(f"output {key!r}: static {fmt_shape(node.out_shape)}, runtime {runtime}")
+    elif tuple(out.shape[1:]) != spec.output_shape:
         problems.append(f"model output: static {fmt_shape(spec.output_shape)}, runtime {fmt_shape(tuple(out.shape[1:]))}")
     return problems
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from archc.combinators import CodegenForm, Combinator, combinator, program
-from archc.ir import Node, branching, runs
+from archc.ir import Node, branching, runs, steps
 
 
 def forward(w) -> None:
@@ -61,15 +61,21 @@ class Seq(Combinator):
 
     def draw(self, d, node, src, level, into):
         heads = [c for c in node.children if c.head is not None]
-        if not heads:
+        inner = {id(c): [n for n in c.walk() if n.tap] for c in steps(node.children)}  # taps
+        if not heads and not any(inner.values()):
             return d.chain(node.children, src, level, into)
-        taps, segment = {}, []  # the model's heads: each fed by the layer it reads
-        for child in node.children:
+        taps, segment = {}, []  # the model's heads, each fed by the layer it reads; taps
+        for child in steps(node.children):
             if child.head is None:
                 segment.append(child)
-            if any(h.head.source == child.name for h in heads):
+            if inner[id(child)] or any(h.head.source == child.name for h in heads):
                 src, segment = d.chain(segment, src, level, into), []
                 taps[child.name] = src
+            if child.tap:
+                d.extra_output(src, child.path)
+            elif inner[id(child)] and d.collapsed(child, level):  # its box stands for the taps in it
+                for tap in inner[id(child)]:
+                    d.extra_output(d.port(src.node, tap.out_shape), tap.path)
         src = d.chain(segment, src, level, into) if segment else src
         for head in heads:
             d.extra_output(d.draw(head, taps[head.head.source], level, into), f"{head.head.output} (train)")

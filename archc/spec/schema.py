@@ -146,8 +146,15 @@ class SpecHeader(StrictModel):
     defaults: dict[str, dict[str, Any]] = {}
     """Settings every layer of a kind gets unless it sets them itself, inside blocks too: {batchnorm: {eps: 0.001}}."""
     outputs: list[str] = []
-    """Train-mode outputs, in order: the main output's name, then the heads' outputs (each head's
-    `output`); heads switched off by `if` are left out. Default: out, then the heads in body order."""
+    """What the model returns, in order. Each entry is a layer's module path (a feature tap: its
+    output; a top-level layer, or one inside sequences: layer3.2), a head's `output`, or (first,
+    in a model with heads and no taps) the main output's name. With a tap the model returns a dict {entry: tensor} in train and eval mode
+    (heads' entries in train mode only); without, in train mode the namedtuple of the main
+    output and the heads' (heads switched off by `if` left out). Default: out, then the heads
+    in body order."""
+    include_top: Annotated[bool, Strict()] = True
+    """false: leave out the top-level layers after the last tap in outputs (the classifier):
+    a feature extractor, as timm's features_only."""
     freeze: list[FreezePattern] = []
     """Modules to freeze for fine-tuning, by path or glob pattern ([conv1, bn1, "layer[1-3]"]):
     their parameters get no gradients and they stay in eval mode when the model is put in train
@@ -158,9 +165,6 @@ class SpecHeader(StrictModel):
     @field_validator("outputs")
     @classmethod
     def _outputs(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if check_name(name):
-                raise ValueError(f"{name!r}: outputs are Python identifiers (the fields of the output tuple)")
         if len(set(value)) != len(value):
             raise ValueError("outputs names each output once")
         return value

@@ -325,7 +325,7 @@ def generate(spec: Spec, source: str | None = None) -> str:
     for cls in lowering.own:  # archc's own module classes keep their names
         module.reserve(cls)
     model.name = module.create_name(camel(spec.name))
-    outputs = module.create_name(f"{camel(spec.name)}Outputs") if spec.heads else ""
+    outputs = module.create_name(f"{camel(spec.name)}Outputs") if spec.heads and not spec.taps else ""
     # the function is named after the file (a family's after the variant), as torchvision's are
     stem = spec.variant or Path(spec.file).stem
     factory = module.create_name(
@@ -396,10 +396,22 @@ def header(spec: Spec, source: str | None, found: Probe) -> list[str]:
         else f"{spec.macs:,} MACs"
     )
     parts.append(
-        f"Model {spec.name}: input {shape_text(spec.input_shape)}, output {shape_text(spec.output_shape)}; "
+        f"Model {spec.name}: input {shape_text(spec.input_shape)}, output {outputs_text(spec)}; "
         f"{spec.param_count:,} parameters, {macs}."
     )
     return docstring("\n\n".join(parts), 0)
+
+
+def outputs_text(spec: Spec) -> str:
+    """The model's output shape; with taps, the dict's keys and shapes (`{layer2: 512x28x28,
+    ...}`, heads marked as train mode only)."""
+    if not spec.taps:
+        return shape_text(spec.output_shape)
+    items = [
+        f"{key}: {shape_text(node.out_shape)}" + (" (train)" if node.head else "")
+        for key, node in spec.output_nodes().items()
+    ]
+    return "{" + ", ".join(items) + "}"
 
 
 def outputs_class(spec: Spec, name: str) -> str:
@@ -447,6 +459,52 @@ def head_forward(spec: Spec, entries: list, outputs: str) -> dict:
     return {"lines": lines, "returns": outputs, "tail": [], "methods": method}
 
 
+def tap_forward(spec: Spec) -> dict:
+    """forward of a model with feature taps: the layers in turn, a tapped layer's output kept in
+    a variable named after it (a sequence holding a tap deeper down written out layer by layer;
+    heads, in train mode, on the output they read), then the dict of the outputs in the spec's
+    order (heads' only when they ran), as the live build returns it."""
+    outputs = spec.output_nodes()
+    local = Namespace(set(LOCALS))
+    var = {node.path: local.create_name(key.replace(".", "_")) for key, node in outputs.items()}
+    holders = {n.path.rsplit(".", i)[0] for n in outputs.values() for i in range(1, n.path.count(".") + 1)}
+    lines = [f"        {var[n.path]}: torch.Tensor | None = None" for n in spec.head_order()]
+
+    def run(node, reach: str, current: str) -> str:
+        if node.path in holders:
+            for i, child in enumerate(node.registered()):
+                step = f"{reach}.{child.name}" if is_attribute(child.name) else f"{reach}[{i}]"
+                current = run(child, step, current)
+            return current
+        target = var[node.path] if node.tap else "x"
+        nonlocal lines
+        lines += layout(Call(reach, [Atom(current)], comment=shape_text(node.out_shape)), 8, lead=f"{target} = ")
+        return target
+
+    current = "x"
+    for node in spec.tree.registered():
+        if node.head is not None:
+            continue
+        current = run(node, access(node.name), current)
+        for head in spec.heads:
+            if head.head.source == node.name:
+                lines.append("        if self.training:")
+                call = Call(access(head.name), [Atom(current)], comment=shape_text(head.out_shape))
+                lines += layout(call, 12, lead=f"{var[head.path]} = ")
+    if not spec.heads:
+        items = [Atom(f"{literal(key)}: {var[node.path]}") for key, node in outputs.items()]
+        lines += layout(Call("", items, "{", "}", collection=True), 8, lead="return ")
+        return {"lines": lines, "returns": "dict[str, torch.Tensor]", "tail": []}
+    result = local.create_name("outputs")
+    lines.append(f"        {result}: dict[str, torch.Tensor] = {{}}")
+    for key, node in outputs.items():
+        if node.head is None:
+            lines.append(f"        {result}[{literal(key)}] = {var[node.path]}")
+        else:
+            lines += [f"        if {var[node.path]} is not None:", f"            {result}[{literal(key)}] = {var[node.path]}"]
+    return {"lines": lines, "returns": "dict[str, torch.Tensor]", "tail": [f"        return {result}"]}
+
+
 def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe, outputs: str = "") -> ClassView:
     entries = model.groups[0][1]
     explicit = (
@@ -454,13 +512,16 @@ def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe, out
     )
     if outputs and (model.positional or not all(isinstance(e, Child) for e in entries)):
         raise ValueError("a model with heads has named top-level layers")  # the body is a mapping
-    explicit = explicit or bool(outputs)
-    doc = f"The {spec.name} network: {shape_text(spec.input_shape)} in, {shape_text(spec.output_shape)} out."
+    explicit = explicit or bool(outputs) or bool(spec.taps)
+    doc = f"The {spec.name} network: {shape_text(spec.input_shape)} in, {outputs_text(spec)} out."
     view = ClassView(
         model.name, "nn.Module" if explicit else "nn.Sequential", "model.py.j2",
         docstring(doc, 4), signature("__init__", model.params, "None", 4), [],
     )  # fmt: skip
-    if outputs:
+    if spec.taps:
+        view.init = ["        super().__init__()"] + emitter.attributes(entries, 8, none_first=False)
+        view.forward = tap_forward(spec)
+    elif outputs:
         view.init = ["        super().__init__()"] + emitter.attributes(entries, 8, none_first=False)
         view.forward = head_forward(spec, entries, outputs)
     elif explicit:
