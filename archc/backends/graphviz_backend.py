@@ -188,6 +188,7 @@ class _Drawing(_Folding):
             edge_attr=EDGE_ATTR,
         )
         self.edges: list[tuple[Port, str, dict[str, str]]] = []
+        self.taps = [n for n in spec.output_nodes().values() if n.tap]  # feature taps, drawn as outputs
         self.place(self.graph, "/input", "io", _html("input", fmt_shape(spec.input_shape)))
         out = self.inside(spec.tree, Port("/input", spec.input_shape), 1, self.graph)
         if not spec.taps:  # with taps the model returns them (output boxes of their own)

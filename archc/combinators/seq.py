@@ -61,19 +61,22 @@ class Seq(Combinator):
 
     def draw(self, d, node, src, level, into):
         heads = [c for c in node.children if c.head is not None]
-        inner = {id(c): [n for n in c.walk() if n.tap] for c in steps(node.children)}  # taps
+        inner = {  # the feature taps in each layer, itself included
+            id(c): [t for t in d.taps if t.path == c.path or t.path.startswith(c.path + ".")]
+            for c in steps(node.children)
+        } if d.taps else {}
         if not heads and not any(inner.values()):
             return d.chain(node.children, src, level, into)
         taps, segment = {}, []  # the model's heads, each fed by the layer it reads; taps
         for child in steps(node.children):
             if child.head is None:
                 segment.append(child)
-            if inner[id(child)] or any(h.head.source == child.name for h in heads):
+            if inner.get(id(child)) or any(h.head.source == child.name for h in heads):
                 src, segment = d.chain(segment, src, level, into), []
                 taps[child.name] = src
             if child.tap:
                 d.extra_output(src, child.path)
-            elif inner[id(child)] and d.collapsed(child, level):  # its box stands for the taps in it
+            elif inner.get(id(child)) and d.collapsed(child, level):  # its box stands for its taps
                 for tap in inner[id(child)]:
                     d.extra_output(d.port(src.node, tap.out_shape), tap.path)
         src = d.chain(segment, src, level, into) if segment else src
