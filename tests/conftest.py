@@ -34,6 +34,8 @@ SMALL_INPUT = {name: [3, 64, 64] for name in ("convnext_small", "convnext_base",
 def small_overrides(name: str) -> list[str]:
     """The `--set` overrides giving a model its small input (none for most models)."""
     return [f"input={SMALL_INPUT[name]}"] if name in SMALL_INPUT else []
+
+
 # Shipped models too big to build with real weights in every generic test on a 2-core machine
 # (with init and a full-size forward pass, 20 s to 2 min each, several GiB). The generic tests
 # check these on the meta device, with no weights: static = runtime for every shape, generated
