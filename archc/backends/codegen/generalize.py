@@ -133,7 +133,9 @@ class AntiUnifier:
                 for t in terms
             ]
             kwargs[key] = self.hole(column, f"{origin}_{key}")
-        return LayerCall(first.cls, args, kwargs, own=first.own, layer=layer)
+        return LayerCall(
+            first.cls, args, kwargs, own=first.own, parameter=first.parameter, layer=layer
+        )
 
     def entries(self, lists: list, positional: bool, origin: str, *, optional: bool) -> list:
         """Align entries by name (numbered ones by the spec entry that wrote them, else by
