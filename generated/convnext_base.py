@@ -74,10 +74,9 @@ class CNBlock(nn.Module):
     blocks) and the input added.
     """
 
-    def __init__(
-        self, in_channels: int, hidden: int, sd_prob: float, layer_scale: float = 1e-06
-    ) -> None:
+    def __init__(self, in_channels: int, sd_prob: float, layer_scale: float = 1e-06) -> None:
         super().__init__()
+        hidden = 4 * in_channels
         self.block = nn.Sequential(
             nn.Conv2d(in_channels, in_channels, kernel_size=7, padding=3, groups=in_channels),
             Permute([0, 2, 3, 1]),
@@ -106,57 +105,57 @@ class ConvNeXtBase(nn.Module):
         self.features = nn.Sequential(
             nn.Sequential(nn.Conv2d(3, 128, kernel_size=4, stride=4), LayerNorm2d(128, eps=1e-06)),
             nn.Sequential(
-                CNBlock(128, 512, 0.0, layer_scale=layer_scale),
-                CNBlock(128, 512, 0.014285714285714285, layer_scale=layer_scale),
-                CNBlock(128, 512, 0.02857142857142857, layer_scale=layer_scale),
+                CNBlock(128, 0.0, layer_scale=layer_scale),
+                CNBlock(128, 0.014285714285714285, layer_scale=layer_scale),
+                CNBlock(128, 0.02857142857142857, layer_scale=layer_scale),
             ),
             nn.Sequential(
                 LayerNorm2d(128, eps=1e-06), nn.Conv2d(128, 256, kernel_size=2, stride=2)
             ),
             nn.Sequential(
-                CNBlock(256, 1024, 0.04285714285714286, layer_scale=layer_scale),
-                CNBlock(256, 1024, 0.05714285714285714, layer_scale=layer_scale),
-                CNBlock(256, 1024, 0.07142857142857142, layer_scale=layer_scale),
+                CNBlock(256, 0.04285714285714286, layer_scale=layer_scale),
+                CNBlock(256, 0.05714285714285714, layer_scale=layer_scale),
+                CNBlock(256, 0.07142857142857142, layer_scale=layer_scale),
             ),
             nn.Sequential(
                 LayerNorm2d(256, eps=1e-06), nn.Conv2d(256, 512, kernel_size=2, stride=2)
             ),
             nn.Sequential(
-                CNBlock(512, 2048, 0.08571428571428572, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.1, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.11428571428571428, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.12857142857142856, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.14285714285714285, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.15714285714285714, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.17142857142857143, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.18571428571428572, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.2, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.21428571428571427, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.22857142857142856, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.24285714285714285, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.2571428571428571, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.2714285714285714, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.2857142857142857, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.3, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.3142857142857143, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.32857142857142857, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.34285714285714286, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.35714285714285715, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.37142857142857144, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.38571428571428573, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.4, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.4142857142857143, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.42857142857142855, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.44285714285714284, layer_scale=layer_scale),
-                CNBlock(512, 2048, 0.45714285714285713, layer_scale=layer_scale),
+                CNBlock(512, 0.08571428571428572, layer_scale=layer_scale),
+                CNBlock(512, 0.1, layer_scale=layer_scale),
+                CNBlock(512, 0.11428571428571428, layer_scale=layer_scale),
+                CNBlock(512, 0.12857142857142856, layer_scale=layer_scale),
+                CNBlock(512, 0.14285714285714285, layer_scale=layer_scale),
+                CNBlock(512, 0.15714285714285714, layer_scale=layer_scale),
+                CNBlock(512, 0.17142857142857143, layer_scale=layer_scale),
+                CNBlock(512, 0.18571428571428572, layer_scale=layer_scale),
+                CNBlock(512, 0.2, layer_scale=layer_scale),
+                CNBlock(512, 0.21428571428571427, layer_scale=layer_scale),
+                CNBlock(512, 0.22857142857142856, layer_scale=layer_scale),
+                CNBlock(512, 0.24285714285714285, layer_scale=layer_scale),
+                CNBlock(512, 0.2571428571428571, layer_scale=layer_scale),
+                CNBlock(512, 0.2714285714285714, layer_scale=layer_scale),
+                CNBlock(512, 0.2857142857142857, layer_scale=layer_scale),
+                CNBlock(512, 0.3, layer_scale=layer_scale),
+                CNBlock(512, 0.3142857142857143, layer_scale=layer_scale),
+                CNBlock(512, 0.32857142857142857, layer_scale=layer_scale),
+                CNBlock(512, 0.34285714285714286, layer_scale=layer_scale),
+                CNBlock(512, 0.35714285714285715, layer_scale=layer_scale),
+                CNBlock(512, 0.37142857142857144, layer_scale=layer_scale),
+                CNBlock(512, 0.38571428571428573, layer_scale=layer_scale),
+                CNBlock(512, 0.4, layer_scale=layer_scale),
+                CNBlock(512, 0.4142857142857143, layer_scale=layer_scale),
+                CNBlock(512, 0.42857142857142855, layer_scale=layer_scale),
+                CNBlock(512, 0.44285714285714284, layer_scale=layer_scale),
+                CNBlock(512, 0.45714285714285713, layer_scale=layer_scale),
             ),
             nn.Sequential(
                 LayerNorm2d(512, eps=1e-06), nn.Conv2d(512, 1024, kernel_size=2, stride=2)
             ),
             nn.Sequential(
-                CNBlock(1024, 4096, 0.4714285714285714, layer_scale=layer_scale),
-                CNBlock(1024, 4096, 0.4857142857142857, layer_scale=layer_scale),
-                CNBlock(1024, 4096, 0.5, layer_scale=layer_scale),
+                CNBlock(1024, 0.4714285714285714, layer_scale=layer_scale),
+                CNBlock(1024, 0.4857142857142857, layer_scale=layer_scale),
+                CNBlock(1024, 0.5, layer_scale=layer_scale),
             ),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -74,10 +74,9 @@ class CNBlock(nn.Module):
     blocks) and the input added.
     """
 
-    def __init__(
-        self, in_channels: int, hidden: int, sd_prob: float, layer_scale: float = 1e-06
-    ) -> None:
+    def __init__(self, in_channels: int, sd_prob: float, layer_scale: float = 1e-06) -> None:
         super().__init__()
+        hidden = 4 * in_channels
         self.block = nn.Sequential(
             nn.Conv2d(in_channels, in_channels, kernel_size=7, padding=3, groups=in_channels),
             Permute([0, 2, 3, 1]),
@@ -106,55 +105,55 @@ class ConvNeXtSmall(nn.Module):
         self.features = nn.Sequential(
             nn.Sequential(nn.Conv2d(3, 96, kernel_size=4, stride=4), LayerNorm2d(96, eps=1e-06)),
             nn.Sequential(
-                CNBlock(96, 384, 0.0, layer_scale=layer_scale),
-                CNBlock(96, 384, 0.011428571428571429, layer_scale=layer_scale),
-                CNBlock(96, 384, 0.022857142857142857, layer_scale=layer_scale),
+                CNBlock(96, 0.0, layer_scale=layer_scale),
+                CNBlock(96, 0.011428571428571429, layer_scale=layer_scale),
+                CNBlock(96, 0.022857142857142857, layer_scale=layer_scale),
             ),
             nn.Sequential(LayerNorm2d(96, eps=1e-06), nn.Conv2d(96, 192, kernel_size=2, stride=2)),
             nn.Sequential(
-                CNBlock(192, 768, 0.03428571428571429, layer_scale=layer_scale),
-                CNBlock(192, 768, 0.045714285714285714, layer_scale=layer_scale),
-                CNBlock(192, 768, 0.05714285714285714, layer_scale=layer_scale),
+                CNBlock(192, 0.03428571428571429, layer_scale=layer_scale),
+                CNBlock(192, 0.045714285714285714, layer_scale=layer_scale),
+                CNBlock(192, 0.05714285714285714, layer_scale=layer_scale),
             ),
             nn.Sequential(
                 LayerNorm2d(192, eps=1e-06), nn.Conv2d(192, 384, kernel_size=2, stride=2)
             ),
             nn.Sequential(
-                CNBlock(384, 1536, 0.06857142857142857, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.08, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.09142857142857143, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.10285714285714286, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.11428571428571428, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.12571428571428572, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.13714285714285715, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.14857142857142858, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.16, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.17142857142857143, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.18285714285714286, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.1942857142857143, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.2057142857142857, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.21714285714285717, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.22857142857142856, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.24000000000000002, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.25142857142857145, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.2628571428571429, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.2742857142857143, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.2857142857142857, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.29714285714285715, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.3085714285714286, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.32, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.33142857142857146, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.34285714285714286, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.3542857142857143, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.3657142857142857, layer_scale=layer_scale),
+                CNBlock(384, 0.06857142857142857, layer_scale=layer_scale),
+                CNBlock(384, 0.08, layer_scale=layer_scale),
+                CNBlock(384, 0.09142857142857143, layer_scale=layer_scale),
+                CNBlock(384, 0.10285714285714286, layer_scale=layer_scale),
+                CNBlock(384, 0.11428571428571428, layer_scale=layer_scale),
+                CNBlock(384, 0.12571428571428572, layer_scale=layer_scale),
+                CNBlock(384, 0.13714285714285715, layer_scale=layer_scale),
+                CNBlock(384, 0.14857142857142858, layer_scale=layer_scale),
+                CNBlock(384, 0.16, layer_scale=layer_scale),
+                CNBlock(384, 0.17142857142857143, layer_scale=layer_scale),
+                CNBlock(384, 0.18285714285714286, layer_scale=layer_scale),
+                CNBlock(384, 0.1942857142857143, layer_scale=layer_scale),
+                CNBlock(384, 0.2057142857142857, layer_scale=layer_scale),
+                CNBlock(384, 0.21714285714285717, layer_scale=layer_scale),
+                CNBlock(384, 0.22857142857142856, layer_scale=layer_scale),
+                CNBlock(384, 0.24000000000000002, layer_scale=layer_scale),
+                CNBlock(384, 0.25142857142857145, layer_scale=layer_scale),
+                CNBlock(384, 0.2628571428571429, layer_scale=layer_scale),
+                CNBlock(384, 0.2742857142857143, layer_scale=layer_scale),
+                CNBlock(384, 0.2857142857142857, layer_scale=layer_scale),
+                CNBlock(384, 0.29714285714285715, layer_scale=layer_scale),
+                CNBlock(384, 0.3085714285714286, layer_scale=layer_scale),
+                CNBlock(384, 0.32, layer_scale=layer_scale),
+                CNBlock(384, 0.33142857142857146, layer_scale=layer_scale),
+                CNBlock(384, 0.34285714285714286, layer_scale=layer_scale),
+                CNBlock(384, 0.3542857142857143, layer_scale=layer_scale),
+                CNBlock(384, 0.3657142857142857, layer_scale=layer_scale),
             ),
             nn.Sequential(
                 LayerNorm2d(384, eps=1e-06), nn.Conv2d(384, 768, kernel_size=2, stride=2)
             ),
             nn.Sequential(
-                CNBlock(768, 3072, 0.37714285714285717, layer_scale=layer_scale),
-                CNBlock(768, 3072, 0.3885714285714286, layer_scale=layer_scale),
-                CNBlock(768, 3072, 0.4, layer_scale=layer_scale),
+                CNBlock(768, 0.37714285714285717, layer_scale=layer_scale),
+                CNBlock(768, 0.3885714285714286, layer_scale=layer_scale),
+                CNBlock(768, 0.4, layer_scale=layer_scale),
             ),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

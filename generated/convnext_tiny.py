@@ -74,10 +74,9 @@ class CNBlock(nn.Module):
     blocks) and the input added.
     """
 
-    def __init__(
-        self, in_channels: int, hidden: int, sd_prob: float, layer_scale: float = 1e-06
-    ) -> None:
+    def __init__(self, in_channels: int, sd_prob: float, layer_scale: float = 1e-06) -> None:
         super().__init__()
+        hidden = 4 * in_channels
         self.block = nn.Sequential(
             nn.Conv2d(in_channels, in_channels, kernel_size=7, padding=3, groups=in_channels),
             Permute([0, 2, 3, 1]),
@@ -106,37 +105,37 @@ class ConvNeXtTiny(nn.Module):
         self.features = nn.Sequential(
             nn.Sequential(nn.Conv2d(3, 96, kernel_size=4, stride=4), LayerNorm2d(96, eps=1e-06)),
             nn.Sequential(
-                CNBlock(96, 384, 0.0, layer_scale=layer_scale),
-                CNBlock(96, 384, 0.0058823529411764705, layer_scale=layer_scale),
-                CNBlock(96, 384, 0.011764705882352941, layer_scale=layer_scale),
+                CNBlock(96, 0.0, layer_scale=layer_scale),
+                CNBlock(96, 0.0058823529411764705, layer_scale=layer_scale),
+                CNBlock(96, 0.011764705882352941, layer_scale=layer_scale),
             ),
             nn.Sequential(LayerNorm2d(96, eps=1e-06), nn.Conv2d(96, 192, kernel_size=2, stride=2)),
             nn.Sequential(
-                CNBlock(192, 768, 0.017647058823529415, layer_scale=layer_scale),
-                CNBlock(192, 768, 0.023529411764705882, layer_scale=layer_scale),
-                CNBlock(192, 768, 0.029411764705882353, layer_scale=layer_scale),
+                CNBlock(192, 0.017647058823529415, layer_scale=layer_scale),
+                CNBlock(192, 0.023529411764705882, layer_scale=layer_scale),
+                CNBlock(192, 0.029411764705882353, layer_scale=layer_scale),
             ),
             nn.Sequential(
                 LayerNorm2d(192, eps=1e-06), nn.Conv2d(192, 384, kernel_size=2, stride=2)
             ),
             nn.Sequential(
-                CNBlock(384, 1536, 0.03529411764705883, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.0411764705882353, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.047058823529411764, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.052941176470588235, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.058823529411764705, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.06470588235294118, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.07058823529411766, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.07647058823529412, layer_scale=layer_scale),
-                CNBlock(384, 1536, 0.0823529411764706, layer_scale=layer_scale),
+                CNBlock(384, 0.03529411764705883, layer_scale=layer_scale),
+                CNBlock(384, 0.0411764705882353, layer_scale=layer_scale),
+                CNBlock(384, 0.047058823529411764, layer_scale=layer_scale),
+                CNBlock(384, 0.052941176470588235, layer_scale=layer_scale),
+                CNBlock(384, 0.058823529411764705, layer_scale=layer_scale),
+                CNBlock(384, 0.06470588235294118, layer_scale=layer_scale),
+                CNBlock(384, 0.07058823529411766, layer_scale=layer_scale),
+                CNBlock(384, 0.07647058823529412, layer_scale=layer_scale),
+                CNBlock(384, 0.0823529411764706, layer_scale=layer_scale),
             ),
             nn.Sequential(
                 LayerNorm2d(384, eps=1e-06), nn.Conv2d(384, 768, kernel_size=2, stride=2)
             ),
             nn.Sequential(
-                CNBlock(768, 3072, 0.08823529411764706, layer_scale=layer_scale),
-                CNBlock(768, 3072, 0.09411764705882353, layer_scale=layer_scale),
-                CNBlock(768, 3072, 0.1, layer_scale=layer_scale),
+                CNBlock(768, 0.08823529411764706, layer_scale=layer_scale),
+                CNBlock(768, 0.09411764705882353, layer_scale=layer_scale),
+                CNBlock(768, 0.1, layer_scale=layer_scale),
             ),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

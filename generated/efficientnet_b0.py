@@ -116,13 +116,13 @@ class MBConv(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
         stride: int = 1,
     ) -> None:
         super().__init__()
-        expand = hidden != in_channels
         skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
@@ -162,32 +162,34 @@ class EfficientNetB0(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 32, bn_eps, bn_momentum, stride=2),
-            nn.Sequential(MBConv(32, 3, 16, 32, 8, 0.0, bn_eps, bn_momentum)),
+            nn.Sequential(MBConv(32, 3, 16, 32, 8, False, 0.0, bn_eps, bn_momentum)),
             nn.Sequential(
-                MBConv(16, 3, 24, 96, 4, 0.0125, bn_eps, bn_momentum, stride=2),
-                MBConv(24, 3, 24, 144, 6, 0.025, bn_eps, bn_momentum),
+                MBConv(16, 3, 24, 96, 4, True, 0.0125, bn_eps, bn_momentum, stride=2),
+                MBConv(24, 3, 24, 144, 6, True, 0.025, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(24, 5, 40, 144, 6, 0.037500000000000006, bn_eps, bn_momentum, stride=2),
-                MBConv(40, 5, 40, 240, 10, 0.05, bn_eps, bn_momentum),
+                MBConv(
+                    24, 5, 40, 144, 6, True, 0.037500000000000006, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(40, 5, 40, 240, 10, True, 0.05, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(40, 3, 80, 240, 10, 0.0625, bn_eps, bn_momentum, stride=2),
-                MBConv(80, 3, 80, 480, 20, 0.07500000000000001, bn_eps, bn_momentum),
-                MBConv(80, 3, 80, 480, 20, 0.08750000000000001, bn_eps, bn_momentum),
+                MBConv(40, 3, 80, 240, 10, True, 0.0625, bn_eps, bn_momentum, stride=2),
+                MBConv(80, 3, 80, 480, 20, True, 0.07500000000000001, bn_eps, bn_momentum),
+                MBConv(80, 3, 80, 480, 20, True, 0.08750000000000001, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(80, 5, 112, 480, 20, 0.1, bn_eps, bn_momentum),
-                MBConv(112, 5, 112, 672, 28, 0.1125, bn_eps, bn_momentum),
-                MBConv(112, 5, 112, 672, 28, 0.125, bn_eps, bn_momentum),
+                MBConv(80, 5, 112, 480, 20, True, 0.1, bn_eps, bn_momentum),
+                MBConv(112, 5, 112, 672, 28, True, 0.1125, bn_eps, bn_momentum),
+                MBConv(112, 5, 112, 672, 28, True, 0.125, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(112, 5, 192, 672, 28, 0.1375, bn_eps, bn_momentum, stride=2),
-                MBConv(192, 5, 192, 1152, 48, 0.15000000000000002, bn_eps, bn_momentum),
-                MBConv(192, 5, 192, 1152, 48, 0.1625, bn_eps, bn_momentum),
-                MBConv(192, 5, 192, 1152, 48, 0.17500000000000002, bn_eps, bn_momentum),
+                MBConv(112, 5, 192, 672, 28, True, 0.1375, bn_eps, bn_momentum, stride=2),
+                MBConv(192, 5, 192, 1152, 48, True, 0.15000000000000002, bn_eps, bn_momentum),
+                MBConv(192, 5, 192, 1152, 48, True, 0.1625, bn_eps, bn_momentum),
+                MBConv(192, 5, 192, 1152, 48, True, 0.17500000000000002, bn_eps, bn_momentum),
             ),
-            nn.Sequential(MBConv(192, 3, 320, 1152, 48, 0.1875, bn_eps, bn_momentum)),
+            nn.Sequential(MBConv(192, 3, 320, 1152, 48, True, 0.1875, bn_eps, bn_momentum)),
             ConvBnSilu(320, 1280, bn_eps, bn_momentum, kernel=1),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)

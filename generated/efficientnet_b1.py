@@ -116,13 +116,13 @@ class MBConv(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
         stride: int = 1,
     ) -> None:
         super().__init__()
-        expand = hidden != in_channels
         skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
@@ -163,41 +163,47 @@ class EfficientNetB1(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 32, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                MBConv(32, 3, 16, 32, 8, 0.0, bn_eps, bn_momentum),
-                MBConv(16, 3, 16, 16, 4, 0.008695652173913044, bn_eps, bn_momentum),
+                MBConv(32, 3, 16, 32, 8, False, 0.0, bn_eps, bn_momentum),
+                MBConv(16, 3, 16, 16, 4, False, 0.008695652173913044, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(16, 3, 24, 96, 4, 0.017391304347826087, bn_eps, bn_momentum, stride=2),
-                MBConv(24, 3, 24, 144, 6, 0.026086956521739136, bn_eps, bn_momentum),
-                MBConv(24, 3, 24, 144, 6, 0.034782608695652174, bn_eps, bn_momentum),
+                MBConv(16, 3, 24, 96, 4, True, 0.017391304347826087, bn_eps, bn_momentum, stride=2),
+                MBConv(24, 3, 24, 144, 6, True, 0.026086956521739136, bn_eps, bn_momentum),
+                MBConv(24, 3, 24, 144, 6, True, 0.034782608695652174, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(24, 5, 40, 144, 6, 0.043478260869565216, bn_eps, bn_momentum, stride=2),
-                MBConv(40, 5, 40, 240, 10, 0.05217391304347827, bn_eps, bn_momentum),
-                MBConv(40, 5, 40, 240, 10, 0.06086956521739131, bn_eps, bn_momentum),
+                MBConv(
+                    24, 5, 40, 144, 6, True, 0.043478260869565216, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(40, 5, 40, 240, 10, True, 0.05217391304347827, bn_eps, bn_momentum),
+                MBConv(40, 5, 40, 240, 10, True, 0.06086956521739131, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(40, 3, 80, 240, 10, 0.06956521739130435, bn_eps, bn_momentum, stride=2),
-                MBConv(80, 3, 80, 480, 20, 0.0782608695652174, bn_eps, bn_momentum),
-                MBConv(80, 3, 80, 480, 20, 0.08695652173913043, bn_eps, bn_momentum),
-                MBConv(80, 3, 80, 480, 20, 0.09565217391304348, bn_eps, bn_momentum),
+                MBConv(
+                    40, 3, 80, 240, 10, True, 0.06956521739130435, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(80, 3, 80, 480, 20, True, 0.0782608695652174, bn_eps, bn_momentum),
+                MBConv(80, 3, 80, 480, 20, True, 0.08695652173913043, bn_eps, bn_momentum),
+                MBConv(80, 3, 80, 480, 20, True, 0.09565217391304348, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(80, 5, 112, 480, 20, 0.10434782608695654, bn_eps, bn_momentum),
-                MBConv(112, 5, 112, 672, 28, 0.11304347826086956, bn_eps, bn_momentum),
-                MBConv(112, 5, 112, 672, 28, 0.12173913043478261, bn_eps, bn_momentum),
-                MBConv(112, 5, 112, 672, 28, 0.13043478260869565, bn_eps, bn_momentum),
+                MBConv(80, 5, 112, 480, 20, True, 0.10434782608695654, bn_eps, bn_momentum),
+                MBConv(112, 5, 112, 672, 28, True, 0.11304347826086956, bn_eps, bn_momentum),
+                MBConv(112, 5, 112, 672, 28, True, 0.12173913043478261, bn_eps, bn_momentum),
+                MBConv(112, 5, 112, 672, 28, True, 0.13043478260869565, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(112, 5, 192, 672, 28, 0.1391304347826087, bn_eps, bn_momentum, stride=2),
-                MBConv(192, 5, 192, 1152, 48, 0.14782608695652175, bn_eps, bn_momentum),
-                MBConv(192, 5, 192, 1152, 48, 0.1565217391304348, bn_eps, bn_momentum),
-                MBConv(192, 5, 192, 1152, 48, 0.16521739130434784, bn_eps, bn_momentum),
-                MBConv(192, 5, 192, 1152, 48, 0.17391304347826086, bn_eps, bn_momentum),
+                MBConv(
+                    112, 5, 192, 672, 28, True, 0.1391304347826087, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(192, 5, 192, 1152, 48, True, 0.14782608695652175, bn_eps, bn_momentum),
+                MBConv(192, 5, 192, 1152, 48, True, 0.1565217391304348, bn_eps, bn_momentum),
+                MBConv(192, 5, 192, 1152, 48, True, 0.16521739130434784, bn_eps, bn_momentum),
+                MBConv(192, 5, 192, 1152, 48, True, 0.17391304347826086, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(192, 3, 320, 1152, 48, 0.1826086956521739, bn_eps, bn_momentum),
-                MBConv(320, 3, 320, 1920, 80, 0.19130434782608696, bn_eps, bn_momentum),
+                MBConv(192, 3, 320, 1152, 48, True, 0.1826086956521739, bn_eps, bn_momentum),
+                MBConv(320, 3, 320, 1920, 80, True, 0.19130434782608696, bn_eps, bn_momentum),
             ),
             ConvBnSilu(320, 1280, bn_eps, bn_momentum, kernel=1),
         )

@@ -116,13 +116,13 @@ class MBConv(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
         stride: int = 1,
     ) -> None:
         super().__init__()
-        expand = hidden != in_channels
         skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
@@ -163,41 +163,47 @@ class EfficientNetB2(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 32, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                MBConv(32, 3, 16, 32, 8, 0.0, bn_eps, bn_momentum),
-                MBConv(16, 3, 16, 16, 4, 0.008695652173913044, bn_eps, bn_momentum),
+                MBConv(32, 3, 16, 32, 8, False, 0.0, bn_eps, bn_momentum),
+                MBConv(16, 3, 16, 16, 4, False, 0.008695652173913044, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(16, 3, 24, 96, 4, 0.017391304347826087, bn_eps, bn_momentum, stride=2),
-                MBConv(24, 3, 24, 144, 6, 0.026086956521739136, bn_eps, bn_momentum),
-                MBConv(24, 3, 24, 144, 6, 0.034782608695652174, bn_eps, bn_momentum),
+                MBConv(16, 3, 24, 96, 4, True, 0.017391304347826087, bn_eps, bn_momentum, stride=2),
+                MBConv(24, 3, 24, 144, 6, True, 0.026086956521739136, bn_eps, bn_momentum),
+                MBConv(24, 3, 24, 144, 6, True, 0.034782608695652174, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(24, 5, 48, 144, 6, 0.043478260869565216, bn_eps, bn_momentum, stride=2),
-                MBConv(48, 5, 48, 288, 12, 0.05217391304347827, bn_eps, bn_momentum),
-                MBConv(48, 5, 48, 288, 12, 0.06086956521739131, bn_eps, bn_momentum),
+                MBConv(
+                    24, 5, 48, 144, 6, True, 0.043478260869565216, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(48, 5, 48, 288, 12, True, 0.05217391304347827, bn_eps, bn_momentum),
+                MBConv(48, 5, 48, 288, 12, True, 0.06086956521739131, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(48, 3, 88, 288, 12, 0.06956521739130435, bn_eps, bn_momentum, stride=2),
-                MBConv(88, 3, 88, 528, 22, 0.0782608695652174, bn_eps, bn_momentum),
-                MBConv(88, 3, 88, 528, 22, 0.08695652173913043, bn_eps, bn_momentum),
-                MBConv(88, 3, 88, 528, 22, 0.09565217391304348, bn_eps, bn_momentum),
+                MBConv(
+                    48, 3, 88, 288, 12, True, 0.06956521739130435, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(88, 3, 88, 528, 22, True, 0.0782608695652174, bn_eps, bn_momentum),
+                MBConv(88, 3, 88, 528, 22, True, 0.08695652173913043, bn_eps, bn_momentum),
+                MBConv(88, 3, 88, 528, 22, True, 0.09565217391304348, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(88, 5, 120, 528, 22, 0.10434782608695654, bn_eps, bn_momentum),
-                MBConv(120, 5, 120, 720, 30, 0.11304347826086956, bn_eps, bn_momentum),
-                MBConv(120, 5, 120, 720, 30, 0.12173913043478261, bn_eps, bn_momentum),
-                MBConv(120, 5, 120, 720, 30, 0.13043478260869565, bn_eps, bn_momentum),
+                MBConv(88, 5, 120, 528, 22, True, 0.10434782608695654, bn_eps, bn_momentum),
+                MBConv(120, 5, 120, 720, 30, True, 0.11304347826086956, bn_eps, bn_momentum),
+                MBConv(120, 5, 120, 720, 30, True, 0.12173913043478261, bn_eps, bn_momentum),
+                MBConv(120, 5, 120, 720, 30, True, 0.13043478260869565, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(120, 5, 208, 720, 30, 0.1391304347826087, bn_eps, bn_momentum, stride=2),
-                MBConv(208, 5, 208, 1248, 52, 0.14782608695652175, bn_eps, bn_momentum),
-                MBConv(208, 5, 208, 1248, 52, 0.1565217391304348, bn_eps, bn_momentum),
-                MBConv(208, 5, 208, 1248, 52, 0.16521739130434784, bn_eps, bn_momentum),
-                MBConv(208, 5, 208, 1248, 52, 0.17391304347826086, bn_eps, bn_momentum),
+                MBConv(
+                    120, 5, 208, 720, 30, True, 0.1391304347826087, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(208, 5, 208, 1248, 52, True, 0.14782608695652175, bn_eps, bn_momentum),
+                MBConv(208, 5, 208, 1248, 52, True, 0.1565217391304348, bn_eps, bn_momentum),
+                MBConv(208, 5, 208, 1248, 52, True, 0.16521739130434784, bn_eps, bn_momentum),
+                MBConv(208, 5, 208, 1248, 52, True, 0.17391304347826086, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(208, 3, 352, 1248, 52, 0.1826086956521739, bn_eps, bn_momentum),
-                MBConv(352, 3, 352, 2112, 88, 0.19130434782608696, bn_eps, bn_momentum),
+                MBConv(208, 3, 352, 1248, 52, True, 0.1826086956521739, bn_eps, bn_momentum),
+                MBConv(352, 3, 352, 2112, 88, True, 0.19130434782608696, bn_eps, bn_momentum),
             ),
             ConvBnSilu(352, 1408, bn_eps, bn_momentum, kernel=1),
         )

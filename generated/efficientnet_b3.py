@@ -116,13 +116,13 @@ class MBConv(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
         stride: int = 1,
     ) -> None:
         super().__init__()
-        expand = hidden != in_channels
         skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
@@ -163,44 +163,52 @@ class EfficientNetB3(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 40, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                MBConv(40, 3, 24, 40, 10, 0.0, bn_eps, bn_momentum),
-                MBConv(24, 3, 24, 24, 6, 0.007692307692307693, bn_eps, bn_momentum),
+                MBConv(40, 3, 24, 40, 10, False, 0.0, bn_eps, bn_momentum),
+                MBConv(24, 3, 24, 24, 6, False, 0.007692307692307693, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(24, 3, 32, 144, 6, 0.015384615384615385, bn_eps, bn_momentum, stride=2),
-                MBConv(32, 3, 32, 192, 8, 0.02307692307692308, bn_eps, bn_momentum),
-                MBConv(32, 3, 32, 192, 8, 0.03076923076923077, bn_eps, bn_momentum),
+                MBConv(
+                    24, 3, 32, 144, 6, True, 0.015384615384615385, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(32, 3, 32, 192, 8, True, 0.02307692307692308, bn_eps, bn_momentum),
+                MBConv(32, 3, 32, 192, 8, True, 0.03076923076923077, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(32, 5, 48, 192, 8, 0.038461538461538464, bn_eps, bn_momentum, stride=2),
-                MBConv(48, 5, 48, 288, 12, 0.04615384615384616, bn_eps, bn_momentum),
-                MBConv(48, 5, 48, 288, 12, 0.05384615384615385, bn_eps, bn_momentum),
+                MBConv(
+                    32, 5, 48, 192, 8, True, 0.038461538461538464, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(48, 5, 48, 288, 12, True, 0.04615384615384616, bn_eps, bn_momentum),
+                MBConv(48, 5, 48, 288, 12, True, 0.05384615384615385, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(48, 3, 96, 288, 12, 0.06153846153846154, bn_eps, bn_momentum, stride=2),
-                MBConv(96, 3, 96, 576, 24, 0.06923076923076923, bn_eps, bn_momentum),
-                MBConv(96, 3, 96, 576, 24, 0.07692307692307693, bn_eps, bn_momentum),
-                MBConv(96, 3, 96, 576, 24, 0.08461538461538462, bn_eps, bn_momentum),
-                MBConv(96, 3, 96, 576, 24, 0.09230769230769233, bn_eps, bn_momentum),
+                MBConv(
+                    48, 3, 96, 288, 12, True, 0.06153846153846154, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(96, 3, 96, 576, 24, True, 0.06923076923076923, bn_eps, bn_momentum),
+                MBConv(96, 3, 96, 576, 24, True, 0.07692307692307693, bn_eps, bn_momentum),
+                MBConv(96, 3, 96, 576, 24, True, 0.08461538461538462, bn_eps, bn_momentum),
+                MBConv(96, 3, 96, 576, 24, True, 0.09230769230769233, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(96, 5, 136, 576, 24, 0.1, bn_eps, bn_momentum),
-                MBConv(136, 5, 136, 816, 34, 0.1076923076923077, bn_eps, bn_momentum),
-                MBConv(136, 5, 136, 816, 34, 0.11538461538461539, bn_eps, bn_momentum),
-                MBConv(136, 5, 136, 816, 34, 0.12307692307692308, bn_eps, bn_momentum),
-                MBConv(136, 5, 136, 816, 34, 0.13076923076923078, bn_eps, bn_momentum),
+                MBConv(96, 5, 136, 576, 24, True, 0.1, bn_eps, bn_momentum),
+                MBConv(136, 5, 136, 816, 34, True, 0.1076923076923077, bn_eps, bn_momentum),
+                MBConv(136, 5, 136, 816, 34, True, 0.11538461538461539, bn_eps, bn_momentum),
+                MBConv(136, 5, 136, 816, 34, True, 0.12307692307692308, bn_eps, bn_momentum),
+                MBConv(136, 5, 136, 816, 34, True, 0.13076923076923078, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(136, 5, 232, 816, 34, 0.13846153846153847, bn_eps, bn_momentum, stride=2),
-                MBConv(232, 5, 232, 1392, 58, 0.14615384615384616, bn_eps, bn_momentum),
-                MBConv(232, 5, 232, 1392, 58, 0.15384615384615385, bn_eps, bn_momentum),
-                MBConv(232, 5, 232, 1392, 58, 0.16153846153846155, bn_eps, bn_momentum),
-                MBConv(232, 5, 232, 1392, 58, 0.16923076923076924, bn_eps, bn_momentum),
-                MBConv(232, 5, 232, 1392, 58, 0.17692307692307693, bn_eps, bn_momentum),
+                MBConv(
+                    136, 5, 232, 816, 34, True, 0.13846153846153847, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(232, 5, 232, 1392, 58, True, 0.14615384615384616, bn_eps, bn_momentum),
+                MBConv(232, 5, 232, 1392, 58, True, 0.15384615384615385, bn_eps, bn_momentum),
+                MBConv(232, 5, 232, 1392, 58, True, 0.16153846153846155, bn_eps, bn_momentum),
+                MBConv(232, 5, 232, 1392, 58, True, 0.16923076923076924, bn_eps, bn_momentum),
+                MBConv(232, 5, 232, 1392, 58, True, 0.17692307692307693, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(232, 3, 384, 1392, 58, 0.18461538461538465, bn_eps, bn_momentum),
-                MBConv(384, 3, 384, 2304, 96, 0.19230769230769232, bn_eps, bn_momentum),
+                MBConv(232, 3, 384, 1392, 58, True, 0.18461538461538465, bn_eps, bn_momentum),
+                MBConv(384, 3, 384, 2304, 96, True, 0.19230769230769232, bn_eps, bn_momentum),
             ),
             ConvBnSilu(384, 1536, bn_eps, bn_momentum, kernel=1),
         )

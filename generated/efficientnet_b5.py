@@ -116,13 +116,13 @@ class MBConv(nn.Module):
         out: int,
         hidden: int,
         squeeze: int,
+        expand: bool,
         sd_prob: float,
         bn_eps: float,
         bn_momentum: float,
         stride: int = 1,
     ) -> None:
         super().__init__()
-        expand = hidden != in_channels
         skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
@@ -163,57 +163,65 @@ class EfficientNetB5(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 48, bn_eps, bn_momentum, stride=2),
             nn.Sequential(
-                MBConv(48, 3, 24, 48, 12, 0.0, bn_eps, bn_momentum),
-                MBConv(24, 3, 24, 24, 6, 0.005128205128205128, bn_eps, bn_momentum),
-                MBConv(24, 3, 24, 24, 6, 0.010256410256410256, bn_eps, bn_momentum),
+                MBConv(48, 3, 24, 48, 12, False, 0.0, bn_eps, bn_momentum),
+                MBConv(24, 3, 24, 24, 6, False, 0.005128205128205128, bn_eps, bn_momentum),
+                MBConv(24, 3, 24, 24, 6, False, 0.010256410256410256, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(24, 3, 40, 144, 6, 0.015384615384615387, bn_eps, bn_momentum, stride=2),
-                MBConv(40, 3, 40, 240, 10, 0.020512820512820513, bn_eps, bn_momentum),
-                MBConv(40, 3, 40, 240, 10, 0.02564102564102564, bn_eps, bn_momentum),
-                MBConv(40, 3, 40, 240, 10, 0.030769230769230774, bn_eps, bn_momentum),
-                MBConv(40, 3, 40, 240, 10, 0.0358974358974359, bn_eps, bn_momentum),
+                MBConv(
+                    24, 3, 40, 144, 6, True, 0.015384615384615387, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(40, 3, 40, 240, 10, True, 0.020512820512820513, bn_eps, bn_momentum),
+                MBConv(40, 3, 40, 240, 10, True, 0.02564102564102564, bn_eps, bn_momentum),
+                MBConv(40, 3, 40, 240, 10, True, 0.030769230769230774, bn_eps, bn_momentum),
+                MBConv(40, 3, 40, 240, 10, True, 0.0358974358974359, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(40, 5, 64, 240, 10, 0.041025641025641026, bn_eps, bn_momentum, stride=2),
-                MBConv(64, 5, 64, 384, 16, 0.046153846153846156, bn_eps, bn_momentum),
-                MBConv(64, 5, 64, 384, 16, 0.05128205128205128, bn_eps, bn_momentum),
-                MBConv(64, 5, 64, 384, 16, 0.05641025641025642, bn_eps, bn_momentum),
-                MBConv(64, 5, 64, 384, 16, 0.06153846153846155, bn_eps, bn_momentum),
+                MBConv(
+                    40, 5, 64, 240, 10, True, 0.041025641025641026, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(64, 5, 64, 384, 16, True, 0.046153846153846156, bn_eps, bn_momentum),
+                MBConv(64, 5, 64, 384, 16, True, 0.05128205128205128, bn_eps, bn_momentum),
+                MBConv(64, 5, 64, 384, 16, True, 0.05641025641025642, bn_eps, bn_momentum),
+                MBConv(64, 5, 64, 384, 16, True, 0.06153846153846155, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(64, 3, 128, 384, 16, 0.06666666666666667, bn_eps, bn_momentum, stride=2),
-                MBConv(128, 3, 128, 768, 32, 0.0717948717948718, bn_eps, bn_momentum),
-                MBConv(128, 3, 128, 768, 32, 0.07692307692307693, bn_eps, bn_momentum),
-                MBConv(128, 3, 128, 768, 32, 0.08205128205128205, bn_eps, bn_momentum),
-                MBConv(128, 3, 128, 768, 32, 0.08717948717948719, bn_eps, bn_momentum),
-                MBConv(128, 3, 128, 768, 32, 0.09230769230769231, bn_eps, bn_momentum),
-                MBConv(128, 3, 128, 768, 32, 0.09743589743589744, bn_eps, bn_momentum),
+                MBConv(
+                    64, 3, 128, 384, 16, True, 0.06666666666666667, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(128, 3, 128, 768, 32, True, 0.0717948717948718, bn_eps, bn_momentum),
+                MBConv(128, 3, 128, 768, 32, True, 0.07692307692307693, bn_eps, bn_momentum),
+                MBConv(128, 3, 128, 768, 32, True, 0.08205128205128205, bn_eps, bn_momentum),
+                MBConv(128, 3, 128, 768, 32, True, 0.08717948717948719, bn_eps, bn_momentum),
+                MBConv(128, 3, 128, 768, 32, True, 0.09230769230769231, bn_eps, bn_momentum),
+                MBConv(128, 3, 128, 768, 32, True, 0.09743589743589744, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(128, 5, 176, 768, 32, 0.10256410256410256, bn_eps, bn_momentum),
-                MBConv(176, 5, 176, 1056, 44, 0.1076923076923077, bn_eps, bn_momentum),
-                MBConv(176, 5, 176, 1056, 44, 0.11282051282051284, bn_eps, bn_momentum),
-                MBConv(176, 5, 176, 1056, 44, 0.11794871794871796, bn_eps, bn_momentum),
-                MBConv(176, 5, 176, 1056, 44, 0.1230769230769231, bn_eps, bn_momentum),
-                MBConv(176, 5, 176, 1056, 44, 0.1282051282051282, bn_eps, bn_momentum),
-                MBConv(176, 5, 176, 1056, 44, 0.13333333333333333, bn_eps, bn_momentum),
+                MBConv(128, 5, 176, 768, 32, True, 0.10256410256410256, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, True, 0.1076923076923077, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, True, 0.11282051282051284, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, True, 0.11794871794871796, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, True, 0.1230769230769231, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, True, 0.1282051282051282, bn_eps, bn_momentum),
+                MBConv(176, 5, 176, 1056, 44, True, 0.13333333333333333, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(176, 5, 304, 1056, 44, 0.13846153846153847, bn_eps, bn_momentum, stride=2),
-                MBConv(304, 5, 304, 1824, 76, 0.1435897435897436, bn_eps, bn_momentum),
-                MBConv(304, 5, 304, 1824, 76, 0.14871794871794874, bn_eps, bn_momentum),
-                MBConv(304, 5, 304, 1824, 76, 0.15384615384615385, bn_eps, bn_momentum),
-                MBConv(304, 5, 304, 1824, 76, 0.158974358974359, bn_eps, bn_momentum),
-                MBConv(304, 5, 304, 1824, 76, 0.1641025641025641, bn_eps, bn_momentum),
-                MBConv(304, 5, 304, 1824, 76, 0.16923076923076924, bn_eps, bn_momentum),
-                MBConv(304, 5, 304, 1824, 76, 0.17435897435897438, bn_eps, bn_momentum),
-                MBConv(304, 5, 304, 1824, 76, 0.1794871794871795, bn_eps, bn_momentum),
+                MBConv(
+                    176, 5, 304, 1056, 44, True, 0.13846153846153847, bn_eps, bn_momentum, stride=2
+                ),
+                MBConv(304, 5, 304, 1824, 76, True, 0.1435897435897436, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, True, 0.14871794871794874, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, True, 0.15384615384615385, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, True, 0.158974358974359, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, True, 0.1641025641025641, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, True, 0.16923076923076924, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, True, 0.17435897435897438, bn_eps, bn_momentum),
+                MBConv(304, 5, 304, 1824, 76, True, 0.1794871794871795, bn_eps, bn_momentum),
             ),
             nn.Sequential(
-                MBConv(304, 3, 512, 1824, 76, 0.18461538461538463, bn_eps, bn_momentum),
-                MBConv(512, 3, 512, 3072, 128, 0.18974358974358976, bn_eps, bn_momentum),
-                MBConv(512, 3, 512, 3072, 128, 0.19487179487179487, bn_eps, bn_momentum),
+                MBConv(304, 3, 512, 1824, 76, True, 0.18461538461538463, bn_eps, bn_momentum),
+                MBConv(512, 3, 512, 3072, 128, True, 0.18974358974358976, bn_eps, bn_momentum),
+                MBConv(512, 3, 512, 3072, 128, True, 0.19487179487179487, bn_eps, bn_momentum),
             ),
             ConvBnSilu(512, 2048, bn_eps, bn_momentum, kernel=1),
         )

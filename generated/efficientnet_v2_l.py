@@ -108,10 +108,9 @@ class FusedMBConv(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out: int, hidden: int, sd_prob: float, stride: int = 1
+        self, in_channels: int, out: int, hidden: int, expand: bool, sd_prob: float, stride: int = 1
     ) -> None:
         super().__init__()
-        expand = hidden != in_channels
         skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
@@ -176,28 +175,28 @@ class EfficientNetV2L(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 32, stride=2),
             nn.Sequential(
-                FusedMBConv(32, 32, 32, 0.0),
-                FusedMBConv(32, 32, 32, 0.002531645569620253),
-                FusedMBConv(32, 32, 32, 0.005063291139240506),
-                FusedMBConv(32, 32, 32, 0.007594936708860761),
+                FusedMBConv(32, 32, 32, False, 0.0),
+                FusedMBConv(32, 32, 32, False, 0.002531645569620253),
+                FusedMBConv(32, 32, 32, False, 0.005063291139240506),
+                FusedMBConv(32, 32, 32, False, 0.007594936708860761),
             ),
             nn.Sequential(
-                FusedMBConv(32, 64, 128, 0.010126582278481013, stride=2),
-                FusedMBConv(64, 64, 256, 0.012658227848101266),
-                FusedMBConv(64, 64, 256, 0.015189873417721522),
-                FusedMBConv(64, 64, 256, 0.017721518987341773),
-                FusedMBConv(64, 64, 256, 0.020253164556962026),
-                FusedMBConv(64, 64, 256, 0.02278481012658228),
-                FusedMBConv(64, 64, 256, 0.02531645569620253),
+                FusedMBConv(32, 64, 128, True, 0.010126582278481013, stride=2),
+                FusedMBConv(64, 64, 256, True, 0.012658227848101266),
+                FusedMBConv(64, 64, 256, True, 0.015189873417721522),
+                FusedMBConv(64, 64, 256, True, 0.017721518987341773),
+                FusedMBConv(64, 64, 256, True, 0.020253164556962026),
+                FusedMBConv(64, 64, 256, True, 0.02278481012658228),
+                FusedMBConv(64, 64, 256, True, 0.02531645569620253),
             ),
             nn.Sequential(
-                FusedMBConv(64, 96, 256, 0.027848101265822787, stride=2),
-                FusedMBConv(96, 96, 384, 0.030379746835443044),
-                FusedMBConv(96, 96, 384, 0.03291139240506329),
-                FusedMBConv(96, 96, 384, 0.035443037974683546),
-                FusedMBConv(96, 96, 384, 0.0379746835443038),
-                FusedMBConv(96, 96, 384, 0.04050632911392405),
-                FusedMBConv(96, 96, 384, 0.04303797468354431),
+                FusedMBConv(64, 96, 256, True, 0.027848101265822787, stride=2),
+                FusedMBConv(96, 96, 384, True, 0.030379746835443044),
+                FusedMBConv(96, 96, 384, True, 0.03291139240506329),
+                FusedMBConv(96, 96, 384, True, 0.035443037974683546),
+                FusedMBConv(96, 96, 384, True, 0.0379746835443038),
+                FusedMBConv(96, 96, 384, True, 0.04050632911392405),
+                FusedMBConv(96, 96, 384, True, 0.04303797468354431),
             ),
             nn.Sequential(
                 MBConv(96, 192, 384, 24, 0.04556962025316456, stride=2),

@@ -108,10 +108,9 @@ class FusedMBConv(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out: int, hidden: int, sd_prob: float, stride: int = 1
+        self, in_channels: int, out: int, hidden: int, expand: bool, sd_prob: float, stride: int = 1
     ) -> None:
         super().__init__()
-        expand = hidden != in_channels
         skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
@@ -176,23 +175,23 @@ class EfficientNetV2M(nn.Module):
         self.features = nn.Sequential(
             ConvBnSilu(3, 24, stride=2),
             nn.Sequential(
-                FusedMBConv(24, 24, 24, 0.0),
-                FusedMBConv(24, 24, 24, 0.0035087719298245615),
-                FusedMBConv(24, 24, 24, 0.007017543859649123),
+                FusedMBConv(24, 24, 24, False, 0.0),
+                FusedMBConv(24, 24, 24, False, 0.0035087719298245615),
+                FusedMBConv(24, 24, 24, False, 0.007017543859649123),
             ),
             nn.Sequential(
-                FusedMBConv(24, 48, 96, 0.010526315789473686, stride=2),
-                FusedMBConv(48, 48, 192, 0.014035087719298246),
-                FusedMBConv(48, 48, 192, 0.017543859649122806),
-                FusedMBConv(48, 48, 192, 0.02105263157894737),
-                FusedMBConv(48, 48, 192, 0.024561403508771933),
+                FusedMBConv(24, 48, 96, True, 0.010526315789473686, stride=2),
+                FusedMBConv(48, 48, 192, True, 0.014035087719298246),
+                FusedMBConv(48, 48, 192, True, 0.017543859649122806),
+                FusedMBConv(48, 48, 192, True, 0.02105263157894737),
+                FusedMBConv(48, 48, 192, True, 0.024561403508771933),
             ),
             nn.Sequential(
-                FusedMBConv(48, 80, 192, 0.028070175438596492, stride=2),
-                FusedMBConv(80, 80, 320, 0.031578947368421054),
-                FusedMBConv(80, 80, 320, 0.03508771929824561),
-                FusedMBConv(80, 80, 320, 0.03859649122807018),
-                FusedMBConv(80, 80, 320, 0.04210526315789474),
+                FusedMBConv(48, 80, 192, True, 0.028070175438596492, stride=2),
+                FusedMBConv(80, 80, 320, True, 0.031578947368421054),
+                FusedMBConv(80, 80, 320, True, 0.03508771929824561),
+                FusedMBConv(80, 80, 320, True, 0.03859649122807018),
+                FusedMBConv(80, 80, 320, True, 0.04210526315789474),
             ),
             nn.Sequential(
                 MBConv(80, 160, 320, 20, 0.0456140350877193, stride=2),

@@ -108,10 +108,9 @@ class FusedMBConv(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out: int, hidden: int, sd_prob: float, stride: int = 1
+        self, in_channels: int, out: int, hidden: int, expand: bool, sd_prob: float, stride: int = 1
     ) -> None:
         super().__init__()
-        expand = hidden != in_channels
         skip = stride == 1 and in_channels == out
         self.use_res_connect = skip
         layers: list[nn.Module] = []
@@ -175,18 +174,20 @@ class EfficientNetV2S(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             ConvBnSilu(3, 24, stride=2),
-            nn.Sequential(FusedMBConv(24, 24, 24, 0.0), FusedMBConv(24, 24, 24, 0.005)),
             nn.Sequential(
-                FusedMBConv(24, 48, 96, 0.01, stride=2),
-                FusedMBConv(48, 48, 192, 0.015000000000000003),
-                FusedMBConv(48, 48, 192, 0.02),
-                FusedMBConv(48, 48, 192, 0.025),
+                FusedMBConv(24, 24, 24, False, 0.0), FusedMBConv(24, 24, 24, False, 0.005)
             ),
             nn.Sequential(
-                FusedMBConv(48, 64, 192, 0.030000000000000006, stride=2),
-                FusedMBConv(64, 64, 256, 0.035),
-                FusedMBConv(64, 64, 256, 0.04),
-                FusedMBConv(64, 64, 256, 0.045),
+                FusedMBConv(24, 48, 96, True, 0.01, stride=2),
+                FusedMBConv(48, 48, 192, True, 0.015000000000000003),
+                FusedMBConv(48, 48, 192, True, 0.02),
+                FusedMBConv(48, 48, 192, True, 0.025),
+            ),
+            nn.Sequential(
+                FusedMBConv(48, 64, 192, True, 0.030000000000000006, stride=2),
+                FusedMBConv(64, 64, 256, True, 0.035),
+                FusedMBConv(64, 64, 256, True, 0.04),
+                FusedMBConv(64, 64, 256, True, 0.045),
             ),
             nn.Sequential(
                 MBConv(64, 128, 256, 16, 0.05, stride=2),

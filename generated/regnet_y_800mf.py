@@ -25,14 +25,9 @@ class ConvNormAct(nn.Sequential):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out: int,
-        padding: int,
-        kernel: int = 3,
-        stride: int = 1,
-        groups: int = 1,
+        self, in_channels: int, out: int, kernel: int = 3, stride: int = 1, groups: int = 1
     ) -> None:
+        padding = (kernel - 1) // 2
         super().__init__(
             nn.Conv2d(
                 in_channels,
@@ -97,8 +92,8 @@ class ResBottleneckBlock(nn.Module):
             )
         self.f = nn.Sequential(
             OrderedDict(
-                a=ConvNormAct(in_channels, width, 0, kernel=1),
-                b=ConvNormAct(width, width, 1, stride=stride, groups=groups),
+                a=ConvNormAct(in_channels, width, kernel=1),
+                b=ConvNormAct(width, width, stride=stride, groups=groups),
                 se=SqueezeExcitation(width, squeeze),
                 c=nn.Sequential(
                     nn.Conv2d(width, width, kernel_size=1, bias=False), nn.BatchNorm2d(width)
@@ -122,7 +117,7 @@ class RegnetY_800mf(nn.Module):
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
-        self.stem = ConvNormAct(3, 32, 1, stride=2)
+        self.stem = ConvNormAct(3, 32, stride=2)
         self.trunk_output = nn.Sequential(
             OrderedDict(
                 block1=nn.Sequential(

@@ -195,16 +195,31 @@ class Resolver:
         words = expr.names(cand.source)
         plain = {c.name: c for c in self.candidates if c.expr == c.name and "value" in c.roles}
         if any(isinstance(n, (ast.Call, ast.IfExp)) for n in ast.walk(tree)) or not all(
-            w in plain and w != cand.name and (not plain[w].source or plain[w].order < cand.order)
+            w in plain
+            and w != cand.name
+            and (
+                plain[w].order.source in (Source.INPUT, Source.BLOCK_PARAM)
+                or (plain[w].order < cand.order and self.computable(plain[w]))
+            )
             for w in words
         ):
-            return False
+            return False  # (a let read from a let passed in would pass both: it stays passed)
         for word in words:
             if not self.compute(plain[word]):
                 c = plain[word]
                 self.param(c.name, c.param_column, c.order, c.default)
         self.locals[cand.name] = (cand.order, f"{cand.name} = {ast.unparse(tree.body)}", cand.column)
         return True
+
+    def computable(self, cand: Candidate) -> bool:
+        """Whether `compute` would compute a let (without computing it)."""
+        if cand.name in self.locals:
+            return True
+        saved = dict(self.locals), dict(self.params)
+        try:
+            return self.compute(cand)
+        finally:
+            self.locals, self.params = saved
 
     def local_lines(self) -> list[str]:
         """The statements computing the lets the class uses, in the template's order."""
