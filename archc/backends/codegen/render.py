@@ -122,10 +122,11 @@ class ForwardWriter:
             current = var
 
     def identity(self, group: str) -> bool:
-        return all(
+        entries = self.entries.get(group, [])  # (a structured group has none of its own)
+        return bool(entries) and all(
             isinstance(e, Child) and e.flag is None and isinstance(e.term, Container)
             and not e.term.entries
-            for e in self.entries.get(group, [])
+            for e in entries
         )  # fmt: skip
 
     def local(self, name: str) -> str:
