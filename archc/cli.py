@@ -171,7 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         build_options["weights"] = args.weights
     opts = Options(
         data=args.data, output=Path(args.output), epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, optimizer=args.optimizer, label_smoothing=args.label_smoothing,
+        lr=args.lr, optimizer=args.optimizer, label_smoothing=args.label_smoothing, aux_weight=args.aux_weight,
         seed=args.seed, resume=args.resume, stop_after=args.stop_after, build_options=build_options,
         force=args.force,
     )  # fmt: skip
@@ -407,6 +407,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=0.01)
     s.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     s.add_argument("--label-smoothing", type=float, default=0.0)
+    s.add_argument("--aux-weight", type=float, default=0.3, metavar="W",
+                   help="weight of each auxiliary head's loss (GoogLeNet, Inception v3) in train mode")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     s.add_argument("--stop-after", type=int, metavar="N", help="stop after epoch N (resume later)")

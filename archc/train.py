@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from archc.errors import ArchcError
+from archc.errors import ArchcError, UsageError
 from archc.outputs import MARKER, check_replaceable, with_zip_comment, write_atomic
 
 SYNTHETIC_SIZE = 256  # images in the synthetic smoke-run set
@@ -38,6 +38,7 @@ class Options:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
+    aux_weight: float = 0.3  # each auxiliary head's loss, relative to the main output's
     seed: int = 0
     resume: bool = False
     stop_after: int | None = None  # stop (as if interrupted) after this many epochs
@@ -93,6 +94,12 @@ def train(spec, opts: Options) -> dict:
     """Train `spec`'s model; returns the metrics of every epoch (rank 0 writes them)."""
     import archc
 
+    if spec.taps:
+        raise UsageError(
+            f"archc train needs a model that returns class scores, and {spec.name}'s outputs: "
+            f"are feature taps ({', '.join(spec.taps)}: a dict); train it without them "
+            "(drop outputs: or --set outputs=[]) and tap the trained weights"
+        )
     rank, world = _dist()
     torch.manual_seed(opts.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -158,7 +165,10 @@ def train(spec, opts: Options) -> dict:
             y = y.to(device)
             with autocast:
                 out = net(x)
+                out, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())  # heads: train mode
                 loss = F.cross_entropy(out.float(), y, label_smoothing=opts.label_smoothing)
+                for logits in aux:  # auxiliary classifiers, discounted as in GoogLeNet's paper
+                    loss = loss + opts.aux_weight * F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()

@@ -28,7 +28,13 @@ MODELS = list(shipped_models())  # "alexnet", "efficientnet_b3", "d2l/nin", ...
 
 # Big models the generic parity and static = runtime tests run on a small input, to keep the
 # suite fast: fully convolutional up to the global pool, they change only in spatial size.
-SMALL_INPUT = {name: [3, 64, 64] for name in ("convnext_small", "convnext_base", "convnext_large")}
+SMALL_INPUT = {
+    name: [3, 64, 64]
+    for name in (
+        *("convnext_small", "convnext_base", "convnext_large"),
+        *(f"regnet_{xy}_{size}" for xy in "xy" for size in ("1_6gf", "3_2gf", "8gf")),
+    )
+}
 
 
 def small_overrides(name: str) -> list[str]:

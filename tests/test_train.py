@@ -98,3 +98,33 @@ def test_weights_start_training_from_a_checkpoint(data, tmp_path):
     fresh = run(spec, root, tmp_path / "fresh", *frozen)
     assert loaded[0]["val_acc"] == trained[-1]["val_acc"]
     assert fresh[0]["val_acc"] < 0.9  # an untrained model does not separate the stripes
+
+
+AUX_SPEC = SPEC.replace("  pool:", "  aux: {seq: [{adaptive_avgpool: 1}, flatten, {linear: {out: 2}}], head: {from: relu, output: aux_logits}}\n  pool:", 1)
+
+
+def test_auxiliary_heads_are_trained_with_the_main_output(data, tmp_path):
+    """A model with heads returns (logits, aux...) in train mode: each head's loss is added
+    (weighted by --aux-weight), so the head learns too; evaluation scores the main output."""
+    import torch
+
+    import archc
+
+    root, _ = data
+    spec = tmp_path / "aux.yaml"
+    spec.write_text(AUX_SPEC)
+    history = run(spec, root, tmp_path / "run", "--epochs", "6")
+    assert history[-1]["val_acc"] >= 0.95, history
+    trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    initial = archc.build(str(spec), seed=0).state_dict()
+    assert not torch.equal(trained["aux.2.weight"], initial["aux.2.weight"])
+
+
+def test_a_model_with_feature_taps_is_refused_before_training(data, tmp_path, capsys):
+    root, spec = data
+    code = main(["train", str(spec), "--data", str(root), "-o", str(tmp_path / "run"),
+                 "--set", "outputs=[conv1]", "--epochs", "1"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "feature taps (conv1" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
