@@ -531,22 +531,34 @@ def valid(prim, settings: dict, shape: Shape) -> bool:
 
 def assign_paths(node: Node, prefix: str = "") -> None:
     """Give every node its module path and check that names in one module are unique."""
-    seen: dict[str, Node] = {}
-    for child in node.children:
-        if child.inline:
+    _assign_paths(node.children, prefix)
+
+
+def _assign_paths(children: list[Node], prefix: str) -> list[Node]:
+    """Set the paths of `children` and of everything under them, and return the ones that
+    register in this module (inline groups opened: `splice`), each name checked unique.
+    (One pass over the tree: it runs on every node, 70,000 at 10,000 blocks.)"""
+    registered: list[Node] = []
+    for child in children:
+        if child.inline:  # its members register in this module
             child.path = prefix
-            assign_paths(child, prefix)
+            registered += _assign_paths(child.children, prefix)
             continue
-        child.path = f"{prefix}.{child.name}" if prefix else child.name
-        assign_paths(child, child.path)
-    for child in node.registered():
-        if child.name in seen:
-            raise SpecError(
-                f"two layers are named {child.name!r} in {prefix or 'the model'}",
-                child.location,
-                child.field_path,
-            )
-        seen[child.name] = child
+        child.path = path = f"{prefix}.{child.name}" if prefix else child.name
+        if child.children:
+            _assign_paths(child.children, path)
+        registered.append(child)
+    if len(registered) > 1:
+        seen: set[str] = set()
+        for child in registered:
+            if child.name in seen:
+                raise SpecError(
+                    f"two layers are named {child.name!r} in {prefix or 'the model'}",
+                    child.location,
+                    child.field_path,
+                )
+            seen.add(child.name)
+    return registered
 
 
 def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | None = None) -> Node:
