@@ -15,7 +15,7 @@ import copy
 import inspect
 import json
 import sys
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -38,7 +38,7 @@ LAYERS = {"$ref": "#/$defs/layers"}
 ANY_VALUE = {"description": "Any value (checked by archc validate)."}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _classes(module: str) -> dict[str, ast.ClassDef]:
     """Every class a module defines, by qualified name (`Conv.Params`), parsed once."""
     found: dict[str, ast.ClassDef] = {}
@@ -56,7 +56,7 @@ def _classes(module: str) -> dict[str, ast.ClassDef]:
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstrings written under a model's fields (its bases' too): each field's description.
     Read from the source here, when a schema is written, and not by pydantic when the models
