@@ -238,9 +238,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @command
 def cmd_schema(args: argparse.Namespace) -> int:
-    from archc.jsonschema import dumps
+    from archc.cache import cached
 
-    sys.stdout.write(dumps())
+    def compute() -> str:
+        from archc.jsonschema import dumps  # imports every model; the cache skips even that
+
+        return dumps()
+
+    sys.stdout.write(cached("schema", [], compute))  # it follows archc's source only
     return 0
 
 

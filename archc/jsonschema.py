@@ -159,7 +159,9 @@ def _one_key(key: str, value: dict, description: str) -> dict:
     }
 
 
+@cache
 def _meta() -> dict:
+    """The meta keys every node may have (the same objects in every node: never modified)."""
     meta = {
         "if": {
             "description": "Keep the layer only when this is true (a boolean or ${...} expression).",

@@ -98,3 +98,26 @@ def test_the_model_table_is_read_back_without_compiling_anything(cache_dir, monk
         )
     finally:
         registry._models.cache_clear()
+
+
+def test_schema_from_a_warm_cache_imports_no_pydantic(tmp_path):
+    """`archc schema` is written once from the models, then read back (it follows archc's source)."""
+    import subprocess
+    import sys
+
+    from archc.jsonschema import dumps
+    from conftest import ROOT
+
+    probe = (
+        "import sys; from archc.cli import main; rc = main(['schema']); "
+        "print('PYDANTIC', 'pydantic' in sys.modules, file=sys.stderr); sys.exit(rc)"
+    )
+    env = {**os.environ, "ARCHC_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env)
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout == dumps()
+    assert "PYDANTIC True" in runs[0].stderr  # computed
+    assert "PYDANTIC False" in runs[1].stderr  # read back
