@@ -1,4 +1,4 @@
-"""`archc.build(spec file)` vs the torchvision constructor, for every parity spec."""
+"""`archc.build(spec file)` vs the torchvision constructor: one variant of every family (--full: all)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gc
 import archc
 from benchmarks.config import Config
 from benchmarks.harness import Row, Section, check, log, measure, probe, rounds_for
-from benchmarks.models import parity_specs, spec_path, torchvision_ctor
+from benchmarks.models import spec_path, torchvision_ctor
 
 TARGET = 1.10
 
@@ -25,7 +25,7 @@ def run(cfg: Config) -> Section:
         f"≤ {TARGET}x",
         columns=("archc.build", "torchvision"),
     )
-    names = cfg.models(parity_specs())
+    names = cfg.models()
     archc.load(spec_path(names[0]))  # the built-in block library is read once per process
     for name in names:
         path = spec_path(name)

@@ -14,7 +14,6 @@ from benchmarks.models import spec_path, torchvision_ctor
 
 TARGET = 1.15
 TOLERANCE = 1e-4
-MODELS = ["resnet50", "resnet18", "googlenet", "densenet121", "vgg16_bn"]
 
 
 def call(model, x):
@@ -64,7 +63,7 @@ def run(cfg: Config) -> Section:
         columns=("archc", "torchvision eager"),
         ratio_name="speedup",
     )
-    for name in cfg.models(MODELS):
+    for name in cfg.models():
         if spec_path(name) is None:
             section.add(Row(name, None, None, None, status="skipped: no spec"))
             continue
