@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 def suites() -> dict[str, Callable[[Config], Section]]:
     from benchmarks import (
         bench_cli,
+        bench_compare,
         bench_construct,
         bench_fuse,
         bench_generated,
@@ -38,7 +39,7 @@ def suites() -> dict[str, Callable[[Config], Section]]:
         "train": lambda cfg: bench_models.train_section(cfg),
         "eval": lambda cfg: bench_models.eval_section(cfg),
         "fuse": bench_fuse.run,
-        "compile": bench_fuse.compile_section,
+        "compare": bench_compare.run,
         "gen-construct": bench_generated.construct,
         "gen-train": bench_generated.train,
         "gen-eval": bench_generated.evaluate,

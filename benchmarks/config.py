@@ -12,7 +12,6 @@ class Config:
     threads: int = 1  # torch intra-op threads: 1 keeps figures stable on a shared machine
     clock: str = "cpu"  # in-process suites: process CPU time ("wall" for elapsed time)
     specs: list[str] | None = None  # restrict the model suites to these spec names
-    compile_model: str = "resnet50"  # the model torch.compile is measured on
     train_batch: int = 2
     train_size: int = 160  # 224 triples the suite's time on 2 cores; the ratio is what counts
     train_budget: float = 30.0  # seconds of measuring per model (5 to 15 rounds)
