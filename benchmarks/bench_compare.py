@@ -54,7 +54,7 @@ def run(cfg: Config) -> Section:
         f"{cfg.threads} intra-op thread) running `archc export --format onnx` of the same spec. "
         "The `archc fused / onnxruntime` row is onnxruntime's time over archc's.",
         f"report; archc fused ≥ {ORT_TARGET}x of onnxruntime",
-        columns=("case", "torchvision eager"),
+        columns=("time", "torchvision eager"),
         ratio_name="speedup",
     )
     if cfg.quick:

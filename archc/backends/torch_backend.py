@@ -105,7 +105,9 @@ def initialise(model: nn.Module, spec: Spec, kinds: dict[int, str]) -> None:
     if not spec.init:
         return
     for module in model.modules():
-        initialise_module(module, spec, kinds.get(id(module), ""))
+        kind = kinds.get(id(module), "")
+        if kind in spec.init:  # containers and layers without rules: nothing to enter no_grad for
+            initialise_module(module, spec, kind)
 
 
 def initialise_module(module: nn.Module, spec: Spec, kind: str, tensors: set[str] | None = None) -> None:
