@@ -147,6 +147,9 @@ def report(sections: list[Section], info: dict[str, str], command: str, seconds:
         "",
         *summary_table(sections),
         "",
+        "Where the time goes, what misses and by how much, with profiles: "
+        "[ANALYSIS.md](ANALYSIS.md) (written by hand from these runs).",
+        "",
         "GPU training (bf16 autocast + channels_last, batch 128): `python benchmarks/gpu_train.py` "
         "on a CUDA machine"
         + (" (no CUDA device on this one)." if info.get("CUDA") == "none" else "."),
