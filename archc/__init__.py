@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archc.errors import ArchcError, SpecError
+from archc.errors import ArchcError, SpecError, UsageError
 
 if TYPE_CHECKING:
     from archc.compiler import Spec, load, loads
@@ -73,6 +73,7 @@ def build(
     overrides: Sequence[str] = (),
     weights: str | Path | Any = None,
     strict: bool = True,
+    freeze: Sequence[str] = (),
 ):
     """A live, initialised `torch.nn.Module` for the spec (of a file: its `variant`, with
     `overrides` like `--set`'s KEY=VALUE strings).
@@ -86,6 +87,11 @@ def build(
     (bytes, a size like "8GiB", "auto" for half this machine's memory, or None for no limit)
     it raises `archc.resources.ResourceError` instead of running into the OOM killer.
 
+    `freeze` names modules to freeze (paths or glob patterns, as the spec's `freeze:` does, on
+    top of it): their parameters get `requires_grad=False`, and the model's `train()` keeps them
+    in eval mode, so their batch norms keep their running statistics. A pattern that matches no
+    module raises `archc.UsageError`.
+
     `variant` picks one of a spec file's `variants:` (`variant="efficientnet_b3"`).
     `fuse=True` gives an inference model (see `archc.fuse`); `channels_last=True` puts its
     parameters and inputs in the channels-last memory format.
@@ -93,6 +99,10 @@ def build(
     from archc import resources
 
     spec = _spec(spec_or_path, variant, overrides)
+    if freeze:
+        from archc.freeze import with_frozen
+
+        spec = with_frozen(spec, freeze)
     resources.check(spec, max_memory)
     from archc.backends.torch_backend import build as build_module
 
@@ -177,4 +187,5 @@ __all__ = [
     "draw",
     "ArchcError",
     "SpecError",
+    "UsageError",
 ]

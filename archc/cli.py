@@ -92,7 +92,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     specs = []
     for path, variant in models:
         try:
-            specs.append(load(path, variant=variant, overrides=args.overrides))
+            specs.append(frozen(load(path, variant=variant, overrides=args.overrides), args))
         except ArchcError as exc:
             raise (in_variant(exc, path, variant) if args.variants else exc) from None
     if len(specs) > 1 or args.variants:  # side by side, one row per model
@@ -112,7 +112,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from archc.compiler import load
     from archc.tables import table
 
-    spec = load(args.spec, **spec_options(args))
+    spec = frozen(load(args.spec, **spec_options(args)), args)
     save_to = save_path(args.save, spec, force=args.force) if args.save else None
     if args.check:  # the check's forward pass runs at batch 2: estimate that before building
         resources.check(spec, args.max_memory, batch=2)
@@ -130,9 +130,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(table(spec, args.depth))
     if args.weights:
         print(model.load_report.format())
-    print(
-        f"built {type(model).__name__} with {sum(p.numel() for p in model.parameters()):,} parameters"
-    )
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    split = f" ({trainable:,} trainable, {params - trainable:,} frozen)" if trainable < params and not args.fuse else ""
+    print(f"built {type(model).__name__} with {params:,} parameters{split}")
     if args.fuse:
         done = fuse.summary(model)
         print(
@@ -162,7 +163,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from archc.compiler import load
 
-    spec = load(args.spec, **spec_options(args))
+    spec = frozen(load(args.spec, **spec_options(args)), args)
     from archc.train import Options, train
 
     build_options = {}
@@ -172,6 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=args.data, output=Path(args.output), epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer, label_smoothing=args.label_smoothing,
         seed=args.seed, resume=args.resume, stop_after=args.stop_after, build_options=build_options,
+        force=args.force,
     )  # fmt: skip
     train(spec, opts)
     return 0
@@ -267,6 +269,19 @@ def cmd_draw(args: argparse.Namespace) -> int:
     return 0
 
 
+def frozen(spec: Spec, args: argparse.Namespace) -> Spec:
+    """`spec` with the modules --freeze names frozen too (a pattern matching none: exit 2)."""
+    from archc.freeze import with_frozen
+
+    return with_frozen(spec, args.freeze)
+
+
+def add_freeze_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
+                   help="freeze these modules (a path or glob pattern like 'layer[1-3]'; repeatable): "
+                   "no gradients, batch norms keep their running statistics")  # fmt: skip
+
+
 def spec_options(args: argparse.Namespace) -> dict:
     """--variant and --set, as `archc.load` takes them."""
     return {"variant": args.variant, "overrides": args.overrides}
@@ -336,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("specs", nargs="+", metavar="SPEC")
     s.add_argument("--depth", type=_depth, default=None, help="levels of nesting to show")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    add_freeze_option(s)
     add_spec_options(s, every_variant="compare every variant of a family spec side by side")
 
     s = sub.add_parser("build", help="build the torch module and print its summary")
@@ -356,6 +372,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fuse", action="store_true",
                    help="inference build: fold batch norms into convolutions, fuse ReLUs, pack weights (eval mode)")  # fmt: skip
     s.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    add_freeze_option(s)
     add_spec_options(s)
     s.add_argument(
         "--max-memory", type=_memory_limit, default="auto", metavar="SIZE",
@@ -391,8 +408,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     s.add_argument("--stop-after", type=int, metavar="N", help="stop after epoch N (resume later)")
+    s.add_argument("--force", action="store_true", help="replace an OUTPUT/checkpoint.pt archc did not write")
     s.add_argument("--weights", metavar="FILE",
                    help="start from these weights (a state_dict or checkpoint; a new head keeps the spec's init)")
+    add_freeze_option(s)
     add_spec_options(s)
 
     s = sub.add_parser("export", help="write the model as ONNX, TorchScript or an ExportedProgram")

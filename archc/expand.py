@@ -21,12 +21,13 @@ from archc import gcpause
 from archc.combinators import COMBINATORS, shares_input
 from archc.errors import Location, Note, SpecError, format_path
 from archc.ir import Head as HeadUse
-from archc.ir import Node, TemplateUse
+from archc.ir import Node, TemplateUse, steps
 from archc.primitives import PRIMITIVES, Shape, ShapeError
 from archc.spec import expr
 from archc.spec.loader import SourceMap
 from archc.spec.schema import NAME_RE, Head, Template, check_module_name
 
+_FIELD = re.compile(r"\{((?!\d)\w+)\}")  # a {name} field of a names pattern
 _WORD = re.compile(r"(?!\d)\w+")  # identifiers (and a few harmless extras such as e5 in 1e5)
 MAX_NODES = 100_000  # >100x any shipped model (DenseNet-201: ~700); refused in about a second
 MAX_NESTING = 100  # combinators and blocks inside each other (real models: under 10)
@@ -123,7 +124,7 @@ def _order(location: Location | None) -> tuple:
 def expression_error(scope: Scope, exc: expr.ExprError, message: str, path: tuple, source: str) -> SpecError:
     """A `${}` that failed: blamed on the user's values it read when they were the problem."""
     if isinstance(exc, expr.ExprValueError):
-        return scope.blame(message, path, expr.names(source))
+        return scope.blame(message, path, exc.names if exc.names is not None else expr.names(source))
     return scope.error(message, path)
 
 
@@ -209,13 +210,39 @@ class Expander:
         value = self._values[key] = expr.evaluate(source, env)
         return value
 
+    def pattern(self, pattern: str, path: tuple, scope: Scope, i: int | None) -> str:
+        """A `names` pattern with its `{name}` fields filled: `{i}` with the child's number
+        (left as `{i}` when `i` is None, for a stage to fill), any other with the scope's
+        whole-number variable of that name (`"block{s}-{i}"` inside a `for` over `s`)."""
+
+        def fill(match: re.Match) -> str:
+            key = match.group(1)
+            if key == "i":
+                return "{i}" if i is None else str(i)
+            value = scope.env[key] if key in scope.env else None  # [] counts a position read
+            if isinstance(value, bool) or not isinstance(value, int):
+                usable = sorted(k for k, v in scope.env.items() if isinstance(v, int) and not isinstance(v, bool))
+                known = ", ".join(["i", *usable])
+                got = "unknown" if key not in scope.env else f"{value!r:.40}, not a whole number"
+                raise scope.error(f"names pattern {pattern!r}: {{{key}}} is {got} (usable: {known})", path)
+            return str(value)
+
+        name = _FIELD.sub(fill, pattern)
+        if i is not None:
+            problem = check_module_name(name)
+            if problem:
+                raise scope.error(f"names pattern {pattern!r} gives {problem[0].lower()}{problem[1:]}", path)
+        return name
+
     def position(self) -> dict[str, int]:
         """The next stage block's place in the network: `block_id` counts every stage's blocks
         in network order from 0, `total_blocks` is how many there are (EfficientNet's stochastic
         depth grows with it: `p * block_id / total_blocks`)."""
         block_id = self.stage_blocks
         self.stage_blocks += 1
-        total = self.total_blocks if self.total_blocks is not None else block_id + 1
+        # the first expansion's provisional total: small (a depth that reads it stays small) and
+        # above block_id + 1, so ConvNeXt's `block_id / (total_blocks - 1)` is defined
+        total = self.total_blocks if self.total_blocks is not None else block_id + 2
         return {"block_id": block_id, "total_blocks": total}
 
     def with_position(self, env: dict[str, Any], position: dict[str, int]) -> PositionEnv:
@@ -281,7 +308,7 @@ class Expander:
             raise scope.error(f"unknown layer or block type {kind!r}{hint}", params_path, key=True)
         if inline:
             if node.is_primitive or not node.combinator.inlinable:
-                raise scope.error("only a sequence (seq, stage or a seq block) can be inline", path)
+                raise scope.error("only a sequence (seq, stage or a seq block) or a parallel can be inline", path)
             node.inline = True
         node.location, node.field_path = scope.here(path)
         return node
@@ -367,8 +394,11 @@ class Expander:
             node.defaulted = {k: self.defaults.where(kind, k) for k in used}
         return node
 
-    def children(self, raw, path, scope, shape, *, chain: bool, role: str = "") -> list[Node]:
-        """Expand a mapping (named) or list (0, 1, ...) of nodes, in order."""
+    def children(
+        self, raw, path, scope, shape, *, chain: bool, role: str = "", parameters: bool = False
+    ) -> list[Node]:
+        """Expand a mapping (named) or list (0, 1, ...) of nodes, in order; `parameters`: the
+        module holding them may hold learnable tensors (a `scale`) and multiply by them."""
         if isinstance(raw, dict):
             items = list(raw.items())
             for key, _ in items:
@@ -390,6 +420,12 @@ class Expander:
                 child = self.node(value, child_path, name, scope, shape)
             if child is None:
                 continue
+            if child.is_primitive and child.primitive.parameter and not parameters:
+                raise scope.error(
+                    f"{name}: a {child.kind} is a tensor of the module holding it, which only a "
+                    "residual's body can hold (e.g. ConvNeXt's layer_scale)",
+                    child_path,
+                )
             child.role = role
             out.append(child)
             if chain and child.head is None:
@@ -561,6 +597,19 @@ def _assign_paths(children: list[Node], prefix: str) -> list[Node]:
     return registered
 
 
+def refuse_branching(nodes: list[Node], where: str) -> None:
+    """An inline parallel needs a module around it that runs it (a block, a branch, a
+    residual's body); `where` runs its layers one by one."""
+    for node in steps(nodes):
+        if node.inline:
+            raise SpecError(
+                f"an inline parallel registers its branches' layers on the block around it, but "
+                f"{where} runs its layers one by one: put it in a block or drop inline: true",
+                node.location,
+                node.field_path,
+            )
+
+
 def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | None = None) -> Node:
     with gcpause.paused():  # a tree of many live objects and no cycles (see archc.gcpause)
         expander = Expander(defaults)
@@ -568,13 +617,14 @@ def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | 
         root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
         if expander.position_reads:
             # A block read its position: expand again, now knowing how many stage blocks the
-            # network has (the first pass gave each block the total `block_id + 1`, the
-            # smallest it could be, and counted them).
+            # network has (the first pass gave each block a provisional total, `block_id + 2`,
+            # and counted them).
             total = expander.stage_blocks
             expander = Expander(defaults, total_blocks=total)
             root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
             if expander.stage_blocks != total:  # a stage's depth read total_blocks
                 raise scope.error("the number of stage blocks depends on total_blocks", path)
         root.location, root.field_path = scope.here(path)
+        refuse_branching(root.children, "the model's top level")
         assign_paths(root)
         return root

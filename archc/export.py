@@ -25,12 +25,13 @@ def export(spec, fmt: str, path: Path, *, seed: int | None = 0) -> torch.nn.Modu
     os.close(fd)
     try:
         if fmt == "torchscript":
-            torch.jit.trace(model, example).save(tmp)
+            torch.jit.trace(model, example, strict=not spec.taps).save(tmp)  # taps: a dict
         elif fmt == "exported-program":
             torch.export.save(torch.export.export(model, (example,)), tmp)
         else:
+            names = list(spec.outputs) if spec.taps else ["output"]  # taps: one output each
             torch.onnx.export(model, (example,), tmp, input_names=["input"],
-                              output_names=["output"], dynamo=False)  # fmt: skip
+                              output_names=names, dynamo=False)  # fmt: skip
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

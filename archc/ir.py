@@ -47,6 +47,7 @@ class Node:
     template: TemplateUse | None = None  # the block template this node instantiates
     repeats: str | None = None  # the block type a stage or dense block repeats
     head: Head | None = None  # an auxiliary head of the model (top-level layers only)
+    tap: bool = False  # the model returns this layer's output (`outputs:` names its path)
     location: Location | None = None
     field_path: str = ""
     path: str = ""  # dotted module path, the state_dict prefix ("" for the model)
@@ -114,4 +115,36 @@ def splice(nodes: list[Node]) -> list[Node]:
     out: list[Node] = []
     for node in nodes:
         out.extend(splice(node.children) if node.inline else [node])
+    return out
+
+
+def steps(nodes: list[Node]) -> list[Node]:
+    """Nodes in the order they run: inline sequences opened up, an inline node that runs as a
+    whole (an inline parallel: `Combinator.inline_step`) kept as one step."""
+    out: list[Node] = []
+    for node in nodes:
+        if node.inline and not node.combinator.inline_step:
+            out.extend(steps(node.children))
+        else:
+            out.append(node)
+    return out
+
+
+def branching(nodes: list[Node]) -> bool:
+    """Whether an inline parallel runs among `nodes` (they do not simply run one by one)."""
+    return any(node.inline for node in steps(nodes))
+
+
+def runs(nodes: list[Node]) -> list[list[Node]]:
+    """The runs of `nodes` that execute one after another, each feeding only the next: the
+    steps between inline parallels (whose branches are their own runs, `Combinator.chains`); a
+    tapped node ends its run (what follows must not change the output the model returns)."""
+    out: list[list[Node]] = [[]]
+    for node in steps(nodes):
+        if node.inline:
+            out.append([])
+            continue
+        out[-1].append(node)
+        if node.tap:
+            out.append([])
     return out

@@ -168,7 +168,7 @@ def _meta() -> dict:
             "anyOf": [{"type": "boolean"}, EXPRESSION],
         },
         "inline": {
-            "description": "Splice this combinator's layers into the parent (no module of its own).",
+            "description": "Register this combinator's layers on the parent (no module of its own): a seq's run in the parent's order, a parallel's branches still concatenated.",
             "anyOf": [{"type": "boolean"}, EXPRESSION],
         },
         "head": {
@@ -224,8 +224,10 @@ def _combinator_nodes() -> list[dict]:
         else:
             replace = {}
             fields = comb.options.model_fields
-            if "body" in fields:
-                replace["body"] = LAYERS
+            if "body" in fields:  # layers (residual's), or one layer (for's, typed Any)
+                replace["body"] = NODE if fields["body"].annotation is Any else LAYERS
+            if "each" in fields:  # a list, written out or computed
+                replace["each"] = {"anyOf": [{"type": "array"}, EXPRESSION]}
             if "shortcut" in fields:
                 replace["shortcut"] = _shortcut()
             if "block" in fields:
@@ -300,12 +302,28 @@ def _init() -> dict:
         "additionalProperties": False,
     }
     weighted = sorted(k for k, p in PRIMITIVES.items() if p.has_weights)
+    by_path = {
+        **tensors,
+        "properties": {
+            **tensors["properties"],
+            "if": {
+                "description": "Apply the rule only when true (an expression over the model's "
+                "parameters, e.g. the one switching the selected layers off).",
+                "anyOf": [{"type": "boolean"}, EXPRESSION],
+            },
+        },
+        "description": "Initialisation of the layers whose module path matches this key "
+        "(classifier.1, AuxLogits.fc; * matches within a name, ** across names), replacing "
+        "their kind's rule for the tensors it names. It must match a layer with weights.",
+    }
     return {
         "type": "object",
         "properties": {
             k: {**tensors, "description": f"Initialisation of every {k}."} for k in weighted
         },
-        "additionalProperties": False,
+        "additionalProperties": by_path,
+        # a key that names a layer kind is that kind (one without weights takes no init)
+        "propertyNames": {"not": {"enum": sorted(k for k in PRIMITIVES if k not in weighted)}},
     }
 
 

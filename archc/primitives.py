@@ -40,7 +40,9 @@ NonNegPair = Union[
     tuple[Annotated[int, Strict(), Field(ge=0, le=MAX_KERNEL)], Annotated[int, Strict(), Field(ge=0, le=MAX_KERNEL)]],
 ]  # fmt: skip
 
-Shape = tuple[int, ...]  # (C, H, W) for feature maps, (F,) for flat features; no batch
+# A tensor's dimensions without the batch: (C, H, W) for feature maps, (F,) for flat features,
+# and whatever a permute or a linear over the last dimension makes, e.g. (H, W, C) channels last.
+Shape = tuple[int, ...]
 
 
 class StrictModel(BaseModel):
@@ -83,12 +85,17 @@ class TorchLayer:
     `cls` is then archc's own class in archc/backends/torch_modules.py, which the live build
     imports and generated code carries as source (`own_source`), so neither depends on archc.
     Such a class is self-contained: it names nothing but torch, nn and OrderedDict.
+
+    A layer that is a learnable tensor of its parent module rather than a module (`parameter`,
+    ConvNeXt's layer_scale) is `nn.Parameter(torch.<cls>([*args], **kwargs))`, registered on
+    the parent under the layer's name; the parent multiplies its input by it.
     """
 
     cls: str
     args: tuple = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     own: bool = False
+    parameter: bool = False
 
 
 TORCH_MODULES = Path(__file__).parent / "backends" / "torch_modules.py"
@@ -112,7 +119,8 @@ class Inferred:
 
 def _feature_map(kind: str, shape: Shape) -> tuple[int, int, int]:
     if len(shape) != 3:
-        raise ShapeError(f"{kind} needs a C×H×W feature map, got flat features {fmt_shape(shape)}")
+        got = "flat features" if len(shape) == 1 else f"a {len(shape)}-dimensional tensor"
+        raise ShapeError(f"{kind} needs a C×H×W feature map, got {got} {fmt_shape(shape)}")
     return shape  # type: ignore[return-value]
 
 
@@ -142,6 +150,8 @@ class Primitive:
     has_weights: ClassVar[bool] = False
     category: ClassVar[str] = "other"  # what it does, for diagrams: conv, linear, norm, activation, pool
     new_tensor: ClassVar[bool] = True  # its output is a new tensor, not a view of its input
+    # a learnable tensor its parent module holds (and multiplies by), not a module of its own
+    parameter: ClassVar[bool] = False
 
     def buffer_bytes(self, p: Any, shape: Shape) -> int:
         """Bytes of the buffers (non-trainable state) its torch module keeps."""
@@ -401,6 +411,9 @@ class AdaptiveMaxPool(_AdaptivePool):
 
 @primitive
 class Linear(Primitive):
+    """torch's Linear: over the last dimension of any tensor, the others kept (a classifier on
+    flat features; ConvNeXt's pointwise layers on a channels-last map)."""
+
     kind = "linear"
     category = "linear"
     shorthand = "out"
@@ -413,18 +426,135 @@ class Linear(Primitive):
         """Add a learnable bias."""
 
     def infer(self, p, shape):
-        if len(shape) != 1:
-            raise ShapeError(
-                f"linear needs flat features, got a {fmt_shape(shape)} feature map (add flatten)"
-            )
-        params = shape[0] * p.out + (p.out if p.bias else 0)
-        return Inferred((p.out,), params, shape[0] * p.out)
+        *rest, features = shape
+        params = features * p.out + (p.out if p.bias else 0)
+        return Inferred((*rest, p.out), params, math.prod(rest) * features * p.out)
 
     def torch_layer(self, p, shape):
-        return TorchLayer("Linear", (shape[0], p.out), {} if p.bias else {"bias": False})
+        return TorchLayer("Linear", (shape[-1], p.out), {} if p.bias else {"bias": False})
 
     def label(self, p, out_shape):
         return f"linear, {p.out}"
+
+
+class _LayerNorm(Primitive):
+    category = "norm"
+    has_weights = True
+    torch_cls: ClassVar[str]
+    own: ClassVar[bool] = False
+
+    class Params(Params):
+        eps: Annotated[float, Strict(), Field(gt=0, lt=1)] = 1e-5
+        """Added to the variance for numerical stability."""
+        elementwise_affine: Bool = True
+        """Learnable per-element scale (and shift, with bias)."""
+        bias: Bool = True
+        """Learnable shift (with elementwise_affine)."""
+
+    def normalized(self, shape: Shape) -> int:
+        raise NotImplementedError
+
+    def infer(self, p, shape):
+        size = self.normalized(shape)
+        return Inferred(shape, (size * (2 if p.bias else 1)) if p.elementwise_affine else 0)
+
+    def torch_layer(self, p, shape):
+        kwargs = {}
+        if p.eps != 1e-5:
+            kwargs["eps"] = p.eps
+        if not p.elementwise_affine:
+            kwargs["elementwise_affine"] = False
+        if not p.bias:
+            kwargs["bias"] = False
+        return TorchLayer(self.torch_cls, (self.normalized(shape),), kwargs, own=self.own)
+
+
+@primitive
+class LayerNorm(_LayerNorm):
+    """torch's LayerNorm over the last dimension (ConvNeXt's blocks, on a channels-last map)."""
+
+    kind = "layernorm"
+    torch_cls = "LayerNorm"
+
+    def normalized(self, shape):
+        return shape[-1]
+
+
+@primitive
+class LayerNorm2d(_LayerNorm):
+    """Layer norm over the channels of a C×H×W map at each position (torchvision's
+    LayerNorm2d: permuted channels last, F.layer_norm, permuted back)."""
+
+    kind = "layernorm2d"
+    torch_cls = "LayerNorm2d"
+    own = True
+
+    def normalized(self, shape):
+        return _feature_map("layernorm2d", shape)[0]
+
+
+@primitive
+class Permute(Primitive):
+    """torchvision's Permute: the input's dimensions reordered, the batch's included (it stays
+    first): [0, 2, 3, 1] makes a C×H×W map H×W×C (channels last), [0, 3, 1, 2] turns it back.
+    The output is a view."""
+
+    kind = "permute"
+    shorthand = "dims"
+    new_tensor = False
+
+    class Params(Params):
+        dims: Annotated[
+            tuple[Annotated[int, Strict(), Field(ge=0, le=7)], ...], Field(min_length=2, max_length=8)
+        ]
+        """The new order of the dimensions, batch (0) included: a permutation of 0 ... rank."""
+
+    def infer(self, p, shape):
+        rank = len(shape) + 1
+        if sorted(p.dims) != list(range(rank)):
+            raise ShapeError(
+                f"permute dims {list(p.dims)} must order all {rank} dimensions of a "
+                f"{fmt_shape(shape)} input and its batch: a permutation of 0 ... {rank - 1}"
+            )
+        if p.dims[0] != 0:
+            raise ShapeError(f"permute dims {list(p.dims)} must keep the batch (0) first")
+        return Inferred(tuple(shape[d - 1] for d in p.dims[1:]))
+
+    def torch_layer(self, p, shape):
+        return TorchLayer("Permute", (list(p.dims),), own=True)
+
+    def label(self, p, out_shape):
+        return f"permute {list(p.dims)}"
+
+
+@primitive
+class Scale(Primitive):
+    """A learnable scale that is a tensor of the module holding it, not a module: the input
+    multiplied by it, one value per channel (C×1×1 on a feature map), all initialised to
+    `init`. ConvNeXt's layer_scale (CaiT's LayerScale): `features.1.0.layer_scale`."""
+
+    kind = "scale"
+    shorthand = "init"
+    parameter = True
+
+    class Params(Params):
+        init: Float = 1.0
+        """The value every element starts at (ConvNeXt: 1e-6)."""
+
+    def tensor_shape(self, shape: Shape) -> Shape:
+        return (shape[0],) + (1,) * (len(shape) - 1)
+
+    def infer(self, p, shape):
+        return Inferred(shape, shape[0])
+
+    def torch_layer(self, p, shape):
+        return TorchLayer("full", self.tensor_shape(shape), {"fill_value": p.init}, parameter=True)
+
+    def detail(self, p):
+        return f"init={p.init:g}"
+
+    def label(self, p, out_shape):
+        return f"× scale {fmt_shape(self.tensor_shape(out_shape))}"
 
 
 @primitive

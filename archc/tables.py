@@ -6,6 +6,7 @@ from typing import Any
 
 from archc import infer
 from archc.compiler import Spec
+from archc.freeze import frozen_params
 from archc.ir import Node
 from archc.primitives import fmt_shape
 
@@ -23,24 +24,27 @@ def kind_label(node: Node) -> str:
 def rows(spec: Spec, depth: int | None = None) -> list[dict[str, Any]]:
     """One row per module down to `depth` levels (None: every level); inline groups skipped."""
     out: list[dict[str, Any]] = []
+    frozen = set(spec.frozen)
 
-    def visit(node: Node, level: int) -> None:
+    def visit(node: Node, level: int, in_frozen: bool) -> None:
         for child in node.children:
             if child.inline:
-                visit(child, level)
+                visit(child, level, in_frozen)
                 continue
             out.append({
                 "name": child.path,
-                "type": kind_label(child) + (f" (head on {child.head.source})" if child.head else ""),
+                "type": kind_label(child) + (f" (head on {child.head.source})" if child.head else "")
+                + (" (frozen)" if child.path in frozen else ""),
                 "depth": level,
                 "output_shape": list(child.out_shape),
                 "params": child.param_count,
                 "macs": child.macs,
+                "frozen": in_frozen or child.path in frozen,
             })  # fmt: skip
             if depth is None or level < depth:
-                visit(child, level + 1)
+                visit(child, level + 1, in_frozen or child.path in frozen)
 
-    visit(spec.tree, 1)
+    visit(spec.tree, 1, False)
     return out
 
 
@@ -51,12 +55,46 @@ def as_dict(spec: Spec, depth: int | None = None) -> dict[str, Any]:
         "input_shape": list(spec.input_shape),
         "output_shape": list(spec.output_shape),
         "params": spec.param_count,
+        "trainable_params": spec.param_count - frozen_params(spec),
+        "frozen_params": frozen_params(spec),
+        "frozen": list(spec.frozen),
         "macs": spec.macs,
         "outputs": list(spec.outputs),
+        "taps": taps(spec),
         "heads": heads(spec),
         "depth": infer.depth(spec.tree),
+        "let": dict(spec.lets),
         "layers": rows(spec, depth),
     }
+
+
+def show(value: Any, limit: int = 200) -> str:
+    """A let's value on one line (a long list cut short, with its length)."""
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 5].rsplit(",", 1)[0] + f", ...] ({len(value)} items)" if isinstance(value, list) else text[:limit] + "..."
+    return text
+
+
+def frozen_lines(spec: Spec) -> list[str]:
+    """The trainable and frozen parameter counts, when the spec freezes anything."""
+    if not spec.frozen:
+        return []
+    frozen = frozen_params(spec)
+    return [
+        f"trainable params: {spec.param_count - frozen:,}",
+        f"frozen params: {frozen:,} (in {', '.join(spec.frozen)})",
+    ]
+
+
+def taps(spec: Spec) -> list[dict[str, Any]]:
+    """The feature taps in output order: the layer whose output is returned (the dict's key)
+    and its static shape."""
+    return [
+        {"name": key, "output_shape": list(node.out_shape)}
+        for key, node in spec.output_nodes().items()
+        if node.tap
+    ]
 
 
 def heads(spec: Spec) -> list[dict[str, Any]]:
@@ -132,20 +170,29 @@ def table(spec: Spec, depth: int | None = 2) -> str:
     rule = "-" * len(fmt(header))
     parts = [
         f"{spec.name}  ({spec.file})",
-        f"input {fmt_shape(spec.input_shape)} → output {fmt_shape(spec.output_shape)}",
+        f"input {fmt_shape(spec.input_shape)} → "
+        + (f"a dict of {len(spec.outputs)} outputs (below)" if spec.taps else f"output {fmt_shape(spec.output_shape)}"),
+        *(f"let {key} = {show(value)}" for key, value in spec.lets.items()),
         rule,
         fmt(header),
         rule,
         *(fmt(line) for line in lines),
         rule,
         f"total params: {spec.param_count:,}",
+        *frozen_lines(spec),
         f"total MACs:   {spec.macs:,} ({spec.macs / 1e9:.3f} G, conv + linear, batch 1)",
     ]
-    if spec.heads:
+    if spec.taps:
+        parts.append("returns a dict: " + ", ".join(
+            f"{key} {fmt_shape(node.out_shape)}" + (f" (head {node.path} on {node.head.source}, train mode)" if node.head else "")
+            for key, node in spec.output_nodes().items()
+        ))  # fmt: skip
+    elif spec.heads:
         main = f"{spec.outputs[0]} {fmt_shape(spec.output_shape)}"
         parts.append(f"train-mode outputs: {main}, " + ", ".join(
             f"{h['output']} {fmt_shape(h['output_shape'])} (head {h['name']} on {h['from']})" for h in heads(spec)
         ))  # fmt: skip
+    if spec.heads:
         head_params, head_macs = sum(n.param_count for n in spec.heads), sum(n.macs for n in spec.heads)
         parts.append(
             f"in eval (heads off): params used {spec.param_count - head_params:,}, "

@@ -5,9 +5,11 @@ writes files and prints. Imports torch; nothing else in the static path imports 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,6 +20,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
+
+from archc.errors import ArchcError
+from archc.outputs import MARKER, check_replaceable, with_zip_comment, write_atomic
 
 SYNTHETIC_SIZE = 256  # images in the synthetic smoke-run set
 
@@ -38,6 +43,7 @@ class Options:
     stop_after: int | None = None  # stop (as if interrupted) after this many epochs
     val_fraction: float = 0.2
     workers: int = 0
+    force: bool = False  # replace a checkpoint.pt archc did not write
     build_options: dict = field(default_factory=dict)
 
 
@@ -95,6 +101,13 @@ def train(spec, opts: Options) -> dict:
         torch.cuda.set_device(device)
     model = archc.build(spec, seed=opts.seed, **opts.build_options).to(device)
     model = model.to(memory_format=torch.channels_last)
+    if getattr(model, "load_report", None) is not None:
+        _log(rank, model.load_report.format())
+    if spec.frozen:
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        _log(rank, f"frozen: {', '.join(spec.frozen)} ({total - trainable:,} parameters; "
+                   f"{trainable:,} of {total:,} trainable; frozen batch norms keep their statistics)")
     train_set, val_set = _dataset(opts.data, tuple(spec.input_shape), opts.seed, opts.val_fraction)
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=opts.seed) if world > 1 else None
     val_sampler = DistributedSampler(val_set, world, rank, shuffle=False) if world > 1 else None
@@ -114,8 +127,15 @@ def train(spec, opts: Options) -> dict:
     ckpt = opts.output / "checkpoint.pt"
     history: list[dict] = []
     start = 0
-    if opts.resume:
+    if not opts.resume:
+        check_replaceable(ckpt, force=opts.force)  # refuse a stranger's file now, not after an epoch
+    else:
         state = torch.load(ckpt, map_location=device, weights_only=True)  # tensors and plain data only
+        if list(state.get("frozen", [])) != list(spec.frozen):
+            raise ArchcError(
+                f"{ckpt}: the checkpoint was trained with {_listed(state.get('frozen', []))} frozen, this run "
+                f"freezes {_listed(spec.frozen)}: resume with the same freeze: and --freeze"
+            )
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -124,6 +144,7 @@ def train(spec, opts: Options) -> dict:
     if rank == 0:
         opts.output.mkdir(parents=True, exist_ok=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    progress = Progress(sys.stderr if rank == 0 else None)
     for epoch in range(start, opts.epochs if opts.stop_after is None else opts.stop_after):
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -145,11 +166,11 @@ def train(spec, opts: Options) -> dict:
             loss_sum += loss.item() * len(y)
             total += len(y)
             correct += int((out.argmax(1) == y).sum())
-            if rank == 0 and (i % 10 == 0 or i == len(loader) - 1):
-                rate = total * world / max(time.perf_counter() - t0, 1e-9)
-                print(f"epoch {epoch + 1}/{opts.epochs} step {i + 1}/{len(loader)} "
-                      f"loss {loss_sum / total:.4f} acc {correct / total:.3f} {rate:.0f} img/s",
-                      file=sys.stderr, flush=True)
+            progress.step(f"epoch {epoch + 1}/{opts.epochs}", i + 1, len(loader),
+                          f"loss {loss_sum / total:.4f} acc {correct / total:.3f} "
+                          f"{total * world / max(time.perf_counter() - t0, 1e-9):.0f} img/s")  # fmt: skip
+        train_seconds = time.perf_counter() - t0
+        progress.clear()
         stats = torch.tensor([loss_sum, correct, total], dtype=torch.float64, device=device)
         val = _evaluate(net, val_loader, device, autocast)
         if world > 1:
@@ -158,13 +179,17 @@ def train(spec, opts: Options) -> dict:
         row = {"epoch": epoch + 1, "train_loss": float(stats[0] / stats[2]),
                "train_acc": float(stats[1] / stats[2]),
                "val_loss": float(val[0] / max(val[2], 1)), "val_acc": float(val[1] / max(val[2], 1)),
-               "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+               "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0,
+               "images_per_second": float(stats[2]) / max(train_seconds, 1e-9)}
         history.append(row)
-        _log(rank, f"epoch {epoch + 1}: " + " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+        _log(rank, f"epoch {epoch + 1}/{opts.epochs}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} "
+                   f"val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.3f} lr {row['lr']:.3g} "
+                   f"{row['images_per_second']:.0f} img/s {row['seconds']:.1f} s")
         if rank == 0:
-            torch.save({"model": model.state_dict(), "optimizer": optim.state_dict(),
-                        "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history,
-                        "rng": torch.get_rng_state()}, ckpt)
+            _save_checkpoint(ckpt, spec, opts.force, {
+                "model": model.state_dict(), "optimizer": optim.state_dict(),
+                "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history,
+                "rng": torch.get_rng_state(), "frozen": list(spec.frozen)})  # fmt: skip
             _write_metrics(opts.output, history)
     print(f"rank {rank}: param checksum {param_checksum(model):.10e}", file=sys.stderr, flush=True)
     if world > 1:
@@ -185,9 +210,65 @@ def _evaluate(net, loader, device, autocast) -> torch.Tensor:
     return stats
 
 
+def _listed(paths) -> str:
+    return ", ".join(paths) if paths else "nothing"
+
+
+def _save_checkpoint(path: Path, spec, force: bool, state: dict) -> None:
+    """The checkpoint, written through a temporary file and a rename (an interrupted save
+    leaves the previous epoch's), marked as archc's in the zip comment; plain torch.load reads it."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    note = f"{MARKER}: an archc train checkpoint of {spec.name} (epoch {state['epoch']}); --resume continues it"
+    write_atomic(path, with_zip_comment(buffer.getvalue(), note), force=force)
+
+
 def _write_metrics(folder: Path, history: list[dict]) -> None:
-    (folder / "metrics.json").write_text(json.dumps(history, indent=2) + "\n")
-    with open(folder / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
+    """metrics.json and metrics.csv, each written whole (temporary file and rename); JSON and
+    CSV have no room for archc's marker, so they replace what is there (`force`)."""
+    write_atomic(folder / "metrics.json", json.dumps(history, indent=2) + "\n", force=True)
+    table = io.StringIO()
+    w = csv.DictWriter(table, fieldnames=list(history[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    write_atomic(folder / "metrics.csv", table.getvalue(), force=True)
+
+
+class Progress:
+    """A progress bar on a terminal: one line (cut to the terminal's width, so it never wraps)
+    redrawn in place, at most every REDRAW seconds and at the last step, cleared before the
+    epoch's summary line. Off a terminal (a log file, a pipe, CI) and on ranks other than 0 it
+    prints nothing: the per-epoch lines say it all."""
+
+    REDRAW = 0.1  # seconds
+    WIDTH = 24  # characters of bar
+
+    def __init__(self, stream):
+        self.stream = stream if stream is not None and _is_tty(stream) else None
+        self.drawn = 0  # characters on the line now
+        self.last = 0.0
+
+    def step(self, what: str, done: int, total: int, figures: str) -> None:
+        now = time.perf_counter()
+        if self.stream is None or (done < total and now - self.last < self.REDRAW):
+            return
+        self.last = now
+        filled = self.WIDTH * done // max(total, 1)
+        bar = "=" * filled + (">" if filled < self.WIDTH else "") + " " * (self.WIDTH - filled - 1)
+        line = f"{what} [{bar}] {done}/{total} {figures}"[: shutil.get_terminal_size().columns - 1]
+        self.stream.write("\r" + line.ljust(self.drawn))
+        self.stream.flush()
+        self.drawn = len(line)
+
+    def clear(self) -> None:
+        if self.stream is not None and self.drawn:
+            self.stream.write("\r" + " " * self.drawn + "\r")
+            self.stream.flush()
+            self.drawn = 0
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False

@@ -49,6 +49,8 @@ class LoadReport:
     `loaded`: copied from the checkpoint. `reinitialised`: in both, shapes differ; the model's
     tensor got the spec's init rules (`(key, checkpoint shape, model shape)`). `missing`: in the
     model only (left as initialised). `unexpected`: in the checkpoint only (ignored).
+    `dropped`: in the checkpoint only, of the layers `include_top: false` leaves out (ignored,
+    never an error: a classifier's checkpoint loads into its feature extractor).
     """
 
     source: str
@@ -56,6 +58,8 @@ class LoadReport:
     reinitialised: list[tuple[str, Shape, Shape]] = field(default_factory=list)
     missing: list[tuple[str, Shape]] = field(default_factory=list)
     unexpected: list[tuple[str, Shape]] = field(default_factory=list)
+    # in the checkpoint only, of layers the spec's `include_top: false` leaves out (ignored)
+    dropped: list[tuple[str, Shape]] = field(default_factory=list)
     stripped_prefix: str = ""
     nested_under: str = ""
 
@@ -77,6 +81,10 @@ class LoadReport:
                 f"  missing from the checkpoint, left as initialised ({len(self.missing)}):"
             )
             lines += [f"    {k}: {_fmt(s)}" for k, s in self.missing]
+        if self.dropped:
+            more = f", ... ({len(self.dropped) - SHOWN_KEYS} more)" if len(self.dropped) > SHOWN_KEYS else ""
+            some = ", ".join(k for k, _ in self.dropped[:SHOWN_KEYS]) + more
+            lines.append(f"  of layers include_top: false leaves out, ignored ({len(self.dropped)}): {some}")
         if self.unexpected:
             lines.append(f"  in the checkpoint only, ignored ({len(self.unexpected)}):")
             lines += [f"    {k}: {_fmt(s)}" for k, s in self.unexpected]
@@ -199,7 +207,10 @@ def load_weights(
             report.reinitialised.append((key, tuple(state[key].shape), tuple(tensor.shape)))
         else:
             report.loaded.append((key, tuple(tensor.shape)))
-    report.unexpected = [(k, tuple(v.shape)) for k, v in state.items() if k not in own]
+    extra = [(k, tuple(v.shape)) for k, v in state.items() if k not in own]
+    left_out = tuple(f"{path}." for path in spec.dropped)  # `include_top: false`: not an error
+    report.dropped = [(k, s) for k, s in extra if k.startswith(left_out)]
+    report.unexpected = [(k, s) for k, s in extra if not k.startswith(left_out)]
     if strict and (report.missing or report.unexpected):
         raise WeightsError(name, _strict_message(report))
     if reinitialise and report.reinitialised:
@@ -246,4 +257,4 @@ def _reinitialise(model: nn.Module, spec: Spec, keys: list[str]) -> None:
                 module.reset_parameters()
             elif hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
-            initialise_module(module, spec, kinds.get(path, ""), tensors)
+            initialise_module(module, spec, kinds.get(path, ""), tensors, path)

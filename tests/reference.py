@@ -58,6 +58,33 @@ TORCHVISION = {
     "shufflenet_v2_x1_0": (2_278_604, 0.145),
     "shufflenet_v2_x1_5": (3_503_624, 0.296),
     "shufflenet_v2_x2_0": (7_393_996, 0.583),
+    # ConvNeXt, from the weights' meta in torchvision/models/convnext.py
+    "convnext_tiny": (28_589_128, 4.456),
+    "convnext_small": (50_223_688, 8.684),
+    "convnext_base": (88_591_464, 15.355),
+    "convnext_large": (197_767_336, 34.361),
+    # RegNet, from the weights' meta in torchvision/models/regnet.py (GFLOPS at 224; for
+    # regnet_y_128gf, which has only SWAG weights, IMAGENET1K_SWAG_LINEAR_V1's at 224)
+    "regnet_y_400mf": (4_344_144, 0.402),
+    "regnet_y_800mf": (6_432_512, 0.834),
+    "regnet_y_1_6gf": (11_202_430, 1.612),
+    "regnet_y_3_2gf": (19_436_338, 3.176),
+    "regnet_y_8gf": (39_381_472, 8.473),
+    "regnet_y_16gf": (83_590_140, 15.912),
+    "regnet_y_32gf": (145_046_770, 32.28),
+    "regnet_y_128gf": (644_812_894, 127.518),
+    "regnet_x_400mf": (5_495_976, 0.414),
+    "regnet_x_800mf": (7_259_656, 0.8),
+    "regnet_x_1_6gf": (9_190_136, 1.603),
+    "regnet_x_3_2gf": (15_296_552, 3.177),
+    "regnet_x_8gf": (39_572_648, 7.995),
+    "regnet_x_16gf": (54_278_536, 15.941),
+    "regnet_x_32gf": (107_811_560, 31.736),
+    # SqueezeNet and Inception v3 (GFLOPS at 299x299), from the weights' meta in
+    # torchvision/models/squeezenet.py and inception.py
+    "squeezenet1_0": (1_248_424, 0.819),
+    "squeezenet1_1": (1_235_496, 0.349),
+    "inception_v3": (27_161_264, 5.713),
 }
 
 # googlenet's weights are published without its auxiliary heads (the builder drops them after

@@ -368,14 +368,53 @@ def _parallel(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
     stride = draw(st.integers(1, 2))
     branches, channels, out = [], 0, shape
     for _ in range(draw(st.integers(1, 3))):
-        if draw(st.booleans()) or stride != 1:
+        if draw(st.integers(0, 3)) == 0:
+            body, out = _split_branch(s, shape, stride)
+        elif draw(st.booleans()) or stride != 1:
             body, out = _body(s, shape, draw(st.integers(1, 6)), stride, node=True)
         else:
             body, out = _residual_identity(s, shape, depth + 1)
         branches.append(body)
         channels += out[0]
     s.features.add("parallel")
-    return {"parallel": _named_or_listed(s, branches, "branch")}, (channels, *out[1:])
+    value = _named_or_listed(s, branches, "branch")
+    if depth > 0 and isinstance(value, dict) and draw(st.booleans()):
+        # inside another layer: its branches' layers registered there (SqueezeNet's Fire); a
+        # branch that is a named sequence may be inline too, its layers registered there
+        s.features.add("inline-parallel")
+        inline = {
+            k: {**v, "inline": True} if isinstance(v, dict) and isinstance(v.get("seq"), dict) and draw(st.booleans()) else v
+            for k, v in value.items()
+        }
+        return {"parallel": inline, "inline": True}, (channels, *out[1:])
+    return {"parallel": value}, (channels, *out[1:])
+
+
+def _split_branch(s: _State, shape: Shape, stride: int) -> tuple[Any, Shape]:
+    """A branch that splits after its first layer into two layers side by side, registered on
+    the parallel (Inception v3's InceptionE: an inline parallel inside a branch)."""
+    draw = s.draw
+    first, mid = _same_layer(s, shape, draw(st.integers(1, 4)), stride)
+    sides, channels = {}, 0
+    for _ in range(2):
+        layer, out = _same_layer(s, mid, draw(st.integers(1, 4)))
+        sides[s.name("side")] = _not_inplace(layer)
+        channels += out[0]
+    s.features.add("inline-parallel")
+    layers = {s.name("l"): _not_inplace(first), s.name("split"): {"parallel": sides, "inline": True}}
+    return {"seq": layers, "inline": draw(st.booleans())}, (channels, *mid[1:])
+
+
+def _inline_parallel_in(layers: list[Any]) -> bool:
+    """Whether an inline parallel would run in the module these layers register in."""
+    for layer in layers:
+        if isinstance(layer, dict) and layer.get("inline"):
+            if "parallel" in layer:
+                return True
+            inner = layer.get("seq")
+            if _inline_parallel_in(list(inner.values()) if isinstance(inner, dict) else inner or []):
+                return True
+    return False
 
 
 def _gate(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
@@ -576,11 +615,40 @@ def _library(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
     return {block: args}, (out, conv_out(h, kernel, stride, ph, 1), conv_out(w, kernel, stride, ph, 1))
 
 
+def _for(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
+    """`for` over a list of widths (as it is, or computed by an expression): one 1x1 conv or
+    one stage of basic blocks per width, each named by a pattern that may read the variable."""
+    draw = s.draw
+    widths = draw(st.lists(st.integers(1, 6), min_size=1, max_size=3))
+    var = draw(st.sampled_from(["item", "w"]))
+    each = draw(st.sampled_from([widths, "${" + repr(widths) + "}", f"${{[{var} for {var} in {widths!r}]}}",
+                                 f"${{[{widths!r}[k] for k in range({len(widths)})]}}"]))  # fmt: skip
+    spec: dict[str, Any] = {"each": each}
+    if var != "item" or draw(st.booleans()):
+        spec["as"] = var
+    form = draw(st.sampled_from(["conv", "stage"]))
+    if form == "conv":
+        spec["body"] = {"conv": {"out": f"${{{var}}}", "kernel": 1}}
+    else:
+        stage = {"block": "basic", "depth": draw(st.integers(1, 2)), "width": f"${{{var}}}"}
+        if draw(st.booleans()):
+            stage["names"] = f"b{{{var}}}-{{i}}"
+        spec["body"] = {"stage": stage}
+    patterns = ["{i}", "f{i}"] + ([f"c{{{var}}}"] if len(set(widths)) == len(widths) else [])
+    if draw(st.booleans()):
+        spec["names"] = draw(st.sampled_from(patterns))
+        if draw(st.booleans()):
+            spec["start"] = draw(st.integers(0, 2))
+    s.features.add("for-" + form)
+    return {"for": spec}, (widths[-1], *shape[1:])
+
+
 def _seq(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
     layers, shape = _chain(s, shape, depth + 1, s.draw(st.integers(1, 3)), allow_flatten=False)
     s.features.add("seq")
     value = _named_or_listed(s, layers)
-    if isinstance(value, dict) and s.draw(st.booleans()):
+    # (not inline around an inline parallel: at the top level nothing would run it)
+    if isinstance(value, dict) and not _inline_parallel_in(layers) and s.draw(st.booleans()):
         s.features.add("inline")
         return {"seq": value, "inline": True}, shape
     return ({"seq": value} if isinstance(value, dict) or s.draw(st.booleans()) else value), shape
@@ -595,7 +663,7 @@ def _disabled(s: _State, shape: Shape, depth: int) -> tuple[Any, Shape]:
 
 FEATURE_MAP_LAYERS = [_conv, _pool, _activation, _batchnorm, _lrn, _dropout, _identity, _adaptive]
 # One strategy per combinator of the registry (a new combinator without one fails here).
-BY_KIND = {"seq": _seq, "residual": _residual, "parallel": _parallel, "stage": _stage, "dense": _dense, "gate": _gate}
+BY_KIND = {"seq": _seq, "residual": _residual, "parallel": _parallel, "stage": _stage, "dense": _dense, "gate": _gate, "for": _for}
 COMBINATORS = [BY_KIND[kind] for kind in REGISTRY] + [_user_block_use, _disabled, _library]
 
 

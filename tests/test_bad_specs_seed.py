@@ -27,8 +27,11 @@ CASES = [
      "  mix:\n    parallel:\n      a: {inline: true, seq: {c: {conv: {out: 4, kernel: 1}}}}\n"
      "      b: {inline: true, seq: {c: {conv: {out: 4, kernel: 1}}}}\n",
      9, "two layers are named 'c'"),
-    ("parallel-cannot-be-inline",
+    ("inline-parallel-at-top-level",
      "  mix: {inline: true, parallel: {a: relu, b: relu}}\n",
+     6, "the model's top level runs its layers one by one"),
+    ("primitive-cannot-be-inline",
+     "  r: {inline: true, relu: {}}\n",
      6, "can be inline"),
     ("dense-layer-changes-spatial-size",
      "  grow: {dense: {block: conv_bn_relu, depth: 2, out: 4, kernel: 3, stride: 2, padding: 1}}\n",

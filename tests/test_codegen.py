@@ -24,7 +24,7 @@ import torch
 import archc
 from archc.backends.codegen import generate
 from archc.outputs import MARKER
-from conftest import MODELS, ROOT, SPECS, run_archc, shipped_models
+from conftest import HEAVY, MODELS, ROOT, SPECS, run_archc, shipped_models
 
 RUFF = shutil.which("ruff") or (
     str(ROOT / ".venv/bin/ruff") if (ROOT / ".venv/bin/ruff").exists() else None
@@ -369,6 +369,8 @@ def assert_equals_live(path: Path, text: str | None = None) -> None:
         live = archc.build(spec)
         ours = build()
     assert structure(ours) == structure(live)
+    if path in HEAVY:  # the state_dict keys and shapes only: see conftest.HEAVY
+        return
     x_shape = input_size(ours.eval(), spec)
     weights = random_weights(live.state_dict())
     live.load_state_dict(weights, assign=True)
@@ -655,9 +657,17 @@ def test_generated_model_loads_torchvision_weights(name):
     if not callable(getattr(torchvision.models, name, None)):
         pytest.skip("not a torchvision model")
     text = source(name)
+    builder = getattr(torchvision.models, name)  # the default builder
     with torch.device("meta"):
-        reference = getattr(torchvision.models, name)(weights=None)  # the default builder
         ours = factory(module(name, text), text)()
+        try:
+            reference = builder(weights=None)
+        except NotImplementedError:  # it computes its layout from tensors (RegNet's BlockParams)
+            reference = None
+    if reference is None:
+        if name in HEAVY:
+            pytest.skip(f"{HEAVY[name]}: torchvision's model cannot be built on the meta device")
+        reference = builder(weights=None)
     ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
 
 

@@ -119,21 +119,29 @@ def parse(source: str) -> Dot:
 # ---- what each drawn tensor's shape must be, straight from the IR ---------------------------
 
 
+def joins(node) -> str:
+    """Where a node's joins (concat, add, ...) are drawn: its path, an inline parallel's under
+    its parent's path and its own name."""
+    return f"{node.path}/{node.name}" if node.inline else node.path
+
+
 def expected_shapes(spec) -> dict[str, str]:
     """Shape each graph node's output must be labelled with, by node id."""
     out = {"/input": fmt_shape(spec.input_shape)}
     for node in spec.tree.walk():
-        if node.inline:
+        if node.inline and node.kind != "parallel":  # an inline sequence draws no node
             continue
-        out[node.path] = fmt_shape(node.out_shape)
+        where = joins(node)
+        if not node.inline:
+            out[node.path] = fmt_shape(node.out_shape)
         if node.kind == "residual":
             body = node.role_children("body")
             out[node.path + "/add"] = fmt_shape(body[-1].out_shape)
         elif node.kind == "parallel":
             post = node.role_children("post")
-            out[node.path + "/concat"] = fmt_shape(post[0].in_shape if post else node.out_shape)
+            out[where + "/concat"] = fmt_shape(post[0].in_shape if post else node.out_shape)
             if node.children[0].role == "chunk":  # split: each branch is fed its chunk
-                out[node.path + "/chunk"] = fmt_shape(node.children[0].in_shape)
+                out[where + "/chunk"] = fmt_shape(node.children[0].in_shape)
         elif node.kind == "gate":
             out[node.path + "/mul"] = fmt_shape(node.out_shape)
         elif node.kind == "dense":
@@ -141,7 +149,8 @@ def expected_shapes(spec) -> dict[str, str]:
             out.update({f"{node.path}/concat{i}": fmt_shape(s) for i, s in enumerate(after)})
         if node.children:  # a run of folded identical children is labelled with its output
             for child in node.children:
-                out[child.path + "/fold"] = fmt_shape(child.out_shape)
+                if not child.inline:  # (an inline child has its parent's path and never folds)
+                    out[child.path + "/fold"] = fmt_shape(child.out_shape)
     return out
 
 
@@ -286,9 +295,9 @@ def test_every_shipped_model_draws_with_static_shapes(name):
     check_edges(spec, top)
     assert len(top.nodes) <= len(full.nodes)
     for node in spec.tree.walk():  # every join is drawn at full depth (and only those)
-        if node.kind in ("residual", "parallel") and not node.inline:
+        if node.kind in ("residual", "parallel"):
             joined = node.settings.get("use_res_connect", True)  # a conditional skip may not be
-            join = f"{node.path}/{'add' if node.kind == 'residual' else 'concat'}"
+            join = f"{joins(node)}/{'add' if node.kind == 'residual' else 'concat'}"
             assert (join in full.nodes) == joined
         if node.kind == "dense":
             assert f"{node.path}/concat{len(node.children) - 1}" in full.nodes

@@ -33,7 +33,6 @@ CASES = [
     ("kernel-too-big", HEAD + "body:\n  c: {conv: {out: 8, kernel: 40}}\n", 5, "larger than the padded input"),
     ("spatial-reaches-zero", HEAD + "body:\n  a: {maxpool: 2}\n  b: {maxpool: 2}\n  c: {maxpool: 2}\n  d: {maxpool: 2}\n  e: {maxpool: 2}\n  f: {maxpool: 2}\n", 10, "larger than the padded input"),
     ("groups-dont-divide", HEAD + "body:\n  c: {conv: {out: 8, kernel: 3, groups: 2}}\n", 5, "groups=2 must divide"),
-    ("linear-on-feature-map", HEAD + "body:\n  fc: {linear: 10}\n", 5, "add flatten"),
     ("bad-block-param", HEAD + "body:\n  s: {stage: {block: bottleneck, depth: 2, width: 8, widht: 3}}\n", 5, "no parameter 'widht'"),
     ("missing-block-param", HEAD + "body:\n  s: {stage: {block: bottleneck, depth: 2}}\n", 5, "needs parameter 'width'"),
     ("block-param-bad-value", HEAD + "body:\n  s: {stage: {block: bottleneck, depth: 2, width: 0}}\n", 5, "requires"),

@@ -16,8 +16,9 @@ from archc.cli import main
 from conftest import MODELS
 
 # specs with conv → batchnorm (→ relu) runs of several shapes: basic and bottleneck residuals,
-# inception branches, pre-activation dense layers (only some batch norms fold), plain VGG
-CANDIDATES = ["resnet18", "resnet50", "googlenet", "densenet121", "vgg11_bn", "alexnet"]
+# inception branches, pre-activation dense layers (only some batch norms fold), plain VGG,
+# RegNetY (its projection registered before the body, grouped 3x3s, a gate between runs)
+CANDIDATES = ["resnet18", "resnet50", "googlenet", "densenet121", "vgg11_bn", "alexnet", "regnet_y_400mf"]
 NAMES = [name for name in CANDIDATES if name in MODELS]
 TOLERANCE = 1e-4  # relative to the output's largest magnitude when above 1 (float32 rounding)
 

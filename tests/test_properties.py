@@ -25,7 +25,8 @@ from hypothesis import event, given, settings
 from torch import nn
 
 import archc
-from archc.backends.torch_backend import Dense, Gate, Parallel, Residual, check_shapes, module_nodes
+from archc.backends import torch_modules
+from archc.backends.torch_backend import Dense, Gate, Residual, check_shapes, module_nodes
 from archc.cli import main
 from archc.errors import SpecError
 from archc.resources import BYTES_PER_VALUE, estimate
@@ -56,8 +57,9 @@ def measure(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, i
     Counted from the tensors torch produces, not from archc's rules: a conv's MACs are its
     output elements times (in_channels / groups) × kernel area; a linear's are in × out.
     Activations follow archc.resources' documented estimate: the input, every leaf layer's
-    output except identity and flatten, every residual sum and parallel concatenation, and
-    every concatenation inside a dense block.
+    output except identity and flatten, every residual sum and gate product, every parallel
+    concatenation (an inline one too, which has no module: counted where torch_modules makes
+    it), and every concatenation inside a dense block.
     """
     macs: dict[str, int] = {}
     activations = [0]
@@ -95,19 +97,28 @@ def measure(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, i
     for path, module in model.named_modules():
         if not list(module.children()):
             handles.append(module.register_forward_hook(leaf_hook(path, module)))
-        elif isinstance(module, (Residual, Parallel, Gate)):
+        elif isinstance(module, (Residual, Gate)):
             handles.append(module.register_forward_hook(combinator_hook))
         elif isinstance(module, Dense):
             handles.append(module.register_forward_hook(dense_hook(module)))
             for layer in module.children():
                 handles.append(layer.register_forward_hook(remember_channels))
+    concat = torch_modules.concat
+
+    def counted_concat(modules, step, x):  # a parallel's concatenation (then its post layers)
+        out = concat(modules, step, x)
+        activations[0] += out[0].numel()
+        return out
+
     try:
         model.eval()
+        torch_modules.concat = counted_concat
         with torch.no_grad():
             x = torch.randn(1, *input_shape)
             activations[0] += x[0].numel()
             model(x)
     finally:
+        torch_modules.concat = concat
         for handle in handles:
             handle.remove()
     return macs, activations[0]

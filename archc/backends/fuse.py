@@ -109,7 +109,8 @@ def plan_modules(model: nn.Module) -> list[Fusion]:
         else:
             continue  # an unknown forward: its order is not ours to guess
         for names in chains:
-            chain = [(f"{prefix}.{n}" if prefix else n, module._modules[n]) for n in names]
+            # (a name that is no module, a learnable tensor such as a layer scale, fuses nothing)
+            chain = [(f"{prefix}.{n}" if prefix else n, module._modules.get(n)) for n in names]
             for fusion in _fusions(chain, lambda item: _module_kind(item[1]), lambda item: item[0]):
                 out.setdefault(fusion.conv, fusion)
     return list(out.values())

@@ -21,7 +21,7 @@ import graphviz
 from archc.backends import graphviz_files
 from archc.compiler import Spec, library, load
 from archc.errors import UsageError
-from archc.ir import Node, splice
+from archc.ir import Node, steps
 from archc.outputs import MARKER, contained, write_atomic
 from archc.primitives import Shape, fmt_shape
 from archc.tables import human, kind_label
@@ -153,7 +153,7 @@ class _Folding:
         most one per box, not counted), counted only until past `budget`: cheap, so a depth
         that fits can be chosen before drawing."""
         total = 0
-        for group in self.runs(splice(nodes), level):
+        for group in self.runs(steps(nodes), level):
             node = group[0]
             if len(group) > 1 or node.is_primitive or self.collapsed(node, level):
                 total += 1
@@ -190,8 +190,9 @@ class _Drawing(_Folding):
         self.edges: list[tuple[Port, str, dict[str, str]]] = []
         self.place(self.graph, "/input", "io", _html("input", fmt_shape(spec.input_shape)))
         out = self.inside(spec.tree, Port("/input", spec.input_shape), 1, self.graph)
-        self.place(self.graph, "/output", "io", _html("output", fmt_shape(spec.output_shape)))
-        self.edge(out, "/output")
+        if not spec.taps:  # with taps the model returns them (output boxes of their own)
+            self.place(self.graph, "/output", "io", _html("output", fmt_shape(spec.output_shape)))
+            self.edge(out, "/output")
         # Edges last and at top level, so an edge never pulls a node into the wrong cluster.
         for port, head, attrs in self.edges:
             label = {"label": fmt_shape(port.shape)} if shapes else {}
@@ -250,7 +251,8 @@ class _Drawing(_Folding):
         return node_id
 
     def extra_output(self, src: Port, title: str) -> None:
-        """An output box besides the model's main one (an auxiliary head's), fed by `src`."""
+        """An output box besides the model's main one (an auxiliary head's, a feature tap's), fed
+        by `src`."""
         node_id = self.place(self.graph, f"/output/{title}", "io", _html(title, fmt_shape(src.shape)))
         self.edge(src, node_id)
 
@@ -261,7 +263,7 @@ class _Drawing(_Folding):
 
     def chain(self, nodes: list[Node], src: Port, level: int, into: graphviz.Digraph) -> Port:
         """Nodes one after another; identical collapsed neighbours fold into one `×n` box."""
-        for group in self.runs(splice(nodes), level):
+        for group in self.runs(steps(nodes), level):
             if len(group) == 1:
                 src = self.draw(group[0], src, level, into)
                 continue
@@ -316,7 +318,9 @@ def _cluster_label(title: str, lines: list[str], direction: str) -> str:
 
 def _title(spec: Spec) -> str:
     facts = (
-        f"input {fmt_shape(spec.input_shape)} → output {fmt_shape(spec.output_shape)}   ·   "
+        f"input {fmt_shape(spec.input_shape)} → "
+        + (f"{len(spec.outputs)} outputs" if spec.taps else f"output {fmt_shape(spec.output_shape)}")
+        + "   ·   "
         f"{human(spec.param_count)} params   ·   {human(spec.macs)} MACs"
     )
     return (

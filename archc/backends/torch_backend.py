@@ -8,6 +8,7 @@ import math
 from collections import OrderedDict, namedtuple
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Dict, List, Tuple  # noqa: UP035 (TorchScript)
 
 import torch
 from torch import nn
@@ -20,7 +21,22 @@ from archc.outputs import MARKER, with_zip_comment
 from archc.primitives import Shape, fmt_shape
 
 
-class Network(nn.Sequential):
+class Frozen:
+    """What a model with frozen modules does in `train()`: it puts the frozen ones (`_frozen`,
+    their paths) back in eval mode, so their batch norms normalise with, and keep, their running
+    statistics and their dropout is off; DDP's `train()` reaches it too. Calling `train()` on a
+    frozen module itself bypasses this, as it would in torchvision or MMDetection."""
+
+    _frozen = ()  # the frozen modules' paths (no annotation: TorchScript would read it)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for path in self._frozen:
+            self.get_submodule(path).eval()
+        return self
+
+
+class Network(Frozen, nn.Sequential):
     """The model: its top-level layers in order, named as in the spec."""
 
 
@@ -38,7 +54,7 @@ def outputs_type(spec: Spec) -> type:
     return _OUTPUT_TYPES[key]
 
 
-class NetworkWithHeads(nn.Module):
+class NetworkWithHeads(Frozen, nn.Module):
     """The model with auxiliary heads: its top-level layers registered in spec order; forward
     runs the main ones in turn and, in train mode only, each head on the output of the layer it
     reads, returning (main, *heads) as the spec's outputs namedtuple; in eval, the main output."""
@@ -67,9 +83,62 @@ class NetworkWithHeads(nn.Module):
         return self._outputs(x, *(extra[head] for head in self._order))
 
 
+class NetworkWithTaps(nn.ModuleDict):
+    """The model with feature taps (`outputs:` naming layers), as torchvision's
+    IntermediateLayerGetter: its top-level layers registered in spec order; forward runs the
+    main ones in turn and returns a dict of the outputs in the spec's order: each tapped layer's
+    output, and (in train mode only) each head's, run on the output of the layer it reads. A
+    sequence holding a tap deeper down runs its layers one by one. TorchScript compiles it (and
+    runs it when every tap is a top-level layer)."""
+
+    # heads: head layer -> the layer it reads; keep: the module paths whose outputs are kept
+    # (the taps, what heads read); split: the sequences holding a tap deeper down; returns:
+    # (key of the dict, the module giving it), in order. Typed objects, not strings, for
+    # TorchScript (as torchvision's IntermediateLayerGetter does).
+    __annotations__ = {"heads": Dict[str, str], "keep": List[str], "split": List[str], "returns": List[Tuple[str, str]]}  # noqa: UP006 (TorchScript)
+
+    def __init__(self, modules: OrderedDict, heads: dict[str, str], returns: list[tuple[str, str]]):
+        super().__init__(modules)
+        self.heads = heads
+        self.keep = sorted({*(path for _, path in returns if path not in heads), *heads.values()})
+        self.split = sorted({path.rsplit(".", i)[0] for path in self.keep for i in range(1, path.count(".") + 1)})
+        self.returns = returns
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        found: dict[str, torch.Tensor] = {}
+        for name, module in self.items():
+            if name in self.heads:
+                if self.training:
+                    found[name] = module(found[self.heads[name]])
+            else:
+                x = self._piecewise(name, x, found) if name in self.split else module(x)
+                if name in self.keep:
+                    found[name] = x
+        out: dict[str, torch.Tensor] = {}
+        for key, path in self.returns:
+            if path in found:
+                out[key] = found[path]
+        return out
+
+    @torch.jit.unused
+    def _piecewise(self, path: str, x: torch.Tensor, found: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run the sequence at `path` layer by layer, keeping the outputs of those in `keep`."""
+        for name, child in self.get_submodule(path).named_children():
+            inner = f"{path}.{name}"
+            x = self._piecewise(inner, x, found) if inner in self.split else child(x)
+            if inner in self.keep:
+                found[inner] = x
+        return x
+
+    # typed objects, not strings, for TorchScript, which compiles the signature of an unused method
+    _piecewise.__annotations__ = {"path": str, "x": torch.Tensor, "found": Dict[str, torch.Tensor], "return": torch.Tensor}  # noqa: UP006
+
+
 def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
     if node.is_primitive:
         layer = node.primitive.torch_layer(node.params, node.in_shape)
+        if layer.parameter:  # a tensor its parent registers (the combinators' modules do)
+            return nn.Parameter(getattr(torch, layer.cls)(list(layer.args), **layer.kwargs))
         cls = getattr(torch_modules, layer.cls) if layer.own else getattr(nn, layer.cls)
         module = cls(*layer.args, **layer.kwargs)
         kinds[id(module)] = node.kind
@@ -85,6 +154,13 @@ def uniform_fan_(tensor: torch.Tensor, mode: str = "fan_in") -> torch.Tensor:
     return nn.init.uniform_(tensor, -bound, bound)
 
 
+def normal_fan_(tensor: torch.Tensor, mode: str = "fan_in", scale: float = 1.0) -> torch.Tensor:
+    """normal(0, sqrt(scale / fan)): RegNet's convolutions (mode fan_out, scale 2.0), written as
+    torchvision writes it (kaiming_normal_'s sqrt(2) / sqrt(fan) differs in the last bit)."""
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(tensor)
+    return nn.init.normal_(tensor, mean=0.0, std=math.sqrt(scale / (fan_in if mode == "fan_in" else fan_out)))
+
+
 _INITIALISERS = {
     "zeros": nn.init.zeros_,
     "ones": nn.init.ones_,
@@ -97,24 +173,25 @@ _INITIALISERS = {
     "xavier_normal": nn.init.xavier_normal_,
     "xavier_uniform": nn.init.xavier_uniform_,
     "uniform_fan": uniform_fan_,
+    "normal_fan": normal_fan_,
 }
 
 
 def initialise(model: nn.Module, spec: Spec, kinds: dict[int, str]) -> None:
     """Apply the spec's init rules, module by module in registration order (as torchvision does)."""
-    if not spec.init:
+    if not spec.init and not spec.init_paths:
         return
-    for module in model.modules():
-        kind = kinds.get(id(module), "")
-        if kind in spec.init:  # containers and layers without rules: nothing to enter no_grad for
-            initialise_module(module, spec, kind)
+    for path, module in model.named_modules():
+        initialise_module(module, spec, kinds.get(id(module), ""), path=path)
 
 
-def initialise_module(module: nn.Module, spec: Spec, kind: str, tensors: set[str] | None = None) -> None:
-    """Apply the spec's init rules for `kind` to one module's tensors (only those in `tensors`
-    when given); tensors without a rule keep what they have."""
+def initialise_module(
+    module: nn.Module, spec: Spec, kind: str, tensors: set[str] | None = None, path: str = ""
+) -> None:
+    """Apply the spec's init rules for a layer of `kind` at `path` to its tensors (only those
+    in `tensors` when given); tensors without a rule keep what they have."""
     with torch.no_grad():
-        for tensor_name, rule in spec.init.get(kind, {}).items():
+        for tensor_name, rule in spec.init_for(kind, path).items():
             tensor = getattr(module, tensor_name, None)
             if tensor is None or rule.kind == "default" or (tensors is not None and tensor_name not in tensors):
                 continue
@@ -135,18 +212,33 @@ def build(spec: Spec, *, seed: int | None = None) -> nn.Module:
             torch.manual_seed(seed)
         kinds: dict[int, str] = {}
         modules = OrderedDict((c.name, _build(c, kinds)) for c in spec.tree.registered())
-        if spec.heads:
+        if spec.taps:
+            returns = [(key, node.path) for key, node in spec.output_nodes().items()]
+            model = NetworkWithTaps(modules, {n.name: n.head.source for n in spec.heads}, returns)
+        elif spec.heads:
             sources = {n.name: n.head.source for n in spec.heads}
             model = NetworkWithHeads(modules, sources, [n.name for n in spec.head_order()], outputs_type(spec))
         else:
             model = Network(modules)
         initialise(model, spec, kinds)
+    freeze(model, spec.frozen)
     return model
 
 
+def freeze(model: nn.Module, paths: tuple[str, ...]) -> None:
+    """Freeze the modules at `paths`: no gradients for their parameters, and eval mode in the
+    model's train mode (see `Frozen`)."""
+    if not paths:
+        return
+    for path in paths:
+        model.get_submodule(path).requires_grad_(False)
+    model._frozen = tuple(paths)
+    model.train(model.training)
+
+
 def module_nodes(spec: Spec) -> Iterator[Node]:
-    """Nodes that own a module (inline groups have none)."""
-    return (n for n in spec.tree.walk() if n.path and not n.inline)
+    """Nodes that own a module (inline groups and learnable tensors such as a scale have none)."""
+    return (n for n in spec.tree.walk() if n.path and not n.inline and not (n.is_primitive and n.primitive.parameter))
 
 
 def check_shapes(model: nn.Module, spec: Spec, batch: int = 2) -> list[str]:
@@ -180,12 +272,22 @@ def check_shapes(model: nn.Module, spec: Spec, batch: int = 2) -> list[str]:
         model.train(was_training)
         for handle in handles:
             handle.remove()
+    for node in sorted(module_nodes(spec), key=lambda n: -n.path.count(".")):
+        if node.path in getattr(model, "split", ()) and node.path not in seen:  # run layer by layer
+            last = node.registered()[-1].path
+            if last in seen:
+                seen[node.path] = seen[last]
     problems = [
         f"{path}: static {fmt_shape(shape)}, runtime {fmt_shape(seen[path]) if path in seen else 'not run'}"
         for path, shape in expected.items()
         if seen.get(path) != shape
     ]
-    if tuple(out.shape[1:]) != spec.output_shape:
+    if isinstance(out, dict):  # feature taps: each one's shape (heads, off in eval, are above)
+        for key, node in spec.output_nodes().items():
+            if node.tap and (key not in out or tuple(out[key].shape[1:]) != node.out_shape):
+                runtime = fmt_shape(tuple(out[key].shape[1:])) if key in out else "missing"
+                problems.append(f"output {key!r}: static {fmt_shape(node.out_shape)}, runtime {runtime}")
+    elif tuple(out.shape[1:]) != spec.output_shape:
         problems.append(f"model output: static {fmt_shape(spec.output_shape)}, runtime {fmt_shape(tuple(out.shape[1:]))}")
     return problems
 

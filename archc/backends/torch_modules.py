@@ -14,15 +14,70 @@ import torch
 from torch import nn
 
 
+def run(owner: nn.Module, program: tuple, x: torch.Tensor) -> torch.Tensor:
+    """Run a program (`archc.combinators.program`) of `owner`'s children: each named module in
+    turn (a learnable tensor of owner's multiplies instead), an inline parallel (a `Concat`:
+    branches, split, post) as its concatenation."""
+    for step in program:
+        if not isinstance(step, str):
+            x = concat(owner, step, x)
+        elif step in owner._parameters:
+            x = owner._parameters[step] * x
+        else:
+            x = owner._modules[step](x)
+    return x
+
+
+def concat(owner: nn.Module, step, x: torch.Tensor) -> torch.Tensor:
+    """Branches on x (split: each on its chunk of the channels), concatenated, then post."""
+    count = len(step.branches)
+    inputs = x.chunk(count, dim=1) if step.split else [x] * count
+    out = torch.cat([run(owner, branch, i) for branch, i in zip(step.branches, inputs)], 1)
+    return run(owner, step.post, out)
+
+
+def chains(program: tuple) -> list[list[str]]:
+    """Names of modules that run one after another in a program, each feeding only the next."""
+    out: list[list[str]] = [[]]
+    for step in program:
+        if isinstance(step, str):
+            out[-1].append(step)
+            continue
+        out += [chain for branch in (*step.branches, step.post) for chain in chains(branch)]
+        out.append([])
+    return out
+
+
 class _Children(nn.Module):
+    """Registers its children in order: modules, and learnable tensors (nn.Parameter, such as
+    ConvNeXt's layer_scale) that its forward multiplies by (`run`)."""
+
     def __init__(self, modules: OrderedDict):
         super().__init__()
         for name, module in modules.items():
-            self.add_module(name, module)
+            if isinstance(module, nn.Parameter):
+                self.register_parameter(name, module)
+            else:
+                self.add_module(name, module)
 
     def chains(self) -> list[list[str]]:
         """Names of children that run one after another, each feeding only the next."""
         return []
+
+
+class Sequence(_Children):
+    """Layers in order with inline parallels among them (SqueezeNet's Fire): every branch's
+    layers are this module's own children."""
+
+    def __init__(self, modules: OrderedDict, program: tuple):
+        super().__init__(modules)
+        self._program = program
+
+    def chains(self) -> list[list[str]]:
+        return chains(self._program)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run(self, self._program, x)
 
 
 class Residual(_Children):
@@ -32,9 +87,9 @@ class Residual(_Children):
     def __init__(
         self,
         modules: OrderedDict,
-        body: list[str],
-        shortcut: list[str],
-        post: list[str],
+        body: tuple,
+        shortcut: tuple,
+        post: tuple,
         use_res_connect: bool = True,
     ):
         super().__init__(modules)
@@ -42,53 +97,28 @@ class Residual(_Children):
         self.use_res_connect = use_res_connect
 
     def chains(self) -> list[list[str]]:
-        return [list(self._body), list(self._shortcut), list(self._post)]
+        return chains(self._body) + chains(self._shortcut) + chains(self._post)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        modules = self._modules
-        out = x
-        for name in self._body:
-            out = modules[name](out)
+        out = run(self, self._body, x)
         if self.use_res_connect:
-            identity = x
-            for name in self._shortcut:
-                identity = modules[name](identity)
-            out = out + identity
-        for name in self._post:
-            out = modules[name](out)
-        return out
+            out = out + run(self, self._shortcut, x)
+        return run(self, self._post, out)
 
 
 class Parallel(_Children):
     """Branches applied to the same input (or, split, each to its chunk of the channels),
-    concatenated on channels, then the post layers."""
+    concatenated on channels, then the post layers (`step`: a Concat of their programs)."""
 
-    def __init__(
-        self,
-        modules: OrderedDict,
-        branches: list[list[str]],
-        split: bool = False,
-        post: list[str] = (),
-    ):
+    def __init__(self, modules: OrderedDict, step):
         super().__init__(modules)
-        self._branches = tuple(tuple(b) for b in branches)
-        self._split = split
-        self._post = tuple(post)
+        self._step = step
 
     def chains(self) -> list[list[str]]:
-        return [list(b) for b in self._branches] + [list(self._post)]
+        return chains((self._step,))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inputs = x.chunk(len(self._branches), dim=1) if self._split else [x] * len(self._branches)
-        outputs = []
-        for branch, out in zip(self._branches, inputs):
-            for name in branch:
-                out = self._modules[name](out)
-            outputs.append(out)
-        out = torch.cat(outputs, 1)
-        for name in self._post:
-            out = self._modules[name](out)
-        return out
+        return concat(self, self._step, x)
 
 
 class Dense(_Children):
@@ -101,16 +131,17 @@ class Dense(_Children):
 
 
 class Gate(_Children):
-    """x * body(x): the body (this module's children, in order) computes a scale for x."""
+    """x * body(x): the body (this module's children, run by `program`) computes a scale for x."""
+
+    def __init__(self, modules: OrderedDict, program: tuple | None = None):
+        super().__init__(modules)
+        self._program = tuple(modules) if program is None else program  # default: in order
 
     def chains(self) -> list[list[str]]:
-        return [list(self._modules)]
+        return chains(self._program)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x
-        for layer in self._modules.values():
-            scale = layer(scale)
-        return x * scale
+        return x * run(self, self._program, x)
 
 
 class ChannelShuffle(nn.Module):
@@ -157,3 +188,28 @@ class StochasticDepth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode}"
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """Layer norm over the channels of an N×C×H×W map (torchvision's LayerNorm2d): channels
+    last, layer norm, and back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = x.permute(0, 3, 1, 2)
+        return x
+
+
+class Permute(nn.Module):
+    """The input's dimensions reordered (torchvision's Permute): a view."""
+
+    def __init__(self, dims: list[int]):
+        super().__init__()
+        self.dims = dims
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.permute(x, self.dims)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from archc import infer
 from archc.errors import Note
-from archc.ir import Node, splice
+from archc.ir import Node, splice, steps
 from archc.primitives import Shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,6 +32,7 @@ class ForwardWriter(Protocol):
     backend implements it). Children are already grouped (`CodegenForm.groups`) and built."""
 
     groups: list[str]  # the class's group names, in order (a merged class: every instance's)
+    source: str  # the variable holding forward's input (`x`; an inline parallel: its input)
 
     def chain(self, group: str, source: str, var: str) -> None:
         """Apply `group`'s modules in turn to the variable `source`, the result in `var` (`var =
@@ -90,7 +91,10 @@ class Combinator:
     # The pydantic model of its settings (residual, stage, dense); None: its value is its layers.
     options: ClassVar[type | None] = None
     fill: ClassVar[str] = "#cdbfe3"  # diagram colour of a collapsed box
-    inlinable: ClassVar[bool] = False  # may be `inline: true` (a sequence of the parent's layers)
+    inlinable: ClassVar[bool] = False  # may be `inline: true` (its layers registered on the parent)
+    # inline, it still runs as a whole (a parallel: its branches' layers are the parent's, the
+    # concatenation is its own); else its layers run in the parent's sequence
+    inline_step: ClassVar[bool] = False
     first_sees_input: ClassVar[bool] = False  # its first child receives its input unchanged
     codegen: ClassVar[CodegenForm] = CodegenForm()  # how generated code writes it
 
@@ -108,6 +112,15 @@ class Combinator:
         return infer.total(node)
 
     # ---- backends -------------------------------------------------------------------------
+
+    def form(self, node: Node) -> CodegenForm:
+        """How generated code writes this node (its combinator's `codegen`, unless the node
+        needs more, as a sequence with an inline parallel needs a forward of its own)."""
+        return self.codegen
+
+    def step(self, node: Node) -> Any:
+        """How an inline node of an `inline_step` combinator runs in its parent's module."""
+        raise NotImplementedError
 
     def activations(self, node: Node) -> int:
         """Activation elements per sample the combinator itself makes (a sum, a concatenation)."""
@@ -165,9 +178,25 @@ def leaf_names(node: Node) -> list[str]:
     return [n.name for n in splice([node])]
 
 
+@dataclass(frozen=True)
+class Concat:
+    """An inline parallel in its parent module's program: each branch's program run on the
+    input (`split`: on its chunk of the channels), concatenated on channels, then `post`."""
+
+    branches: tuple[tuple, ...]
+    split: bool = False
+    post: tuple = ()
+
+
+def program(nodes: list[Node]) -> tuple:
+    """How `nodes` run in the module they register in: the names of their modules in order,
+    an inline parallel as one `Concat` (torch_modules.run executes a program)."""
+    return tuple(n.combinator.step(n) if n.inline else n.name for n in steps(nodes))
+
+
 # The definitions register themselves on import, in this order (the README table's).
 # isort: off
-from archc.combinators import seq, residual, parallel, repeat, gate  # noqa: E402,F401
+from archc.combinators import seq, residual, parallel, repeat, gate, each  # noqa: E402,F401
 # isort: on
 
 __all__ = [
@@ -178,4 +207,6 @@ __all__ = [
     "combinator",
     "shares_input",
     "leaf_names",
+    "Concat",
+    "program",
 ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from archc.combinators import CodegenForm, Combinator, combinator, shares_input
-from archc.ir import Node, splice
+from archc.combinators import CodegenForm, Combinator, combinator, program, shares_input
+from archc.ir import Node, runs
 from archc.primitives import Shape, ShapeError, fmt_shape
 
 
@@ -57,12 +57,12 @@ class Gate(Combinator):
         return math.prod(node.out_shape)  # the product
 
     def chains(self, node):
-        return [splice(node.children)]
+        return runs(node.children)
 
     def build(self, node, modules):
         from archc.backends.torch_modules import Gate
 
-        return Gate(modules)
+        return Gate(modules, program(node.children))
 
     def draw(self, d, node, src, level, into):
         body = d.chain(node.children, src, level, into)

@@ -6,8 +6,8 @@ import math
 import re
 
 from archc import infer
-from archc.combinators import CodegenForm, Combinator, combinator, leaf_names, shares_input
-from archc.ir import Node, splice
+from archc.combinators import CodegenForm, Combinator, Concat, combinator, program, shares_input
+from archc.ir import Node, runs
 from archc.primitives import ShapeError
 from archc.spec.schema import NAME_RE, check_name
 from archc.spec.schema import Parallel as Options
@@ -27,14 +27,15 @@ def groups(node: Node) -> list[tuple[str, list[Node]]]:
 
 
 def forward(w) -> None:
-    """Each branch on x (or its chunk of x) into a local named after it; their concatenation,
-    through the post layers when there are any."""
+    """Each branch on the input (or its chunk of it) into a local named after it; their
+    concatenation, through the post layers when there are any. (Inline, the input is the
+    output of the layers before it, and the result is assigned instead of returned.)"""
     branches = [g for g in w.groups if g != "post"]
     names = [g.removeprefix(CHUNK) for g in branches]
-    sources = ["x"] * len(branches)
+    sources = [w.source] * len(branches)
     if branches and branches[0].startswith(CHUNK):
         sources = [w.local(f"x{i + 1}") for i in range(len(branches))]
-        w.line(f"{', '.join(sources)} = x.chunk({len(branches)}, dim=1)")
+        w.line(f"{', '.join(sources)} = {w.source}.chunk({len(branches)}, dim=1)")
     outs = []
     for group, name, source in zip(branches, names, sources):
         stem = re.sub(r"\W", "_", name)  # block1-0 -> block1_0
@@ -56,9 +57,12 @@ class Parallel(Combinator):
         "branches on the same input, concatenated on channels (Inception); `split: true` feeds "
         "each branch its own equal chunk of the channels instead, an empty branch (`[]`) being "
         "the identity; `post`: parameter-free layers after the concatenation (ShuffleNet's "
-        "`{channel_shuffle: 2}`)"
+        "`{channel_shuffle: 2}`); `inline: true` registers the branches' layers on the "
+        "enclosing module (SqueezeNet's Fire, Inception v3's split branches)"
     )
     fill = "#eab0c4"
+    inlinable = True  # its branches' layers registered on the block around it (SqueezeNet's Fire)
+    inline_step = True
     options = Options
     codegen = CodegenForm(
         base="nn.Module",
@@ -158,7 +162,7 @@ class Parallel(Combinator):
 
     def chains(self, node):
         branches = [c for c in node.children if c.role != "post"]
-        return [splice([b]) for b in branches] + [splice(node.role_children("post"))]
+        return [run for b in branches for run in runs([b])] + runs(node.role_children("post"))
 
     def depth(self, node, of):
         branches = max((of(b) for b in node.children if b.role != "post"), default=0)
@@ -167,19 +171,22 @@ class Parallel(Combinator):
     def build(self, node, modules):
         from archc.backends.torch_modules import Parallel
 
+        return Parallel(modules, self.step(node))
+
+    def step(self, node):
         branches = [c for c in node.children if c.role != "post"]
         split = bool(branches) and branches[0].role == "chunk"
-        post = [n for c in node.role_children("post") for n in leaf_names(c)]
-        return Parallel(modules, [leaf_names(c) for c in branches], split, post)
+        return Concat(tuple(program([b]) for b in branches), split, program(node.role_children("post")))
 
     def draw(self, d, node, src, level, into):
         branches = [c for c in node.children if c.role != "post"]
+        where = f"{node.path}/{node.name}" if node.inline else node.path  # inline: under its parent's path
         if branches and branches[0].role == "chunk":
-            chunk = d.place(into, node.path + "/chunk", "concat", f"chunk {len(branches)}")
+            chunk = d.place(into, where + "/chunk", "concat", f"chunk {len(branches)}")
             d.edge(src, chunk)
             src = d.port(chunk, branches[0].in_shape)
         outs = [d.draw(branch, src, level, into) for branch in branches]
-        cat = d.place(into, node.path + "/concat", "concat")
+        cat = d.place(into, where + "/concat", "concat")
         for out in outs:
             d.edge(out, cat)
         post = node.role_children("post")

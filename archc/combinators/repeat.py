@@ -22,6 +22,8 @@ def repeat(x, raw, path, scope, what):
     for key in ("depth", "start", "names", "block"):
         if key in value:
             value[key] = x.resolve(value[key], path + (key,), scope)
+    if isinstance(value.get("names"), str):  # variables of the scope filled in, {i} kept
+        value["names"] = x.pattern(value["names"], path + ("names",), scope, None)
     spec = x.validate(Repeat, value, path, scope, what)
     if spec.block not in scope.blocks:
         close = difflib.get_close_matches(spec.block, list(scope.blocks), n=1)
@@ -43,7 +45,7 @@ class Stage(Seq):
     )
 
     def expand(self, x, raw, path, name, scope, shape) -> Node:
-        from archc.expand import MAX_NODES
+        from archc.expand import MAX_NODES, refuse_branching
 
         spec, block, args = repeat(x, raw, path, scope, "stage")
         children = []
@@ -75,6 +77,7 @@ class Stage(Seq):
                 child.location, child.field_path = scope.here(path)
                 # a block that read its position differs from the next: expand each in full
                 last = (block_args, shape, child, x.count - before, x.position_reads != reads)
+            refuse_branching([child], "a stage")
             children.append(child)
             shape = child.out_shape
         node = Node(name, self.kind, children=children, repeats=spec.block)
@@ -102,7 +105,7 @@ class Dense(Combinator):
     codegen = CodegenForm(base="Dense", repeated=True, helper=DENSE)
 
     def expand(self, x, raw, path, name, scope, shape) -> Node:
-        from archc.expand import MAX_NODES
+        from archc.expand import MAX_NODES, refuse_branching
 
         spec, block, args = repeat(x, raw, path, scope, "dense")
         in_shape, children = shape, []
@@ -118,6 +121,7 @@ class Dense(Combinator):
                 shape = infer.concat([shape, child.out_shape], f"{name}: dense")
             except ShapeError as exc:
                 raise scope.error(str(exc), path) from None
+            refuse_branching([child], "a dense block")
             children.append(child)
         node = Node(name, self.kind, children=children, repeats=spec.block)
         return self.finish(node, in_shape, shape)

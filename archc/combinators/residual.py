@@ -8,8 +8,8 @@ import math
 from dataclasses import replace
 
 from archc import infer
-from archc.combinators import CodegenForm, Combinator, combinator, leaf_names, shares_input
-from archc.ir import Node, splice
+from archc.combinators import CodegenForm, Combinator, combinator, program, shares_input
+from archc.ir import Node, runs
 from archc.primitives import ShapeError
 from archc.spec.schema import Projection, check_module_name
 from archc.spec.schema import Residual as Options
@@ -78,7 +78,9 @@ class Residual(Combinator):
         spec = x.validate(
             self.options, resolve_options(x, raw, path, scope, ("post",)), path, scope, "residual"
         )
-        body = x.children(spec.body, path + ("body",), scope, shape, chain=True, role="body")
+        body = x.children(
+            spec.body, path + ("body",), scope, shape, chain=True, role="body", parameters=True
+        )
         if not body:
             raise scope.error("residual body is empty", path + ("body",))
         body_out = body[-1].out_shape
@@ -104,7 +106,11 @@ class Residual(Combinator):
             children.append(post)
         if shortcut is not None:
             shortcut.role = "shortcut"
-            children.append(shortcut)
+            # registered where the spec writes it: after the body (ResNet's downsample), or
+            # first when `shortcut:` comes before `body:` (RegNet's proj, then f)
+            keys = list(raw) if isinstance(raw, dict) else []
+            first = "shortcut" in keys and keys.index("shortcut") < keys.index("body")
+            children = [shortcut, *children] if first else [*children, shortcut]
         if settings.get(USE_RES_CONNECT, True):
             try:
                 infer.residual_sum(body_out, shortcut.out_shape if shortcut else shape)
@@ -164,7 +170,7 @@ class Residual(Combinator):
         return math.prod(node.out_shape) if connected(node) else 0  # the sum
 
     def chains(self, node):
-        return [splice(node.role_children(role)) for role in ROLES]
+        return [run for role in ROLES for run in runs(node.role_children(role))]
 
     def depth(self, node, of):
         longest = max(sum(of(c) for c in node.role_children(r)) for r in ("body", "shortcut"))
@@ -173,7 +179,7 @@ class Residual(Combinator):
     def build(self, node, modules):
         from archc.backends.torch_modules import Residual
 
-        roles = {r: [n for c in node.role_children(r) for n in leaf_names(c)] for r in ROLES}
+        roles = {r: program(node.role_children(r)) for r in ROLES}
         return Residual(modules, roles["body"], roles["shortcut"], roles["post"], connected(node))
 
     def draw(self, d, node, src, level, into):

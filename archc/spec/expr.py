@@ -1,8 +1,10 @@
 """A small arithmetic language for `${...}` values in specs — parsed, never `eval`ed.
 
 Only numbers, booleans, names bound by the caller, arithmetic, comparisons, `and`/`or`/
-`not`, `a if c else b` and a few pure functions are allowed. Results are bounded so an
-expression cannot allocate or loop its way out of the sandbox.
+`not`, `a if c else b`, lists (`[a, b]`, indexing, `+`, comprehensions `[f(x) for x in xs if
+c]`) and a few pure functions are allowed. Results are bounded so an expression cannot
+allocate or loop its way out of the sandbox: numbers up to 10**15, lists up to MAX_LIST
+items, and MAX_STEPS list items made or visited per evaluation.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 MAX_EXPR_CHARS = 500
 MAX_MAGNITUDE = 10**15  # far above any real width, depth or size
 MAX_EXPR_DEPTH = 50  # nesting of operations; real expressions have a handful
+MAX_LIST = 10_000  # items in one list: as many as a stage's blocks (RegNet's ramps have ~30)
+MAX_STEPS = 100_000  # list items made or visited by one evaluation (nested comprehensions)
 
 _BINARY = {
     ast.Add: operator.add,
@@ -65,6 +69,56 @@ def make_divisible(value: Any, divisor: Any = 8, min_value: Any = None) -> int:
     return rounded
 
 
+def _whole(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} is a whole number, not {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def _range(*args: Any) -> list[int]:
+    """Python's range as a list, refused past MAX_LIST items before anything is made."""
+    if not 1 <= len(args) <= 3:
+        raise TypeError(f"takes 1 to 3 arguments (stop; start, stop; start, stop, step), got {len(args)}")
+    numbers = [_whole(a, "each argument") for a in args]
+    if len(numbers) == 3 and numbers[2] == 0:
+        raise ValueError("the step cannot be 0")
+    span = range(*numbers)
+    if len(span) > MAX_LIST:
+        raise ValueError(f"gives {len(span):,} numbers; a list holds at most {MAX_LIST:,}")
+    return list(span)
+
+
+def _list(value: Any, what: str) -> list:
+    if not isinstance(value, list):
+        raise TypeError(f"{what} is a list, not {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def _len(value: Any) -> int:
+    return len(_list(value, "the argument"))
+
+
+def _sum(values: Any) -> Any:
+    for item in _list(values, "the argument"):
+        _number(item, "sum")
+    return sum(values)
+
+
+def _zip(*lists: Any) -> list[list]:
+    """Lists of the items at the same place in each list, as long as the shortest."""
+    return [list(items) for items in zip(*(_list(x, "each argument") for x in lists))]
+
+
+def _enumerate(values: Any, start: Any = 0) -> list[list]:
+    """[index, item] pairs, the index counting from `start`."""
+    return [[i, v] for i, v in enumerate(_list(values, "the first argument"), _whole(start, "start"))]
+
+
+def _log(value: Any, base: Any = None) -> float:
+    """The natural logarithm, or the logarithm to `base` (math.log)."""
+    return math.log(value) if base is None else math.log(value, base)
+
+
 FUNCTIONS = {
     "int": int,
     "float": float,
@@ -76,6 +130,13 @@ FUNCTIONS = {
     "floor": math.floor,
     "sqrt": math.sqrt,
     "make_divisible": make_divisible,
+    "log": _log,
+    "exp": math.exp,
+    "range": _range,
+    "len": _len,
+    "sum": _sum,
+    "zip": _zip,
+    "enumerate": _enumerate,
 }
 
 
@@ -85,7 +146,10 @@ class ExprError(ValueError):
 
 class ExprValueError(ExprError):
     """An expression that fails on the values it was given (a string where a number belongs,
-    an index past the end): the values are to blame as much as the expression."""
+    an index past the end): the values are to blame as much as the expression. `names` are
+    those read by the part that failed (`range(depth)` in a longer expression: depth)."""
+
+    names: set[str] | None = None
 
 
 def is_expression(value: Any) -> bool:
@@ -111,6 +175,7 @@ def parse(source: str) -> ast.Expression:
         allowed = (
             ast.Expression, ast.Constant, ast.Name, ast.Load, ast.BinOp, ast.UnaryOp,
             ast.BoolOp, ast.And, ast.Or, ast.Compare, ast.IfExp, ast.Call, ast.Subscript,
+            ast.List, ast.ListComp, ast.comprehension, ast.Store, ast.Tuple,
             *_BINARY, *_UNARY, *_COMPARE,
         )  # fmt: skip
         if not isinstance(node, allowed):
@@ -124,14 +189,31 @@ def parse(source: str) -> ast.Expression:
                 raise ExprError(f"unknown function; allowed: {', '.join(sorted(FUNCTIONS))}")
             if node.keywords:
                 raise ExprError("keyword arguments are not allowed in expressions")
+        if isinstance(node, ast.Tuple) and not isinstance(node.ctx, ast.Store):
+            raise ExprError("tuples are not allowed in expressions; write a list [a, b]")
+        if isinstance(node, ast.comprehension) and not _target_names(node.target):
+            raise ExprError("a comprehension's variable is a name or names (for w, g in zip(ws, gs))")
     return tree
 
 
+def _target_names(target: ast.AST) -> list[str]:
+    """The names a comprehension binds (`x`, or `a, b` unpacking a pair); [] if not names."""
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, ast.Tuple) and all(isinstance(e, ast.Name) for e in target.elts):
+        return [e.id for e in target.elts]
+    return []
+
+
 def names(source: str) -> set[str]:
-    """Variable names an expression reads (functions excluded)."""
+    """Variable names an expression reads (functions and comprehension variables excluded)."""
     tree = parse(source)
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in called}
+    bound = {x for n in ast.walk(tree) if isinstance(n, ast.comprehension) for x in _target_names(n.target)}
+    return {
+        n.id for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and id(n) not in called and n.id not in bound
+    }  # fmt: skip
 
 
 def _show(number: int | float) -> str:
@@ -150,7 +232,7 @@ def culprits(source: str, env: Mapping[str, Any]) -> set[str]:
     blamed: set[str] = set()
     for part in body.values:
         try:
-            ok = _eval(part, env)
+            ok = _eval(part, env, _Steps())
         except ExprError:
             ok = False
         if not ok:
@@ -177,9 +259,87 @@ def _check(value: Any) -> Any:
     return value
 
 
-def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
+class _Steps:
+    """The list items an evaluation may still make or visit (MAX_STEPS in all)."""
+
+    def __init__(self) -> None:
+        self.left = MAX_STEPS
+
+    def take(self, count: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise ExprValueError(f"expression makes or visits more than {MAX_STEPS:,} list items")
+
+
+class _Local(Mapping):
+    """The variables of a comprehension's body: its own over the enclosing ones (read through,
+    never copied, so a stage block's position is still counted when read)."""
+
+    def __init__(self, own: dict[str, Any], outer: Mapping[str, Any]):
+        self.own, self.outer = own, outer
+
+    def __getitem__(self, key: str) -> Any:
+        return self.own[key] if key in self.own else self.outer[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.own or key in self.outer
+
+    def __iter__(self):
+        return iter({**dict.fromkeys(self.outer), **self.own})
+
+    def __len__(self) -> int:
+        return len(set(self.outer) | set(self.own))
+
+
+def _bind(target: ast.AST, item: Any, own: dict[str, Any]) -> None:
+    names = _target_names(target)
+    if isinstance(target, ast.Name):
+        own[names[0]] = item
+        return
+    if not isinstance(item, list) or len(item) != len(names):
+        raise ExprValueError(f"cannot unpack {item!r:.40} into {len(names)} names ({', '.join(names)})")
+    own.update(zip(names, item))
+
+
+def _comprehension(node: ast.ListComp, env: Mapping[str, Any], steps: _Steps) -> list:
+    """[element for target in items if condition ...], generators nested left to right."""
+    out: list = []
+
+    def loop(level: int, scope: Mapping[str, Any]) -> None:
+        if level == len(node.generators):
+            if len(out) >= MAX_LIST:
+                raise ExprValueError(f"the comprehension makes more than {MAX_LIST:,} items")
+            out.append(_eval(node.elt, scope, steps))
+            return
+        generator = node.generators[level]
+        items = _eval(generator.iter, scope, steps)
+        if not isinstance(items, list):
+            raise ExprValueError(f"a comprehension goes over a list, not {type(items).__name__} {items!r:.40}")
+        for item in items:
+            steps.take(1)
+            own: dict[str, Any] = {}
+            _bind(generator.target, item, own)
+            inner = _Local(own, scope)
+            if all(_eval(test, inner, steps) for test in generator.ifs):
+                loop(level + 1, inner)
+
+    loop(0, env)
+    return out
+
+
+def _eval(node: ast.AST, env: Mapping[str, Any], steps: _Steps) -> Any:
+    try:
+        return _eval_node(node, env, steps)
+    except ExprValueError as exc:
+        if exc.names is None:  # the innermost part that failed: the names it reads are to blame
+            called = {id(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)}
+            exc.names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and id(n) not in called}
+        raise
+
+
+def _eval_node(node: ast.AST, env: Mapping[str, Any], steps: _Steps) -> Any:
     if isinstance(node, ast.Expression):
-        return _eval(node.body, env)
+        return _eval(node.body, env, steps)
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Name):
@@ -189,8 +349,13 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
         return env[node.id]
     if isinstance(node, ast.BinOp):
         symbol = _SYMBOLS[type(node.op)]
-        left = _number(_eval(node.left, env), symbol)
-        right = _number(_eval(node.right, env), symbol)
+        left, right = _eval(node.left, env, steps), _eval(node.right, env, steps)
+        if isinstance(node.op, ast.Add) and isinstance(left, list) and isinstance(right, list):
+            if len(left) + len(right) > MAX_LIST:
+                raise ExprValueError(f"the joined list would have more than {MAX_LIST:,} items")
+            steps.take(len(left) + len(right))
+            return left + right
+        left, right = _number(left, symbol), _number(right, symbol)
         if isinstance(node.op, ast.Pow) and abs(right) > 64:
             raise ExprValueError("exponent is too large")
         try:
@@ -198,17 +363,17 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
         except (ZeroDivisionError, TypeError, OverflowError) as exc:
             raise ExprValueError(str(exc)) from None
     if isinstance(node, ast.UnaryOp):
-        operand = _eval(node.operand, env)
+        operand = _eval(node.operand, env, steps)
         if not isinstance(node.op, ast.Not):
             _number(operand, "unary " + ("-" if isinstance(node.op, ast.USub) else "+"))
         return _UNARY[type(node.op)](operand)
     if isinstance(node, ast.BoolOp):
-        values = (_eval(v, env) for v in node.values)
+        values = (_eval(v, env, steps) for v in node.values)
         return all(values) if isinstance(node.op, ast.And) else any(values)
     if isinstance(node, ast.Compare):
-        left = _eval(node.left, env)
+        left = _eval(node.left, env, steps)
         for op, comparator in zip(node.ops, node.comparators):
-            right = _eval(comparator, env)
+            right = _eval(comparator, env, steps)
             try:
                 if not _COMPARE[type(op)](left, right):
                     return False
@@ -217,23 +382,31 @@ def _eval(node: ast.AST, env: Mapping[str, Any]) -> Any:
             left = right
         return True
     if isinstance(node, ast.IfExp):
-        return _eval(node.body if _eval(node.test, env) else node.orelse, env)
+        return _eval(node.body if _eval(node.test, env, steps) else node.orelse, env, steps)
     if isinstance(node, ast.Subscript):
-        seq, index = _eval(node.value, env), _eval(node.slice, env)
+        seq, index = _eval(node.value, env, steps), _eval(node.slice, env, steps)
         if not isinstance(seq, list) or not isinstance(index, int) or isinstance(index, bool):
             raise ExprValueError("only a list can be indexed, and only by an integer")
         if not -len(seq) <= index < len(seq):
             raise ExprValueError(f"index {index} is out of range for a list of {len(seq)}")
         return seq[index]
+    if isinstance(node, ast.List):
+        steps.take(len(node.elts))
+        return [_eval(e, env, steps) for e in node.elts]
+    if isinstance(node, ast.ListComp):
+        return _comprehension(node, env, steps)
     if isinstance(node, ast.Call):
-        args = [_eval(a, env) for a in node.args]
+        args = [_eval(a, env, steps) for a in node.args]
         try:
-            return _check(FUNCTIONS[node.func.id](*args))
+            result = _check(FUNCTIONS[node.func.id](*args))
         except (TypeError, ValueError, OverflowError) as exc:
             raise ExprValueError(f"{node.func.id}(): {exc}") from None
+        if isinstance(result, list):
+            steps.take(len(result))
+        return result
     raise ExprError(f"'{type(node).__name__}' is not allowed")  # pragma: no cover
 
 
 def evaluate(source: str, env: Mapping[str, Any]) -> Any:
     """Evaluate an expression (without the `${}`) with the given variables."""
-    return _check(_eval(parse(source), env))
+    return _check(_eval(parse(source), env, _Steps()))

@@ -6,7 +6,7 @@ import keyword
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, Strict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from archc.primitives import MAX_CHANNELS, Float32, StrictModel
@@ -68,11 +68,11 @@ class InitRule(StrictModel):
 
     kind: Literal[
         "default", "zeros", "ones", "constant", "normal", "trunc_normal", "uniform",
-        "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan",
+        "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan", "normal_fan",
     ]  # fmt: skip
     """The initialiser (a torch.nn.init function)."""
     args: dict[str, Annotated[float, Strict(), Field(allow_inf_nan=False), Float32] | Literal["fan_in", "fan_out", "relu", "leaky_relu", "linear", "sigmoid"]] = {}
-    """The initialiser's arguments (mean, std, a, b, val, gain, mode, nonlinearity)."""
+    """The initialiser's arguments (mean, std, a, b, val, gain, mode, nonlinearity, scale)."""
 
     @model_validator(mode="after")
     def _torch_accepts(self) -> InitRule:
@@ -92,7 +92,7 @@ class InitRule(StrictModel):
 
 
 INIT_CHOICES = {"mode": ("fan_in", "fan_out"), "nonlinearity": ("relu", "leaky_relu", "linear", "sigmoid")}
-FAN_BASED = frozenset({"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan"})
+FAN_BASED = frozenset({"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "uniform_fan", "normal_fan"})
 
 
 INIT_ARGS = {
@@ -108,7 +108,17 @@ INIT_ARGS = {
     "xavier_normal": {"gain"},
     "xavier_uniform": {"gain"},
     "uniform_fan": {"mode"},  # uniform(±1/sqrt(fan)), EfficientNet's linear (mode: fan_out)
+    "normal_fan": {"mode", "scale"},  # normal(0, sqrt(scale/fan)), RegNet's convs (fan_out, 2.0)
 }
+
+
+def _freeze_pattern(pattern: str) -> str:
+    if not pattern or not pattern.isprintable() or any(c.isspace() for c in pattern):
+        raise ValueError("a freeze pattern is a module path or glob pattern without spaces, e.g. layer1 or 'layer[1-3]'")
+    return pattern
+
+
+FreezePattern = Annotated[str, AfterValidator(_freeze_pattern)]
 
 
 class SpecHeader(StrictModel):
@@ -123,6 +133,12 @@ class SpecHeader(StrictModel):
     """Input shape without the batch: [channels, height, width] or [features]."""
     params: dict[str, ArgValue] = {}
     """Model parameters, usable in ${...} expressions."""
+    let: dict[str, Any] = {}
+    """Values derived from the params, in order (each a ${...} that may read the params and the
+    lets before it; lists too), usable in ${...} expressions like params: a design space's
+    parameters turned into stage widths and depths."""
+    requires: list[str] = []
+    """Conditions (${...} expressions over the params and lets) a variant or --set must meet."""
     init: dict[str, dict[str, Any]] = {}
     """Weight initialisation by layer kind: {conv: {weight: initialiser, bias: initialiser}}."""
     blocks: dict[str, Any] = {}
@@ -130,17 +146,25 @@ class SpecHeader(StrictModel):
     defaults: dict[str, dict[str, Any]] = {}
     """Settings every layer of a kind gets unless it sets them itself, inside blocks too: {batchnorm: {eps: 0.001}}."""
     outputs: list[str] = []
-    """Train-mode outputs, in order: the main output's name, then the heads' outputs (each head's
-    `output`); heads switched off by `if` are left out. Default: out, then the heads in body order."""
+    """What the model returns, in order. Each entry is a layer's module path (a feature tap: its
+    output; a top-level layer, or one inside sequences: layer3.2), a head's `output`, or (first,
+    in a model with heads and no taps) the main output's name. With a tap the model returns a dict {entry: tensor} in train and eval mode
+    (heads' entries in train mode only); without, in train mode the namedtuple of the main
+    output and the heads' (heads switched off by `if` left out). Default: out, then the heads
+    in body order."""
+    include_top: Annotated[bool, Strict()] = True
+    """false: leave out the top-level layers after the last tap in outputs (the classifier):
+    a feature extractor, as timm's features_only."""
+    freeze: list[FreezePattern] = []
+    """Modules to freeze for fine-tuning, by path or glob pattern ([conv1, bn1, "layer[1-3]"]):
+    their parameters get no gradients and they stay in eval mode when the model is put in train
+    mode, so their batch norms keep their running statistics. A pattern must match a module."""
     body: dict[str, Any] | list[Any]
     """The network: named layers in order (a mapping) or a list of layers."""
 
     @field_validator("outputs")
     @classmethod
     def _outputs(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if check_name(name):
-                raise ValueError(f"{name!r}: outputs are Python identifiers (the fields of the output tuple)")
         if len(set(value)) != len(value):
             raise ValueError("outputs names each output once")
         return value
@@ -208,7 +232,8 @@ class Repeat(StrictModel):
     depth: Annotated[int, Strict(), Field(ge=1, le=MAX_DEPTH_PER_STAGE)]
     """How many blocks."""
     names: str = "{i}"
-    """Pattern naming each block, with one {i}."""
+    """Pattern naming each block, with one {i} (its number); {name} fills in a whole-number
+    variable in scope (block{s}-{i} inside a for over s)."""
     start: Annotated[int, Strict(), Field(ge=0)] = 0
     """The first block's number."""
 
@@ -275,3 +300,26 @@ class Parallel(StrictModel):
     post: Any = None
     """Parameter-free layers after the concatenation, children of the block after the branches
     (e.g. {channel_shuffle: 2}), or none."""
+
+
+class For(StrictModel):
+    """`for`: one copy of `body` per item of a list, in sequence."""
+
+    each: list[Any]
+    """The items (usually a ${...} list: range(len(widths)))."""
+    var: str = Field("item", alias="as")
+    """The variable the body reads the item as."""
+    names: str = "{i}"
+    """Pattern naming each copy: {i} its number (from start), {var} any whole-number variable."""
+    start: Annotated[int, Strict(), Field(ge=0)] = 0
+    """The first copy's number."""
+    body: Any
+    """The layer repeated (one node; a stage, a block, a seq...)."""
+
+    @field_validator("var")
+    @classmethod
+    def _var(cls, value: str) -> str:
+        problem = check_name(value)
+        if problem:
+            raise ValueError(problem)
+        return value

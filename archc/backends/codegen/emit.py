@@ -83,8 +83,10 @@ class Emitter:
     def expr(self, p: Any, loop: str | None = None) -> Expr:
         if isinstance(p, LayerCall):
             items: list[Expr] = [Atom(value_text(h, loop)) for h in p.args]
+            if p.parameter:  # nn.Parameter(torch.full([size...], fill_value=...))
+                items = [Call("", items, "[", "]", collection=True)]
             items += [Prefixed(f"{k}=", Atom(value_text(h, loop))) for k, h in p.kwargs.items()]
-            return Call(p.ref, items)
+            return Call("nn.Parameter", [Call(p.ref, items)]) if p.parameter else Call(p.ref, items)
         if isinstance(p, ClassCall):
             items = []
             for param in p.klass.params:
@@ -326,17 +328,20 @@ class Emitter:
         return lines, var
 
     def chain(self, entries: list[Child], source: str, var: str) -> list[str]:
-        """Lines applying a chain of child modules to `source`, leaving the result in `var`."""
+        """Lines applying a chain of child modules to `source`, leaving the result in `var` (a
+        learnable tensor multiplies it)."""
         lines: list[str] = []
         current = source
         for one in entries:
             module = access(one.name)
+            parameter = isinstance(one.term, LayerCall) and one.term.parameter
+            applied = f"{module} * {current}" if parameter else f"{module}({current})"
             if one.flag is not None:
                 if current != var:
                     lines.append(f"{var} = {current}")
-                lines += [f"if {module} is not None:", f"    {var} = {module}({current})"]
+                lines += [f"if {module} is not None:", f"    {var} = {applied}"]
             else:
-                lines.append(f"{var} = {module}({current})")
+                lines.append(f"{var} = {applied}")
             current = var
         if current != var:
             lines.append(f"{var} = {current}")

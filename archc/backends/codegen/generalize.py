@@ -113,7 +113,7 @@ class AntiUnifier:
                 for t in terms
             ]
             kwargs[key] = self.hole(column, f"{origin}_{key}")
-        return LayerCall(first.cls, args, kwargs, own=first.own)
+        return LayerCall(first.cls, args, kwargs, own=first.own, parameter=first.parameter)
 
     def entries(self, lists: list, positional: bool, origin: str, *, optional: bool) -> list:
         """Align entries by name (or position), Reps by position; an entry some lack is optional."""

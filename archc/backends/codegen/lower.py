@@ -15,6 +15,7 @@ from typing import Any
 from archc.backends.codegen.names import MISSING, Var
 from archc.backends.codegen.terms import (
     INLINE,
+    SEP,
     Child,
     ClassCall,
     Container,
@@ -23,7 +24,7 @@ from archc.backends.codegen.terms import (
     RepeatedBlocks,
     unknown,
 )
-from archc.ir import Node, splice
+from archc.ir import Node, splice, steps
 from archc.primitives import pair_or_int
 
 
@@ -49,7 +50,7 @@ class Lowering:
     def term(self, node: Node) -> Any:
         if node.is_primitive:
             return self.leaf(node)
-        form = node.combinator.codegen
+        form = node.combinator.form(node)
         if node.template is not None:
             return ClassCall(self.instance(node, ("block", node.template.name)))
         if form.own_class:
@@ -67,7 +68,7 @@ class Lowering:
                 kwargs[k] = Var(tags[k], field_value(node.params, k))
         if layer.own and layer.cls not in self.own:
             self.own.append(layer.cls)
-        return LayerCall(layer.cls, args, kwargs, node.params, own=layer.own)
+        return LayerCall(layer.cls, args, kwargs, node.params, own=layer.own, parameter=layer.parameter)
 
     def instance(self, node: Node, key: tuple, kind: str | None = None) -> Instance:
         inst = Instance(
@@ -77,15 +78,16 @@ class Lowering:
             node.out_shape,
             node.template.args if node.template is not None else None,
             order=len(self.instances),
-            form=node.combinator.codegen,
+            form=node.combinator.form(node),
             settings=dict(node.settings),
             position=node.template.position if node.template is not None else {},
         )
         self.instances.append(inst)
         if inst.form.groups is not None:
             inst.groups = [
-                (name, [one for child in group for one in self.flat(child)])
-                for name, group in inst.form.groups(node)
+                (name, [one for child in members for one in self.flat(child)])
+                for group, nodes in inst.form.groups(node)
+                for name, members in structured(group, nodes)
             ]
         else:  # an inline block spliced into a numbered list is numbered too
             inst.positional = inst.kind == INLINE or is_positional(node)
@@ -96,7 +98,7 @@ class Lowering:
     def entries(self, node: Node, positional: bool) -> list:
         """A container's children, stages and dense blocks as RepeatedBlocks, inline groups spliced in:
         an inline block in a numbered list as a call of a function returning its layers."""
-        form = node.combinator.codegen
+        form = node.combinator.form(node)
         if form.repeated:
             return [RepeatedBlocks([self.flat(c) for c in node.children], head=form.first_differs)]
         out: list = []
@@ -118,6 +120,31 @@ class Lowering:
     def flat(self, node: Node) -> list[Child]:
         leaves = splice([node])
         return [Child(leaf.name, self.term(leaf), leaf.out_shape) for leaf in leaves]
+
+
+def structured(name: str, nodes: list[Node]) -> list[tuple[str, list[Node]]]:
+    """A group of children as a generated forward runs it: `(name, nodes)` when they run one
+    after another; with an inline parallel among them, one group per run of layers
+    (`name SEP i`, i its first step) and, for an inline parallel at step i, its own groups each
+    under `name SEP i:kind:parallel SEP` (recursively), which `render.ForwardWriter` reads back."""
+    parts = steps(nodes)
+    if not any(node.inline for node in parts):
+        return [(name, nodes)]
+    out: list[tuple[str, list[Node]]] = []
+    start, run = 0, []
+    for i, node in enumerate(parts):
+        if not node.inline:
+            start, run = (i, [node]) if not run else (start, [*run, node])
+            continue
+        if run:
+            out.append((f"{name}{SEP}{start}", run))
+            run = []
+        prefix = f"{name}{SEP}{i}:{node.kind}:{node.name}"
+        for group, members in node.combinator.form(node).groups(node):
+            out += structured(f"{prefix}{SEP}{group}", members)
+    if run:
+        out.append((f"{name}{SEP}{start}", run))
+    return out
 
 
 def makes(groups: list[tuple[str, list]]) -> Iterator[ClassCall]:
@@ -164,6 +191,7 @@ class WeightedLayer:
     has_weight: bool
     has_bias: bool
     own: bool = False
+    path: str = ""
 
     @property
     def ref(self) -> str:
@@ -178,5 +206,5 @@ def weighted_layers(tree: Node, kinds: set[str]) -> dict[str, list[WeightedLayer
             layer = node.primitive.torch_layer(node.params, node.in_shape)
             has = node.param_count > 0
             bias = has and getattr(node.params, "bias", True) is not False
-            out.setdefault(node.kind, []).append(WeightedLayer(layer.cls, has, bias, layer.own))
+            out.setdefault(node.kind, []).append(WeightedLayer(layer.cls, has, bias, layer.own, node.path))
     return out

@@ -37,7 +37,8 @@ ARG_NAMES = {  # positional arguments of the nn layers archc emits, for naming c
 FAMILY_NAMES = {  # how architecture names are capitalised, for the model's class name
     "alexnet": "AlexNet", "densenet": "DenseNet", "googlenet": "GoogLeNet", "lenet": "LeNet",
     "mobilenet": "MobileNet", "nin": "NiN", "resnet": "ResNet", "resnext": "ResNeXt",
-    "vgg": "VGG", "inception": "Inception", "efficientnet": "EfficientNet",
+    "vgg": "VGG", "inception": "Inception", "efficientnet": "EfficientNet", "convnext": "ConvNeXt",
+    "cnblock": "CNBlock",
 }  # fmt: skip
 
 

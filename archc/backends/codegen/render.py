@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tokenize
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,7 +28,7 @@ from archc.backends.codegen.names import (
     shape_text,
 )
 from archc.backends.codegen.probe import Probe, probe
-from archc.backends.codegen.terms import INLINE, MODEL, Child, Hole
+from archc.backends.codegen.terms import INLINE, MODEL, SEP, Child, Hole
 from archc.combinators import COMBINATORS
 from archc.compiler import Spec
 from archc.outputs import MARKER
@@ -86,12 +87,16 @@ class ForwardWriter:
         settings: dict[str, Hole] | None = None,
     ):
         self.entries = dict(groups)  # every child of such a class is named: no runs
-        self.groups = list(self.entries)
+        # a structured group (`lower.structured`, an inline parallel in it) by its first part
+        self.groups = list(dict.fromkeys(name.split(SEP)[0] for name in self.entries))
+        self.source = "x"
         self.emitter, self.indent = emitter, indent
         self.settings = settings or {}
         self.names = Namespace(LOCALS)
         self.lines: list[str] = []
         self.init: list[str] = []  # `self.name = argument` for the settings forward reads
+        # an inline parallel's result assigned: (its first line, its end, var, call)
+        self.assigned: tuple[int, int, str, Call] | None = None
 
     def setting(self, name: str, default: Any) -> Any:
         hole = self.settings.get(name)
@@ -103,23 +108,84 @@ class ForwardWriter:
         return f"self.{name}"
 
     def chain(self, group: str, source: str, var: str) -> None:
-        lines = self.emitter.chain(self.entries.get(group, []), source, var)
-        self.lines += indent_lines(lines, self.indent)
+        parts = under(self.entries, group)
+        if group in self.entries or not parts:
+            lines = self.emitter.chain(self.entries.get(group, []), source, var)
+            self.lines += indent_lines(lines, self.indent)
+            return
+        current = source  # a structured group: its runs in turn, an inline parallel's forward
+        for part in parts:  # `i` (a run of layers) or `i:kind:name` (an inline parallel)
+            if part.isdigit():
+                self.chain(f"{group}{SEP}{part}", current, var)
+            else:
+                kind = part.split(":", 2)[1]
+                COMBINATORS[kind].codegen.forward(Inline(self, f"{group}{SEP}{part}", current, var))
+            current = var
 
     def local(self, name: str) -> str:
         return self.names.create_name(name)
 
     def line(self, statement: str) -> None:
+        if self.assigned is not None:
+            start, end, var, call = self.assigned
+            if end == len(self.lines) and statement == f"return {var}":
+                self.lines[start:] = layout(call, self.indent, lead="return ")  # return cat(...)
+                return
+        self.assigned = None
         self.lines.append(" " * self.indent + statement)
 
+    def assign(self, var: str, call: Call) -> None:
+        """`var = call`, the result of an inline parallel (returned directly if forward then
+        returns var)."""
+        start = len(self.lines)
+        self.lines += layout(call, self.indent, lead=f"{var} = ")
+        self.assigned = (start, len(self.lines), var, call)
+
     def returns(self, function: str, args: list[str | list[str]]) -> None:
-        items: list[Expr] = [
-            Call("", [Atom(a) for a in arg], "[", "]", collection=True)
-            if isinstance(arg, list)
-            else Atom(arg)
-            for arg in args
-        ]
-        self.lines += layout(Call(function, items), self.indent, lead="return ")
+        self.lines += layout(Call(function, call_items(args)), self.indent, lead="return ")
+
+
+def under(entries: dict, group: str) -> list[str]:
+    """The next parts of the structured groups under `group`, in order."""
+    prefix = group + SEP
+    return list(dict.fromkeys(n[len(prefix) :].split(SEP)[0] for n in entries if n.startswith(prefix)))
+
+
+class Inline:
+    """The ForwardWriter an inline parallel's forward writes with, inside its parent's forward:
+    its groups are those under `prefix`, its input is `source`, and what it would return is
+    assigned to `var` instead."""
+
+    def __init__(self, parent: ForwardWriter, prefix: str, source: str, var: str):
+        self.parent, self.prefix, self.source, self.var = parent, prefix, source, var
+        self.groups = under(parent.entries, prefix)
+
+    def chain(self, group: str, source: str, var: str) -> None:
+        self.parent.chain(f"{self.prefix}{SEP}{group}", source, var)
+
+    def local(self, name: str) -> str:
+        return self.parent.local(name)
+
+    def setting(self, name: str, default: Any) -> Any:
+        return self.parent.setting(name, default)
+
+    def line(self, statement: str) -> None:
+        if statement.startswith("return "):
+            value = statement.removeprefix("return ")
+            if value == self.var:
+                return
+            statement = f"{self.var} = {value}"
+        self.parent.line(statement)
+
+    def returns(self, function: str, args: list[str | list[str]]) -> None:
+        self.parent.assign(self.var, Call(function, call_items(args)))
+
+
+def call_items(args: list[str | list[str]]) -> list[Expr]:
+    return [
+        Call("", [Atom(a) for a in arg], "[", "]", collection=True) if isinstance(arg, list) else Atom(arg)
+        for arg in args
+    ]
 
 
 def class_view(klass: ClassDef, emitter: Emitter) -> ClassView:
@@ -155,33 +221,66 @@ def indent_lines(lines: list[str], indent: int) -> list[str]:
 
 
 def init_lines(spec: Spec, indent: int) -> list[str]:
-    """The spec's init rules as torchvision writes them: one pass over self.modules()."""
-    kinds = weighted_layers(spec.tree, set(spec.init))
+    """The spec's init rules as torchvision writes them: one pass over self.modules() (with
+    rules by path, self.named_modules(), the layers they select tested by name)."""
+    by_path = {p for rule in spec.init_paths for p in rule.paths}
+    order = [*spec.init, *(n.kind for n in spec.tree.walk() if n.path in by_path and n.is_primitive)]
+    kinds = weighted_layers(spec.tree, set(order))
     lines: list[str] = []
     pad = " " * indent
-    for kind, rules in spec.init.items():
+    for kind in dict.fromkeys(order):
         nodes = kinds.get(kind)
-        active = {t: r for t, r in rules.items() if r.kind != "default"}
-        if not nodes or not active:
+        if not nodes:
             continue
         classes = list(dict.fromkeys(n.ref for n in nodes))
         test = classes[0] if len(classes) == 1 else "(" + ", ".join(classes) + ")"
+        effective = [
+            {t: r for t, r in spec.init_for(kind, n.path).items() if r.kind != "default"}
+            for n in nodes
+        ]
         body = []
-        for tensor, rule in active.items():
-            has = [n.has_bias if tensor == "bias" else n.has_weight for n in nodes]
-            if not any(has):
-                continue
-            calls = initialiser_calls(rule, tensor, classes)
-            body += [f"if m.{tensor} is not None:", *("    " + c for c in calls)] if not all(has) else calls
+        for tensor in dict.fromkeys(t for rules in effective for t in rules):
+            default = spec.init.get(kind, {}).get(tensor)
+            default = default if default is not None and default.kind != "default" else None
+            cases: list[tuple] = []  # (rule, layers), the kind's own rule last
+            for node, rules in zip(nodes, effective):
+                rule = rules.get(tensor)
+                case = next((c for c in cases if c[0] == rule), None)
+                if case is None:
+                    cases.append(case := (rule, []))
+                case[1].append(node)
+            cases.sort(key=lambda c: c[0] == default)
+            branches = 0  # `if name ...` cases written so far
+            for rule, members in cases:
+                calls = tensor_calls(rule, tensor, members, classes) if rule is not None else []
+                if not calls:
+                    continue
+                if rule == default:
+                    body += ["else:", *("    " + c for c in calls)] if branches else calls
+                    continue
+                names = [json.dumps(n.path) for n in members]
+                which = f"name == {names[0]}" if len(names) == 1 else f"name in ({', '.join(names)})"
+                body += [f"{'elif' if branches else 'if'} {which}:", *("    " + c for c in calls)]
+                branches += 1
         if body:
             lines.append(pad + f"    {'elif' if lines else 'if'} isinstance(m, {test}):")
             lines += [pad + "        " + line for line in body]
-    return [pad + "for m in self.modules():", *lines] if lines else []
+    loop = "for name, m in self.named_modules():" if by_path else "for m in self.modules():"
+    return [pad + loop, *lines] if lines else []
+
+
+def tensor_calls(rule, tensor: str, layers: list, classes: list[str]) -> list[str]:
+    """One rule's statements for `m.<tensor>` of `layers`, tested for None where some lack it."""
+    has = [n.has_bias if tensor == "bias" else n.has_weight for n in layers]
+    if not any(has):
+        return []
+    calls = initialiser_calls(rule, tensor, classes)
+    return calls if all(has) else [f"if m.{tensor} is not None:", *("    " + c for c in calls)]
 
 
 def initialiser_calls(rule, tensor: str, classes: list[str]) -> list[str]:
     """The statements applying one init rule to `m.<tensor>` (`classes`: the layers' classes)."""
-    if rule.kind != "uniform_fan":
+    if rule.kind not in ("uniform_fan", "normal_fan"):
         args = "".join(f", {k}={literal(v)}" for k, v in rule.args.items())
         return [f"nn.init.{rule.kind}_(m.{tensor}{args})"]
     fan_out = rule.args.get("mode", "fan_in") == "fan_out"
@@ -189,6 +288,9 @@ def initialiser_calls(rule, tensor: str, classes: list[str]) -> list[str]:
         fan = "m.out_features" if fan_out else "m.in_features"
     else:  # a weight's fans as torch.nn.init computes them
         fan = f"m.{tensor}.shape[0] * m.{tensor}[0][0].numel()" if fan_out else f"m.{tensor}[0].numel()"
+    if rule.kind == "normal_fan":  # as torchvision's RegNet writes it
+        scale = literal(float(rule.args.get("scale", 1.0)))
+        return [f"fan = {fan}", f"nn.init.normal_(m.{tensor}, mean=0.0, std=math.sqrt({scale} / fan))"]
     return [f"init_range = 1.0 / math.sqrt({fan})", f"nn.init.uniform_(m.{tensor}, -init_range, init_range)"]
 
 
@@ -229,7 +331,7 @@ def _generate(spec: Spec, source: str | None) -> str:
     for cls in lowering.own:  # archc's own module classes keep their names
         module.reserve(cls)
     model.name = module.create_name(camel(spec.name))
-    outputs = module.create_name(f"{camel(spec.name)}Outputs") if spec.heads else ""
+    outputs = module.create_name(f"{camel(spec.name)}Outputs") if spec.heads and not spec.taps else ""
     # the function is named after the file (a family's after the variant), as torchvision's are
     stem = spec.variant or Path(spec.file).stem
     factory = module.create_name(
@@ -300,10 +402,22 @@ def header(spec: Spec, source: str | None, found: Probe) -> list[str]:
         else f"{spec.macs:,} MACs"
     )
     parts.append(
-        f"Model {spec.name}: input {shape_text(spec.input_shape)}, output {shape_text(spec.output_shape)}; "
+        f"Model {spec.name}: input {shape_text(spec.input_shape)}, output {outputs_text(spec)}; "
         f"{spec.param_count:,} parameters, {macs}."
     )
     return docstring("\n\n".join(parts), 0)
+
+
+def outputs_text(spec: Spec) -> str:
+    """The model's output shape; with taps, the dict's keys and shapes (`{layer2: 512x28x28,
+    ...}`, heads marked as train mode only)."""
+    if not spec.taps:
+        return shape_text(spec.output_shape)
+    items = [
+        f"{key}: {shape_text(node.out_shape)}" + (" (train)" if node.head else "")
+        for key, node in spec.output_nodes().items()
+    ]
+    return "{" + ", ".join(items) + "}"
 
 
 def outputs_class(spec: Spec, name: str) -> str:
@@ -351,6 +465,52 @@ def head_forward(spec: Spec, entries: list, outputs: str) -> dict:
     return {"lines": lines, "returns": outputs, "tail": [], "methods": method}
 
 
+def tap_forward(spec: Spec) -> dict:
+    """forward of a model with feature taps: the layers in turn, a tapped layer's output kept in
+    a variable named after it (a sequence holding a tap deeper down written out layer by layer;
+    heads, in train mode, on the output they read), then the dict of the outputs in the spec's
+    order (heads' only when they ran), as the live build returns it."""
+    outputs = spec.output_nodes()
+    local = Namespace(set(LOCALS))
+    var = {node.path: local.create_name(key.replace(".", "_")) for key, node in outputs.items()}
+    holders = {n.path.rsplit(".", i)[0] for n in outputs.values() for i in range(1, n.path.count(".") + 1)}
+    lines = [f"        {var[n.path]}: torch.Tensor | None = None" for n in spec.head_order()]
+
+    def run(node, reach: str, current: str) -> str:
+        if node.path in holders:
+            for i, child in enumerate(node.registered()):
+                step = f"{reach}.{child.name}" if is_attribute(child.name) else f"{reach}[{i}]"
+                current = run(child, step, current)
+            return current
+        target = var[node.path] if node.tap else "x"
+        nonlocal lines
+        lines += layout(Call(reach, [Atom(current)], comment=shape_text(node.out_shape)), 8, lead=f"{target} = ")
+        return target
+
+    current = "x"
+    for node in spec.tree.registered():
+        if node.head is not None:
+            continue
+        current = run(node, access(node.name), current)
+        for head in spec.heads:
+            if head.head.source == node.name:
+                lines.append("        if self.training:")
+                call = Call(access(head.name), [Atom(current)], comment=shape_text(head.out_shape))
+                lines += layout(call, 12, lead=f"{var[head.path]} = ")
+    if not spec.heads:
+        items = [Atom(f"{literal(key)}: {var[node.path]}") for key, node in outputs.items()]
+        lines += layout(Call("", items, "{", "}", collection=True), 8, lead="return ")
+        return {"lines": lines, "returns": "dict[str, torch.Tensor]", "tail": []}
+    result = local.create_name("outputs")
+    lines.append(f"        {result}: dict[str, torch.Tensor] = {{}}")
+    for key, node in outputs.items():
+        if node.head is None:
+            lines.append(f"        {result}[{literal(key)}] = {var[node.path]}")
+        else:
+            lines += [f"        if {var[node.path]} is not None:", f"            {result}[{literal(key)}] = {var[node.path]}"]
+    return {"lines": lines, "returns": "dict[str, torch.Tensor]", "tail": [f"        return {result}"]}
+
+
 def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe, outputs: str = "") -> ClassView:
     entries = model.groups[0][1]
     explicit = (
@@ -358,13 +518,16 @@ def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe, out
     )
     if outputs and (model.positional or not all(isinstance(e, Child) for e in entries)):
         raise ValueError("a model with heads has named top-level layers")  # the body is a mapping
-    explicit = explicit or bool(outputs)
-    doc = f"The {spec.name} network: {shape_text(spec.input_shape)} in, {shape_text(spec.output_shape)} out."
+    explicit = explicit or bool(outputs) or bool(spec.taps)
+    doc = f"The {spec.name} network: {shape_text(spec.input_shape)} in, {outputs_text(spec)} out."
     view = ClassView(
         model.name, "nn.Module" if explicit else "nn.Sequential", "model.py.j2",
         docstring(doc, 4), signature("__init__", model.params, "None", 4), [],
     )  # fmt: skip
-    if outputs:
+    if spec.taps:
+        view.init = ["        super().__init__()"] + emitter.attributes(entries, 8, none_first=False)
+        view.forward = tap_forward(spec)
+    elif outputs:
         view.init = ["        super().__init__()"] + emitter.attributes(entries, 8, none_first=False)
         view.forward = head_forward(spec, entries, outputs)
     elif explicit:
@@ -384,8 +547,41 @@ def model_class(spec: Spec, model: ClassDef, emitter: Emitter, found: Probe, out
         }
     else:
         view.init = emitter.sequence_init(model, comments=True)
-    view.forward["init"] = init_lines(spec, 8)
+    view.forward["init"] = init_lines(spec, 8) + freeze_lines(spec)
+    if spec.frozen:
+        view.forward["methods"] = view.forward.get("methods", []) + train_method(model.name)
     return view
+
+
+def freeze_lines(spec: Spec) -> list[str]:
+    """The spec's frozen modules, as MMDetection's backbones freeze stages: no gradients here,
+    eval mode in `train` (see `train_method`); the same as the live build's `Frozen`."""
+    if not spec.frozen:
+        return []
+    paths = Call("", [Atom(literal(p)) for p in spec.frozen], "(", ")", collection=True)
+    if len(spec.frozen) == 1:
+        paths = Atom(literal(tuple(spec.frozen)))
+    lines = [
+        "        # frozen by the spec (freeze:): no gradients, and eval mode in train mode",
+        *layout(paths, 8, lead="self._frozen = "),
+        "        for name in self._frozen:",
+        "            self.get_submodule(name).requires_grad_(False)",
+    ]
+    return ([""] if init_lines(spec, 8) else []) + lines
+
+
+def train_method(cls: str) -> list[str]:
+    """`train` keeping the frozen modules in eval mode: their batch norms keep their running
+    statistics (and use them), their dropout is off."""
+    return [
+        "",
+        f'    def train(self, mode: bool = True) -> "{cls}":',
+        *docstring("Train or eval mode; frozen layers stay in eval, keeping their batch norm statistics.", 8),
+        "        super().train(mode)",
+        "        for name in self._frozen:",
+        "            self.get_submodule(name).eval()",
+        "        return self",
+    ]
 
 
 def factory_lines(name: str, model: ClassDef, found: Probe, spec: Spec) -> list[str]:

@@ -73,7 +73,7 @@ def with_values(term: Any, new: Iterator) -> Any:
     if isinstance(term, LayerCall):
         args = [next(new) for _ in term.args]
         kwargs = {k: next(new) for k in term.kwargs}
-        return LayerCall(term.cls, args, kwargs, term.params, own=term.own)
+        return LayerCall(term.cls, args, kwargs, term.params, own=term.own, parameter=term.parameter)
     if isinstance(term, ClassCall):
         return ClassCall(term.inst, {k: next(new) for k in term.values})
     if isinstance(term, Container):

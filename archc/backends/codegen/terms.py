@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 INLINE = "inline"
 MODEL = "model"
 
+# Joins the parts of a structured group's name (`lower.structured`: a group with an inline
+# parallel in it); no module name has it (names are printable).
+SEP = "\x1f"
+
 
 @dataclass(eq=False)
 class Hole:
@@ -59,10 +63,13 @@ class LayerCall:
     kwargs: dict
     params: Any = None
     own: bool = False
+    parameter: bool = False  # a learnable tensor, `nn.Parameter(torch.<cls>([*args], **kwargs))`
 
     @property
     def ref(self) -> str:
-        """How generated code names the class."""
+        """How generated code names the class (a parameter's: the torch function making it)."""
+        if self.parameter:
+            return f"torch.{self.cls}"
         return self.cls if self.own else f"nn.{self.cls}"
 
 
