@@ -223,18 +223,11 @@ def cmd_codegen(args: argparse.Namespace) -> int:
 
 @command
 def cmd_list(args: argparse.Namespace) -> int:
-    from archc.compiler import load
-    from archc.registry import SPECS_DIR, models
+    from archc.registry import SPECS_DIR, catalogue, models
 
     if not models():
         raise ArchcError(f"no shipped specs in {SPECS_DIR} (this archc was installed without them)")
-    rows = []
-    for name, model in models().items():
-        spec = load(model.path, variant=model.variant)
-        rows.append({
-            "name": name, "family": model.family, "params": spec.param_count, "macs": spec.macs,
-            "input": list(spec.input_shape),
-        })  # fmt: skip
+    rows = catalogue()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -247,9 +240,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @command
 def cmd_schema(args: argparse.Namespace) -> int:
-    from archc.jsonschema import dumps
+    from archc.cache import cached
 
-    sys.stdout.write(dumps())
+    def compute() -> str:
+        from archc.jsonschema import dumps  # imports every model; the cache skips even that
+
+        return dumps()
+
+    sys.stdout.write(cached("schema", [], compute))  # it follows archc's source only
     return 0
 
 

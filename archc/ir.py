@@ -106,8 +106,9 @@ class Node:
     def clone(self) -> Node:
         """A copy of the subtree: new Node objects, shared immutable values (params, shapes)."""
         copy = Node.__new__(Node)
-        copy.__dict__.update(self.__dict__)
-        copy.children = [child.clone() for child in self.children]
+        fields = self.__dict__.copy()  # (a copied __dict__ is the fastest copy of an object)
+        fields["children"] = [child.clone() for child in self.children] if self.children else []
+        copy.__dict__ = fields
         return copy
 
 

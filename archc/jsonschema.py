@@ -10,9 +10,16 @@ the schema errs on the permissive side where the spec language depends on values
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
 import json
+import sys
+from functools import cache
 from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema
 
 from archc.combinators import COMBINATORS
 from archc.expand import META_KEYS
@@ -29,6 +36,61 @@ EXPRESSION = {
 NODE = {"$ref": "#/$defs/node"}
 LAYERS = {"$ref": "#/$defs/layers"}
 ANY_VALUE = {"description": "Any value (checked by archc validate)."}
+
+
+@cache
+def _classes(module: str) -> dict[str, ast.ClassDef]:
+    """Every class a module defines, by qualified name (`Conv.Params`), parsed once."""
+    found: dict[str, ast.ClassDef] = {}
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                found[prefix + node.name] = node
+                visit(node.body, f"{prefix}{node.name}.")
+
+    try:
+        visit(ast.parse(inspect.getsource(sys.modules[module])).body, "")
+    except (KeyError, OSError, TypeError, SyntaxError):
+        pass
+    return found
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under a model's fields (its bases' too): each field's description.
+    Read from the source here, when a schema is written, and not by pydantic when the models
+    are created (see archc.primitives.StrictModel)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is BaseModel or not issubclass(klass, BaseModel):
+            continue
+        node = _classes(klass.__module__).get(klass.__qualname__)
+        body = node.body if node is not None else []
+        for field, doc in zip(body, body[1:]):
+            if (
+                isinstance(field, ast.AnnAssign)
+                and isinstance(field.target, ast.Name)
+                and isinstance(doc, ast.Expr)
+                and isinstance(doc.value, ast.Constant)
+                and isinstance(doc.value.value, str)
+            ):
+                docs[field.target.id] = inspect.cleandoc(doc.value.value)
+    return docs
+
+
+class _Described(GenerateJsonSchema):
+    """Pydantic's JSON Schema, each property described by the docstring under its field."""
+
+    def model_schema(self, schema):
+        json_schema = super().model_schema(schema)
+        cls, docs = schema["cls"], field_docs(schema["cls"])
+        properties = json_schema.get("properties", {})
+        for name, field in cls.model_fields.items():
+            prop = properties.get(field.alias or name)
+            if name in docs and isinstance(prop, dict):
+                prop.setdefault("description", docs[name])
+        return json_schema
 
 
 def _inline_refs(schema: dict) -> dict:
@@ -64,7 +126,7 @@ def _allow_expressions(value: Any) -> Any:
 def _model(model: type, **replace: dict) -> dict:
     """The JSON Schema of a pydantic model, numbers accepting expressions, some properties
     replaced (keeping the model's description of them)."""
-    schema = _allow_expressions(_inline_refs(model.model_json_schema()))
+    schema = _allow_expressions(_inline_refs(model.model_json_schema(schema_generator=_Described)))
     _drop_titles(schema)
     for name, sub in replace.items():
         description = schema["properties"][name].get("description")
@@ -97,7 +159,9 @@ def _one_key(key: str, value: dict, description: str) -> dict:
     }
 
 
+@cache
 def _meta() -> dict:
+    """The meta keys every node may have (the same objects in every node: never modified)."""
     meta = {
         "if": {
             "description": "Keep the layer only when this is true (a boolean or ${...} expression).",

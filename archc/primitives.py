@@ -46,9 +46,15 @@ Shape = tuple[int, ...]
 
 
 class StrictModel(BaseModel):
-    """Every pydantic model of the spec language: unknown fields are errors."""
+    """Every pydantic model of the spec language: unknown fields are errors.
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    A model's validator is built when it is first used (`defer_build`): a run that validates a
+    few kinds of layer does not pay for the rest at import. The docstring under each field is
+    its description, read by `archc schema` (archc.jsonschema) when it writes the JSON Schema,
+    not at import, where pydantic's `use_attribute_docstrings` would parse every class's source.
+    """
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Params(StrictModel):

@@ -15,12 +15,12 @@ data `archc/specs/` (pyproject.toml maps the folder in), which is looked for fir
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from archc.cache import cached
 from archc.errors import Location, SpecError
 
 PACKAGE = Path(__file__).resolve().parent
@@ -71,14 +71,41 @@ def models() -> dict[str, Model]:
 
 @lru_cache(maxsize=4)
 def _models(folder: Path) -> tuple[tuple[str, Model], ...]:
-    found: list[tuple[str, Model]] = []
+    rows = cached("models", [(folder, (".yaml",))], lambda: _model_rows(folder))
+    return tuple((name, Model(name, folder / file, variant, fam)) for name, file, variant, fam in rows)
+
+
+def _model_rows(folder: Path) -> list[list]:
+    """[name, spec file under `folder`, variant or None, family] of every shipped model (every
+    family spec read: kept in archc.cache between runs)."""
+    rows: list[list] = []
     for name, path in spec_files().items():
+        file = path.relative_to(folder).as_posix()
         variants = variants_of(path)
         if not variants:
-            found.append((name, Model(name, path, None, family(name))))
+            rows.append([name, file, None, family(name)])
         prefix = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
-        found.extend((prefix + v, Model(prefix + v, path, v, name)) for v in variants)
-    return tuple(found)
+        rows.extend([prefix + v, file, v, name] for v in variants)
+    return rows
+
+
+def catalogue() -> list[dict]:
+    """`archc list`: every shipped model's name, family, parameters, MACs and input shape.
+    Every model is compiled for it, so the table is kept in archc.cache between runs."""
+
+    def compute() -> list[dict]:
+        from archc.compiler import load
+
+        rows = []
+        for name, model in models().items():
+            spec = load(model.path, variant=model.variant)
+            rows.append({
+                "name": name, "family": model.family, "params": spec.param_count, "macs": spec.macs,
+                "input": list(spec.input_shape),
+            })  # fmt: skip
+        return rows
+
+    return cached("catalogue", [(SPECS_DIR, (".yaml",))], compute)
 
 
 def shipped() -> dict[str, Path]:
@@ -117,6 +144,8 @@ def find(arg: str | Path) -> tuple[str | Path, str | None]:
     )
     if looks_like_a_path or not names:
         return arg, None  # a missing file: the caller says so
+    import difflib  # only for the message
+
     close = difflib.get_close_matches(text, names, n=3)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; `archc list` shows them"
     raise SpecError(f"no such file, and no shipped model named {text!r}{hint}", Location(text, 1, 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.config import Config
-from benchmarks.harness import ROOT, Row, Section, log, machine, markdown
+from benchmarks.harness import ROOT, Row, Section, commit, load_average, log, machine, markdown
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 def suites() -> dict[str, Callable[[Config], Section]]:
     from benchmarks import (
         bench_cli,
+        bench_compare,
         bench_construct,
         bench_fuse,
         bench_generated,
@@ -37,7 +39,7 @@ def suites() -> dict[str, Callable[[Config], Section]]:
         "train": lambda cfg: bench_models.train_section(cfg),
         "eval": lambda cfg: bench_models.eval_section(cfg),
         "fuse": bench_fuse.run,
-        "compile": bench_fuse.compile_section,
+        "compare": bench_compare.run,
         "gen-construct": bench_generated.construct,
         "gen-train": bench_generated.train,
         "gen-eval": bench_generated.evaluate,
@@ -58,18 +60,15 @@ def run_isolated(name: str, args: argparse.Namespace) -> Section:
     argv += ["--threads", str(args.threads), "--clock", args.clock]
     if args.quick:
         argv.append("--quick")
+    if args.full:
+        argv.append("--full")
     if args.specs:
         argv += ["--specs", args.specs]
     env = {**os.environ, **ISOLATED[name]}
     result = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     if result.returncode != 0 or not result.stdout.strip():
         raise RuntimeError(f"child run of {name} failed (exit {result.returncode})")
-    data = json.loads(result.stdout.strip().splitlines()[-1])
-    rows = [
-        Row(**{**r, "spread": tuple(r["spread"]) if r["spread"] else None})
-        for r in data.pop("rows")
-    ]
-    return Section(**{**data, "columns": tuple(data["columns"]), "rows": rows})
+    return from_dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def summary_table(sections: list[Section]) -> list[str]:
@@ -108,11 +107,34 @@ def anchor(title: str) -> str:
     return keep.replace(" ", "-")
 
 
+def stored(output: Path) -> dict[str, Section]:
+    """The sections of earlier runs, kept beside the report (RESULTS.json)."""
+    try:
+        data = json.loads(output.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {key: from_dict(value) for key, value in data.items()}
+
+
+def from_dict(data: dict) -> Section:
+    rows = [
+        Row(**{**r, "spread": tuple(r["spread"]) if r["spread"] else None}) for r in data.pop("rows")
+    ]
+    return Section(**{**data, "columns": tuple(data["columns"]), "rows": rows})
+
+
+def in_order(sections: dict[str, Section]) -> list[Section]:
+    order = list(suites())
+    return sorted(sections.values(), key=lambda s: order.index(s.key) if s.key in order else len(order))
+
+
 def report(sections: list[Section], info: dict[str, str], command: str, seconds: float) -> str:
     lines = [
         "# archc benchmarks",
         "",
-        f"Written by `{command}` in {seconds / 60:.1f} min. Every figure is a ratio of cases measured "
+        f"Written by `{command}` in {seconds / 60:.1f} min (suites this run did not measure are "
+        "kept from earlier runs: each says when it was measured, at what load average and commit). "
+        "Every figure is a ratio of cases measured "
         "side by side in one process, in interleaved rounds whose order alternates, so load from "
         "other processes falls on both sides; times are medians over rounds, ratios are medians "
         "of the per-round ratios, with their interquartile range in brackets.",
@@ -124,6 +146,9 @@ def report(sections: list[Section], info: dict[str, str], command: str, seconds:
         "## Summary",
         "",
         *summary_table(sections),
+        "",
+        "Where the time goes, what misses and by how much, with profiles: "
+        "[ANALYSIS.md](ANALYSIS.md) (written by hand from these runs).",
         "",
         "GPU training (bf16 autocast + channels_last, batch 128): `python benchmarks/gpu_train.py` "
         "on a CUDA machine"
@@ -137,12 +162,27 @@ def report(sections: list[Section], info: dict[str, str], command: str, seconds:
     return "\n".join(lines)
 
 
+def write(output: Path, sections: dict[str, Section], info, command: str, seconds: float, *, store: bool) -> None:
+    """The report of this run's sections and, unless `store` is off (--quick), those stored by
+    earlier (or concurrent) runs of other suites, re-read now."""
+    if store:
+        sections = {**stored(output), **sections}
+    output.write_text(report(in_order(sections), info, command, seconds))
+    if store:
+        data = {key: asdict(section) for key, section in sections.items()}
+        output.with_suffix(".json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     names = list(suites())
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument(
         "--quick", action="store_true", help="smoke run: 2 rounds, small inputs, no torch.compile"
     )
+    p.add_argument(
+        "--full", action="store_true",
+        help="model suites: every variant of every family (default: one variant per family)",
+    )  # fmt: skip
     p.add_argument("--only", help=f"comma-separated suites ({', '.join(names)})")
     p.add_argument("--skip", help="comma-separated suites to leave out")
     p.add_argument(
@@ -168,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown suite(s): {', '.join(unknown)} (known: {', '.join(names)})")
     cfg = Config(
-        quick=args.quick, threads=args.threads, clock=args.clock,
+        quick=args.quick, full=args.full, threads=args.threads, clock=args.clock,
         specs=args.specs.split(",") if args.specs else None,
     )  # fmt: skip
     if args.output:
@@ -196,13 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     start = time.perf_counter()
+    kept: dict[str, Section] = {}  # this run's; write() adds the other suites' stored ones
     sections: list[Section] = []
     table = suites()
     for name in chosen:
         if name in skip:
             continue
         log(f"== {name}")
-        began = time.perf_counter()
+        began, load = time.perf_counter(), load_average()
         try:
             section = run_isolated(name, args) if name in ISOLATED else table[name](cfg)
         except Exception as exc:  # one broken suite should not lose the others' figures
@@ -214,11 +255,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         section.seconds = time.perf_counter() - began
+        section.stamp = (
+            f"measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+            f"load average {load} → {load_average()} on {info['cores (nproc)']} cores, "
+            f"{'--full, ' if cfg.full else ''}commit {commit()}"
+        )
         sections.append(section)
+        kept[section.key] = section
         print(markdown(section), flush=True)
-        output.write_text(report(sections, info, command.strip(), time.perf_counter() - start))
-    text = report(sections, info, command.strip(), time.perf_counter() - start)
-    output.write_text(text)
+        write(output, kept, info, command.strip(), time.perf_counter() - start, store=not args.quick)
+    write(output, kept, info, command.strip(), time.perf_counter() - start, store=not args.quick)
     log(f"wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     return 0
 

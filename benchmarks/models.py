@@ -34,6 +34,20 @@ def parity_specs() -> list[str]:
     return sorted(n for n in models() if callable(getattr(torchvision.models, n, None)))
 
 
+def family_models(full: bool = False) -> list[str]:
+    """The models the model suites compare: one per shipped family (the first variant of each
+    torchvision family spec, in its file's order: usually the smallest), or with `full` every
+    shipped model named after a torchvision builder. Read at run time: families get added."""
+    from archc.registry import models
+
+    parity = set(parity_specs())
+    chosen: dict[object, str] = {}
+    for name, model in models().items():
+        if name in parity and (full or model.path not in chosen):
+            chosen[name if full else model.path] = name
+    return list(chosen.values())
+
+
 def spec_path(name: str) -> str | None:
     """What archc loads for a shipped model (its name: a file's, or a family spec's variant),
     None when archc ships no such model."""

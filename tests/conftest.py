@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 ALL_SPECS = sorted(SPECS.rglob("*.yaml"))
+# archc.cache keeps the tests' values in the checkout (.cache/ is ignored), not in ~/.cache
+os.environ.setdefault("ARCHC_CACHE_DIR", str(ROOT / ".cache" / "archc"))
 
 
 def shipped_models() -> dict:

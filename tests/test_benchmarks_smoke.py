@@ -23,14 +23,14 @@ pytest.importorskip("torchvision")
 def test_quick_benchmark_writes_a_table_of_ratios(tmp_path):
     out = tmp_path / "RESULTS.md"
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "scaling,construct,eval",
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "scaling,construct,eval,compare",
          "--specs", "resnet18", "--output", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text()
     assert "| machine |" in text and "torchvision" in text and "## Summary" in text
-    for title in ("Scaling with network depth", "Construction time", "Eval on a tiny input"):
+    for title in ("Scaling with network depth", "Construction time", "Eval on a tiny input", "Against torch.compile"):
         assert f"### {title}" in text
     rows = [line for line in text.splitlines() if line.startswith("| resnet18")]
     assert len(rows) >= 2, text

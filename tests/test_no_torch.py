@@ -1,4 +1,5 @@
-"""validate and summary must not import torch (they have to start fast)."""
+"""validate and summary must not import torch (they have to start fast), and no command imports
+a heavy library it does not use: jinja2 is codegen's, graphviz draw's, torch build's."""
 
 from __future__ import annotations
 
@@ -45,3 +46,37 @@ def test_api_load_and_summary_do_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stderr
+
+
+HEAVY = ("torch", "torchvision", "jinja2", "graphviz", "numpy")
+IMPORTS = """
+import sys
+from archc.cli import main
+code = main({argv!r})
+assert code == 0, code
+print("HEAVY", sorted({{m.split(".")[0] for m in sys.modules}} & set({heavy!r})))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "needs"),
+    [
+        (["validate", "specs/resnet50.yaml"], []),
+        (["summary", "resnet50"], []),
+        (["list"], []),
+        (["schema"], []),
+        (["codegen", "specs/resnet.yaml", "--variant", "resnet50", "-o", "{out}"], ["jinja2"]),
+        (["draw", "resnet50", "-o", "{out}/resnet50.dot"], ["graphviz"]),
+    ],
+    ids=["validate", "summary", "list", "schema", "codegen", "draw"],
+)
+def test_each_command_imports_only_the_libraries_it_uses(argv, needs, tmp_path):
+    argv = [a.replace("{out}", str(tmp_path)) for a in argv]
+    if "draw" in argv:
+        pytest.importorskip("graphviz")
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORTS.format(argv=argv, heavy=HEAVY)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"HEAVY {sorted(needs)!r}" in out.stdout, out.stdout

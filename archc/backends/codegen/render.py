@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 
+from archc import gcpause
 from archc.backends.codegen.arguments import NO_DEFAULT, Param
 from archc.backends.codegen.classes import ClassDef, build_classes, define, name_classes
 from archc.backends.codegen.emit import Emitter, access, is_attribute
@@ -329,6 +330,11 @@ def display_path(file: str) -> str:
 
 def generate(spec: Spec, source: str | None = None) -> str:
     """The standalone PyTorch source for a compiled spec (deterministic, ruff-formatted)."""
+    with gcpause.paused():  # many live objects, no cycles: linear time (see archc.gcpause)
+        return _generate(spec, source)
+
+
+def _generate(spec: Spec, source: str | None) -> str:
     found = probe(spec)
     lowering = Lowering(found.tags)
     root = lowering.instance(spec.tree, ("model",), MODEL)
