@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -16,7 +15,7 @@ from archc import freeze, infer
 from archc.combinators import COMBINATORS, shares_input
 from archc.errors import SpecError, UsageError, format_path
 from archc.expand import BlockDef, Origin, Scope, expand, expression_error, pydantic_error
-from archc.ir import Node, splice
+from archc.ir import Node, path_glob, splice
 from archc.primitives import PRIMITIVES
 from archc.spec import expr
 from archc.spec.compose import annotate, compose
@@ -157,14 +156,6 @@ def is_selector(key: str) -> bool:
     return key not in PRIMITIVES
 
 
-def selector_pattern(selector: str) -> re.Pattern:
-    """A module-path glob as a regular expression: `*` is any part of one name, `**` any
-    run of names and dots, `?` one character of a name; the rest is literal."""
-    wild = {"**": ".*", "*": "[^.]*", "?": "[^.]"}
-    parts = re.split(r"(\*\*|\*|\?)", selector)
-    return re.compile("".join(wild.get(part, re.escape(part)) for part in parts))
-
-
 def _path_rules(raw: dict, source: SourceMap, tree: Node, params: dict) -> tuple[PathInit, ...]:
     """The `init:` rules keyed by a module path (or glob), each matched against the layers
     with weights; a selector matching none of them is an error at the selector. A rule with
@@ -179,7 +170,7 @@ def _path_rules(raw: dict, source: SourceMap, tree: Node, params: dict) -> tuple
             tensors = dict(tensors)
             if not _condition(tensors.pop("if"), source, path + ("if",), params):
                 continue
-        pattern = selector_pattern(key)
+        pattern = path_glob(key)
         matched = [n for n in layers if pattern.fullmatch(n.path)]
         if not matched:
             weighted = ", ".join(k for k, p in PRIMITIVES.items() if p.has_weights)

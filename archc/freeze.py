@@ -1,8 +1,8 @@
 """Freezing: which modules a spec's `freeze:` patterns (and `--freeze`, `build(freeze=)`) name.
 
 A pattern is matched against every module's whole dotted path (`layer4.1.bn2`, the state_dict
-prefix) with shell-style wildcards (`fnmatch.fnmatchcase`): `*` any characters, dots included,
-`?` one character, `[1-3]` one of a set; a module's exact path always matches (a name with
+prefix) with the module-path globs `init:` selectors use (`archc.ir.path_glob`: `*` within a
+name, `**` across names, `?`, `[1-3]`); a module's exact path always matches (a name with
 brackets, `x[1]`, too). A matched module is frozen with everything inside it.
 Only the outermost frozen modules are kept (`layer1`, not also `layer1.0.conv1`), in module
 order. A pattern that matches no module is an error: in the spec at its line, on the command
@@ -15,10 +15,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Callable, Iterable, Sequence
-from fnmatch import fnmatchcase
 
 from archc.errors import ArchcError, UsageError
-from archc.ir import Node
+from archc.ir import Node, path_glob
 
 SUGGESTIONS = 3  # close module paths named when a pattern matches nothing
 LISTED = 12  # top-level layers named when a pattern matches nothing
@@ -37,7 +36,8 @@ def resolve(
     nodes = modules(tree)
     matched = set(already)
     for i, pattern in enumerate(patterns):
-        hits = {n.path for n in nodes if n.path == pattern or fnmatchcase(n.path, pattern)}
+        glob = path_glob(pattern)
+        hits = {n.path for n in nodes if n.path == pattern or glob.fullmatch(n.path)}
         if not hits:
             raise refuse(i, no_match(pattern, nodes))
         matched |= hits
@@ -62,7 +62,7 @@ def no_match(pattern: str, nodes: list[Node]) -> str:
         hint = f"the top-level layers are {', '.join(top[:LISTED])}{more}"
     return (
         f"freeze pattern {pattern!r} matches no module; {hint} (patterns match whole module "
-        "paths like layer1 or layer4.1.bn2, with the wildcards *, ? and [1-3])"
+        "paths like layer1 or layer4.1.bn2, with the wildcards * within a name, ** across names, ? and [1-3])"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,3 +154,23 @@ def runs(nodes: list[Node]) -> list[list[Node]]:
         if node.tap:
             out.append([])
     return out
+
+
+_WILDCARDS = re.compile(r"(\*\*|\*|\?|\[[^\]]+\])")
+
+
+def path_glob(pattern: str) -> re.Pattern:
+    """A module-path glob (`init:` selectors, `freeze:`) as a regular expression for fullmatch:
+    `*` is any part of one name, `**` any run of names and dots, `?` one character of a name,
+    `[1-3]` one of a set (`[!...]` none of it); the rest is literal."""
+    out = []
+    for part in _WILDCARDS.split(pattern):
+        if part in ("**", "*", "?"):
+            out.append({"**": ".*", "*": "[^.]*", "?": "[^.]"}[part])
+        elif part.startswith("[") and part.endswith("]") and len(part) > 2:
+            body = part[1:-1]
+            negate = body.startswith("!")
+            out.append("[" + ("^" if negate else "") + re.escape(body[1:] if negate else body).replace("\\-", "-") + "]")
+        else:
+            out.append(re.escape(part))
+    return re.compile("".join(out))

@@ -53,9 +53,9 @@ def test_spec_freeze_names_the_outermost_modules_in_order():
                       for t in ("weight", "bias")}  # fmt: skip
 
 
-def test_build_freeze_adds_to_the_spec_and_globs_cross_dots():
+def test_build_freeze_adds_to_the_spec_and_globs_are_init_selectors():
     spec = archc.load("resnet18", overrides=RESNET)
-    model = archc.build(spec, freeze=["*.bn?", "bn1"])  # every batch norm inside the blocks, and the stem's
+    model = archc.build(spec, freeze=["**.bn?", "bn1"])  # every batch norm inside the blocks, and the stem's
     frozen = {n.rsplit(".", 1)[0] for n, p in model.named_parameters() if not p.requires_grad}
     bns = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and "downsample" not in n}
     assert frozen == bns
