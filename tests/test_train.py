@@ -80,7 +80,8 @@ def test_torchrun_two_ranks_agree(data, tmp_path):
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sums = re.findall(r"rank (\d): param checksum (\S+)", proc.stderr)
+    # the number as train prints it (.10e): the other rank's output may follow it on the same line
+    sums = re.findall(r"rank (\d): param checksum (-?\d\.\d{10}e[+-]\d+)", proc.stderr)
     print(sums)
     assert len(sums) == 2 and sums[0][1] == sums[1][1]
     ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
