@@ -160,11 +160,13 @@ def _path_rules(raw: dict, source: SourceMap, tree: Node, params: dict) -> tuple
     """The `init:` rules keyed by a module path (or glob), each matched against the layers
     with weights; a selector matching none of them is an error at the selector. A rule with
     `if: false` (a layer it selects switched off by the same parameter) is left out."""
+    selectors = [key for key in raw if is_selector(key)]
+    if not selectors:  # the common case: no walk over the tree
+        return ()
     layers = [n for n in tree.walk() if n.is_primitive and n.primitive.has_weights and n.path]
     out = []
-    for key, tensors in raw.items():
-        if not is_selector(key):
-            continue
+    for key in selectors:
+        tensors = raw[key]
         path = ("init", key)
         if isinstance(tensors, dict) and "if" in tensors:
             tensors = dict(tensors)
@@ -296,7 +298,11 @@ def _compile(doc: Document) -> Spec:
     init_paths = _path_rules(header.init, source, tree, dict(env))  # before include_top drops any
     outputs, taps, dropped = _outputs(header, tree, source)
     # after the outputs are settled (what the model returns decides which modules it has)
-    frozen = freeze.resolve(tree, header.freeze, lambda i, message: source.error(message, ("freeze", i)))
+    frozen = (
+        freeze.resolve(tree, header.freeze, lambda i, message: source.error(message, ("freeze", i)))
+        if header.freeze
+        else ()  # no walk over the tree for nothing to freeze
+    )
     return Spec(
         header.name, source.file, shape, tree, init, dict(header.params), header.description,
         doc.leading_comments, templates, doc, doc.variants, doc.variant, outputs,
