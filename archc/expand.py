@@ -614,7 +614,7 @@ def refuse_branching(nodes: list[Node], where: str) -> None:
 
 
 def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | None = None) -> Node:
-    with gcpause.paused():  # a tree of many live objects and no cycles (see archc.gcpause)
+    with gcpause.paused(keep=True):  # a tree of many live objects and no cycles (see archc.gcpause)
         expander = Expander(defaults)
         expander.heads_at = path
         root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
