@@ -30,7 +30,7 @@ class Head:
     output: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One module of the built network (or an inline group of modules).
 
@@ -112,12 +112,36 @@ class Node:
         raise KeyError(path)
 
     def clone(self) -> Node:
-        """A copy of the subtree: new Node objects, shared immutable values (params, shapes)."""
-        copy = Node.__new__(Node)
-        fields = self.__dict__.copy()  # (a copied __dict__ is the fastest copy of an object)
-        fields["children"] = [child.clone() for child in self.children] if self.children else []
-        copy.__dict__ = fields
+        """A copy of the subtree: new Node objects, shared immutable values (params, shapes).
+
+        Every field but `children` is copied by name (a slotted object has no `__dict__` to
+        copy; tests/test_ir.py checks that no field is left out)."""
+        copy = _new(Node)
+        copy.name = self.name
+        copy.kind = self.kind
+        copy.params = self.params
+        copy.children = [child.clone() for child in self.children] if self.children else []
+        copy.role = self.role
+        copy.inline = self.inline
+        copy.template = self.template
+        copy.repeats = self.repeats
+        copy.head = self.head
+        copy.tap = self.tap
+        copy.location = self.location
+        copy.field_path = self.field_path
+        copy.slot = self.slot
+        copy.condition = self.condition
+        copy.path = self.path
+        copy.in_shape = self.in_shape
+        copy.out_shape = self.out_shape
+        copy.param_count = self.param_count
+        copy.macs = self.macs
+        copy.settings = self.settings
+        copy.defaulted = self.defaulted
         return copy
+
+
+_new = object.__new__
 
 
 def splice(nodes: list[Node]) -> list[Node]:
