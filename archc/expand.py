@@ -578,16 +578,17 @@ def _assign_paths(children: list[Node], prefix: str) -> list[Node]:
     register in this module (inline groups opened: `splice`), each name checked unique.
     (One pass over the tree: it runs on every node, 70,000 at 10,000 blocks.)"""
     registered: list[Node] = []
+    dotted = f"{prefix}." if prefix else ""
     for child in children:
         if child.inline:  # its members register in this module
             child.path = prefix
             registered += _assign_paths(child.children, prefix)
             continue
-        child.path = path = f"{prefix}.{child.name}" if prefix else child.name
+        child.path = path = dotted + child.name
         if child.children:
             _assign_paths(child.children, path)
         registered.append(child)
-    if len(registered) > 1:
+    if len(registered) > 1 and len({child.name for child in registered}) < len(registered):
         seen: set[str] = set()
         for child in registered:
             if child.name in seen:

@@ -68,7 +68,7 @@ class Stage(Seq):
                 # so copy it instead of expanding it again; only the block's own name differs.
                 child = last[2].clone()
                 child.name = child_name
-                x.count += last[3]
+                x.count += last[3]  # (a copy of a block refuse_branching has passed)
             else:
                 before, reads = x.count, x.position_reads
                 # the arguments may read the block's position too (`sd: ${0.2 * block_id / total_blocks}`)
@@ -77,7 +77,7 @@ class Stage(Seq):
                 child.location, child.field_path = scope.here(path)
                 # a block that read its position differs from the next: expand each in full
                 last = (block_args, shape, child, x.count - before, x.position_reads != reads)
-            refuse_branching([child], "a stage")
+                refuse_branching([child], "a stage")
             children.append(child)
             shape = child.out_shape
         node = Node(name, self.kind, children=children, repeats=spec.block)
