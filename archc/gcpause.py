@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 
 
 @contextmanager
@@ -37,8 +38,17 @@ def promote() -> None:
     """Move every object the collector tracks to its oldest generation, unscanned (gc.freeze
     moves them all to the permanent generation, gc.unfreeze from there to the oldest) and
     restart the young generation's count. Left alone when the program uses the permanent
-    generation itself (`gc.freeze()` before forking workers): unfreezing would undo that."""
-    if gc.get_freeze_count():
+    generation itself (`gc.freeze()` before forking workers): unfreezing would undo that, and
+    on a free-threaded build, whose collector has no generations (freezing there marks every
+    object of the heap, not a constant-time move of lists)."""
+    if gc.get_freeze_count() or _free_threaded():
         return
     gc.freeze()
     gc.unfreeze()
+
+
+@lru_cache(maxsize=1)
+def _free_threaded() -> bool:
+    import sysconfig  # here, not at import: `archc` starts without it
+
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
