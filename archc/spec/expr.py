@@ -304,27 +304,30 @@ def _bind(target: ast.AST, item: Any, own: dict[str, Any]) -> None:
 def _comprehension(node: ast.ListComp, env: Mapping[str, Any], steps: _Steps) -> list:
     """[element for target in items if condition ...], generators nested left to right."""
     out: list = []
-
-    def loop(level: int, scope: Mapping[str, Any]) -> None:
-        if level == len(node.generators):
-            if len(out) >= MAX_LIST:
-                raise ExprValueError(f"the comprehension makes more than {MAX_LIST:,} items")
-            out.append(_eval(node.elt, scope, steps))
-            return
-        generator = node.generators[level]
-        items = _eval(generator.iter, scope, steps)
-        if not isinstance(items, list):
-            raise ExprValueError(f"a comprehension goes over a list, not {type(items).__name__} {items!r:.40}")
-        for item in items:
-            steps.take(1)
-            own: dict[str, Any] = {}
-            _bind(generator.target, item, own)
-            inner = _Local(own, scope)
-            if all(_eval(test, inner, steps) for test in generator.ifs):
-                loop(level + 1, inner)
-
-    loop(0, env)
+    _generate(node, 0, env, steps, out)
     return out
+
+
+def _generate(node: ast.ListComp, level: int, scope: Mapping[str, Any], steps: _Steps, out: list) -> None:
+    """The items of `node`'s generators from `level` on, appended to `out`. (A function of its
+    own, not a closure calling itself: that would be a reference cycle, garbage for the
+    cycle collector, made at every evaluation.)"""
+    if level == len(node.generators):
+        if len(out) >= MAX_LIST:
+            raise ExprValueError(f"the comprehension makes more than {MAX_LIST:,} items")
+        out.append(_eval(node.elt, scope, steps))
+        return
+    generator = node.generators[level]
+    items = _eval(generator.iter, scope, steps)
+    if not isinstance(items, list):
+        raise ExprValueError(f"a comprehension goes over a list, not {type(items).__name__} {items!r:.40}")
+    for item in items:
+        steps.take(1)
+        own: dict[str, Any] = {}
+        _bind(generator.target, item, own)
+        inner = _Local(own, scope)
+        if all(_eval(test, inner, steps) for test in generator.ifs):
+            _generate(node, level + 1, inner, steps, out)
 
 
 def _eval(node: ast.AST, env: Mapping[str, Any], steps: _Steps) -> Any:
