@@ -92,7 +92,7 @@ def train_section(
             try:
                 per_round = probe(cases["ours"]) + probe(cases["baseline"])
                 break
-            except RuntimeError as exc:  # e.g. Inception v3's auxiliary head needs 299x299
+            except (RuntimeError, ValueError) as exc:  # e.g. Inception v3's aux head needs 299x299
                 error = exc
         else:
             section.add(Row(name, None, None, None, status=f"skipped at {size}x{size}: {str(error)[:150]}"))
