@@ -43,7 +43,7 @@ def run() -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return main()
+    return main(program=True)
 
 
 if __name__ == "__main__":

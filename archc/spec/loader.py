@@ -537,4 +537,3 @@ def _from_json(entry: dict) -> Document:
         {tuple(k): (v[0], v[1]) for k, v in entry["keys"]},
     )
     return Document(entry["data"], source, entry["text"])
-
