@@ -243,6 +243,29 @@ def test_a_quick_command_ends_the_process_with_all_its_output_written(tmp_path):
     assert failed.returncode == 1 and "resnet50.yaml: ok" in failed.stdout and "no such file" in failed.stderr
 
 
+@pytest.mark.parametrize(("command", "quick"), [("validate", True), ("draw", True), ("build", False)])
+def test_quick_commands_run_with_fewer_collections_and_the_others_as_python_does(command, quick):
+    code = (
+        "import gc, sys, archc.cli as cli\n"
+        "default = gc.get_threshold()\n"
+        f"cli.COMMANDS[{command!r}] = lambda args: print('GC', gc.get_threshold() == default, gc.get_threshold()[0]) or 0\n"
+        f"cli.main([{command!r}, 'x.yaml'], program=True)\n"
+        "print('RETURNED')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    if quick:  # and the process ended there
+        assert f"GC False {cli_threshold()}" in out.stdout and "RETURNED" not in out.stdout
+    else:
+        assert "GC True" in out.stdout and "RETURNED" in out.stdout
+
+
+def cli_threshold() -> int:
+    import archc.cli
+
+    return archc.cli.QUICK_GC_THRESHOLD
+
+
 # ---- any command line: 0, 1 or 2, never a traceback ---------------------------------------------
 
 WORDS = [
