@@ -143,7 +143,8 @@ def load_weights(model, spec_or_path: Spec | str | Path, source, *, strict: bool
 
 def fuse(model, spec_or_path: Spec | str | Path | None = None, *, channels_last: bool = False):
     """An eval-mode inference copy of `model`: batch norms folded into the convolutions before
-    them, ReLUs fused into convolutions, weights packed once for oneDNN on CPU. `model` is left
+    them, activations (ReLU, ReLU6, SiLU, Hardswish, GELU) run in the epilogue of the convolution
+    or linear layer before them, weights packed once for oneDNN on CPU. `model` is left
     untouched; outputs equal its eval-mode outputs to float rounding. With the spec, what to fuse
     comes from the compiled tree (so it also fits generated code); without, from the modules.
     """

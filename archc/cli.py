@@ -139,7 +139,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         done = fuse.summary(model)
         print(
             f"fused for inference: {done['batchnorms_folded']} batch norms folded and "
-            f"{done['relus_fused']} ReLUs fused into {done['convs']} convolutions"
+            f"{done['activations_fused']} activations fused into {done['convs']} convolutions "
+            f"and {done['linears']} linear layers"
             + (", channels-last" if args.channels_last else "")
         )
     elif args.channels_last:

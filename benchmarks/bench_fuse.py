@@ -54,8 +54,9 @@ def run(cfg: Config) -> Section:
         "fuse",
         f"Inference build: `archc build --fuse`, batch 1, CPU, {cfg.threads} thread",
         "Eval-mode forward under `torch.inference_mode()` at the spec's input size, batch 1. "
-        "`fused`: `archc.build(spec, fuse=True)` (batch norms folded into convolutions, ReLUs in "
-        "the convolution epilogue, weights packed once for oneDNN); `+ channels_last` adds "
+        "`fused`: `archc.build(spec, fuse=True)` (batch norms folded into convolutions, "
+        "activations in the epilogue of the convolution or linear layer before them, weights "
+        "packed once for oneDNN); `+ channels_last` adds "
         "`channels_last=True`; `unfused` is the plain build. Speedup = torchvision eager time / "
         "archc time (higher is better).",
         f"fused ≥ {TARGET}x faster than torchvision eager, outputs within {TOLERANCE:g} of the unfused model",

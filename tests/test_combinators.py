@@ -82,10 +82,10 @@ def test_gate_in_every_backend():
     assert (
         estimate(spec).activations == 16 * 49 + (16 + 4 + 4 + 16 + 16) + 16 * 49
     )  # in, body, product
-    assert [f.conv for f in fuse.plan(spec)] == ["se.fc1", "se.fc2"]
+    assert [f.layer for f in fuse.plan(spec)] == ["se.fc1", "se.fc2"]
     assert fuse.plan(spec)[0].activation == "se.activation"
     model = archc.build(spec, seed=0).eval()
-    assert [f.conv for f in fuse.plan_modules(model)] == ["se.fc1", "se.fc2"]
+    assert [f.layer for f in fuse.plan_modules(model)] == ["se.fc1", "se.fc2"]
     x = torch.randn(2, 16, 7, 7)
     with torch.no_grad():
         torch.testing.assert_close(fuse.fuse(model, spec)(x), model(x), rtol=1e-5, atol=1e-5)

@@ -257,8 +257,9 @@ def test_language_errors_point_at_the_layer(case):
 
 
 def test_fuse_keeps_outputs():
-    """`--fuse` on ConvNeXt: no batch norm to fold, every convolution becomes a FusedConv2d."""
-    from archc.backends.fuse import FusedConv2d
+    """`--fuse` on ConvNeXt: no batch norm to fold; every convolution becomes a FusedConv2d,
+    every linear layer a FusedLinear, and each block's GELU runs inside its first linear layer."""
+    from archc.backends.fuse import FusedConv2d, FusedLinear
 
     compiled = spec("convnext_tiny", small=True)
     model = archc.build(compiled, seed=0)
@@ -274,3 +275,7 @@ def test_fuse_keeps_outputs():
     assert (got - expected).abs().max().item() <= 1e-4
     convs = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 1 + 18 + 3 and all(isinstance(m, FusedConv2d) for m in convs)
+    linears = [m for m in fused.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 2 * 18 + 1 and all(isinstance(m, FusedLinear) for m in linears)
+    assert [m.activation for m in linears].count("gelu") == 18
+    assert not any(isinstance(m, torch.nn.GELU) for m in fused.modules())

@@ -11,7 +11,15 @@ import torch
 from torch import nn
 
 import archc
-from archc.backends.fuse import FusedConv2d, fuse, plan, plan_modules, summary
+from archc.backends.fuse import (
+    EPILOGUES,
+    FusedConv2d,
+    FusedLinear,
+    fuse,
+    plan,
+    plan_modules,
+    summary,
+)
 from archc.cli import main
 from conftest import MODELS
 
@@ -95,15 +103,16 @@ def test_folded_batch_norms_become_identity(name):
     originals = dict(model.named_modules())
     folded = [f for f in fusions if f.batchnorm]
     for fusion in fusions:
-        assert isinstance(modules[fusion.conv], FusedConv2d)
-        assert isinstance(originals[fusion.conv], nn.Conv2d)
+        original = originals[fusion.layer]
+        assert isinstance(modules[fusion.layer], FusedConv2d if isinstance(original, nn.Conv2d) else FusedLinear)
         if fusion.batchnorm:
             assert isinstance(originals[fusion.batchnorm], nn.BatchNorm2d)
             assert type(modules[fusion.batchnorm]) is nn.Identity
-            assert modules[fusion.conv].folded and modules[fusion.conv].bias is not None
+            assert modules[fusion.layer].folded and modules[fusion.layer].bias is not None
         if fusion.activation:
             assert type(modules[fusion.activation]) is nn.Identity
-            assert modules[fusion.conv].activation == "relu"
+            kind = modules[fusion.layer].activation
+            assert type(originals[fusion.activation]) is EPILOGUES[kind].module
     bn_before = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     counts = summary(fused)
     assert counts["batchnorms_folded"] == len(folded)
@@ -116,8 +125,8 @@ def test_folded_batch_norms_become_identity(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_plan_from_ir_equals_plan_from_modules(name):
     spec, model = perturbed(name)
-    key = [(f.conv, f.batchnorm, f.activation) for f in plan(spec)]
-    assert key == [(f.conv, f.batchnorm, f.activation) for f in plan_modules(model)]
+    key = [(f.layer, f.batchnorm, f.activation) for f in plan(spec)]
+    assert key == [(f.layer, f.batchnorm, f.activation) for f in plan_modules(model)]
     assert archc.fuse(model) is not model  # the API without a spec uses the module plan
 
 
@@ -167,3 +176,30 @@ def test_cli_build_fuse(capsys):
     out = capsys.readouterr().out
     assert "20 batch norms folded" in out and "channels-last" in out
     assert "runtime shapes equal static shapes" in out
+
+
+@pytest.mark.parametrize("kind", sorted(EPILOGUES))
+def test_each_epilogue_runs_inside_the_layer_before_it(kind):
+    """Every activation in EPILOGUES, after a conv + batch norm and after a linear layer, is
+    absorbed by that layer (module replaced by Identity) and gives the eager result."""
+    gen = torch.Generator().manual_seed(1)
+    make = EPILOGUES[kind].module
+    activations = [make(approximate="tanh") if kind == "gelu" else make(), make()]
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), activations[0],
+        nn.Flatten(), nn.Linear(8 * 6 * 6, 16), activations[1], nn.Linear(16, 4),
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+        model[1].running_var.uniform_(0.5, 2.0, generator=gen)
+    x = torch.randn(2, 3, 6, 6, generator=gen) * 3
+    fused = fuse(model)
+    assert [type(m) for m in fused] == [
+        FusedConv2d, nn.Identity, nn.Identity, nn.Flatten, FusedLinear, nn.Identity, FusedLinear,
+    ]  # fmt: skip
+    assert (fused[0].activation, fused[4].activation, fused[6].activation) == (kind, kind, "none")
+    with torch.inference_mode():
+        expected = model(x)
+        assert close(fused(x), expected) <= 1e-5
+    assert summary(fused)["activations_fused"] == 2

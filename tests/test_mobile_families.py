@@ -156,8 +156,8 @@ def test_fused_outputs_equal_unfused(name):
     assert sum(1 for f in plan if f.batchnorm) == sum(
         isinstance(m, nn.BatchNorm2d) for m in model.modules()
     )
-    assert [(f.conv, f.batchnorm, f.activation) for f in plan] == [
-        (f.conv, f.batchnorm, f.activation) for f in fuse.plan_modules(model)
+    assert [(f.layer, f.batchnorm, f.activation) for f in plan] == [
+        (f.layer, f.batchnorm, f.activation) for f in fuse.plan_modules(model)
     ]
     x = image()
     with torch.no_grad():

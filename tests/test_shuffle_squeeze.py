@@ -77,7 +77,7 @@ def test_channel_shuffle_in_every_backend(tmp_path):
         assert torch.equal(generated(x), model(x))
         # fuse: the batch norm before the shuffle folds into conv1; outputs unchanged
         torch.testing.assert_close(fuse.fuse(model, spec)(x), model(x), rtol=1e-4, atol=1e-4)
-    assert [f.conv for f in fuse.plan(spec)][0] == "conv1"
+    assert [f.layer for f in fuse.plan(spec)][0] == "conv1"
     source = graphviz_backend.digraph(spec).source
     assert "channel shuffle 3" in source
 

@@ -238,10 +238,10 @@ def test_fuse_and_draw(name):
         diff = (fused(x) - expected).abs().max().item() / max(1.0, expected.abs().max().item())
     assert diff <= 1e-4
     plan = fuse.plan(spec)
-    assert {f.conv for f in plan} == {f.conv for f in fuse.plan_modules(model)}
+    assert {f.layer for f in plan} == {f.layer for f in fuse.plan_modules(model)}
     if name.startswith("inception"):  # the convs inside InceptionE's inline parallels fold too
         assert {"Mixed_7b.branch3x3_2a.conv", "Mixed_7b.branch3x3_2b.conv"} <= {
-            f.conv for f in plan
+            f.layer for f in plan
         }
         assert all(f.batchnorm is not None for f in plan)
     assert "/concat" in archc.draw(spec).source
@@ -330,10 +330,10 @@ def test_inline_parallel_registers_on_the_enclosing_module(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(x), manual(model, x))
     # fuse: chains end at an inline parallel and run along each of its branches
-    folds = {f.conv: f.batchnorm for f in fuse.plan(spec)}
+    folds = {f.layer: f.batchnorm for f in fuse.plan(spec)}
     assert folds["a.left"] == "a.left_bn" and folds["b.two_1"] == "b.two_bn"
     assert folds["a.squeeze"] is None  # its successor is the parallel, not `left`
-    assert folds == {f.conv: f.batchnorm for f in fuse.plan_modules(model)}
+    assert folds == {f.layer: f.batchnorm for f in fuse.plan_modules(model)}
     # generated code: one class per block, the branches written out in forward, same outputs
     text, factory = generated_model(spec, tmp_path, "branchy")
     assert "left = self.left(x)" in text and "two = torch.cat([two_2a, two_2b], 1)" in text
