@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from archc.errors import ArchcError, SpecError, UsageError
 
@@ -431,12 +432,53 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+# Commands that run no torch, start no thread and leave no file open: run as the program
+# (`archc`, `python -m archc`) they end with os._exit once their output is flushed, skipping
+# the interpreter's teardown (freeing every module and object one by one: ~20 ms, 10% of a
+# `validate`). build, train and export end normally (torch's exit handlers run).
+# They also run with the cycle collector's first generation at QUICK_GC_THRESHOLD allocations
+# instead of 700: what they allocate (imported modules, classes, the spec's tree) stays alive
+# until the end and makes almost no cycles, so the frequent collections only rescanned it
+# (~12 ms of a `validate`, a third of a 10,000-block one). Garbage cycles are still collected.
+QUICK_EXIT = frozenset({"validate", "summary", "codegen", "draw", "list", "schema"})
+QUICK_GC_THRESHOLD = 100_000
+
+
+def main(argv: list[str] | None = None, *, program: bool = False) -> int:
+    """Run a command; `program`: this is the whole process (archc.__main__), which a quick
+    command then runs with fewer collections and ends itself (QUICK_EXIT)."""
+    thresholds = gc.get_threshold()
+    if program:
+        gc.set_threshold(QUICK_GC_THRESHOLD, *thresholds[1:])
     try:
         args = parser().parse_args(argv)  # --max-memory's parser imports the compiler
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if args.command not in QUICK_EXIT:  # build, train, export: Python's usual collector
+        gc.set_threshold(*thresholds)
+    code = _run(args)
+    if program and args.command in QUICK_EXIT:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process with `code` once standard output and error are flushed."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left (`archc summary SPEC | head`): as in the command
+        code = code or 1
+    except OSError:  # nowhere to write it: let Python's own exit report that
+        raise SystemExit(code) from None
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except ArchcError as exc:

@@ -20,7 +20,7 @@ from archc.primitives import PRIMITIVES
 from archc.spec import expr
 from archc.spec.compose import annotate, compose
 from archc.spec.defaults import kind_defaults
-from archc.spec.loader import Document, SourceMap, load_file, load_text
+from archc.spec.loader import Document, SourceMap, load_file, load_shipped, load_text
 from archc.spec.schema import (
     FAN_BASED,
     INIT_ARGS,
@@ -145,8 +145,7 @@ def _templates(doc_blocks: dict, source: SourceMap, base: tuple, builtin: bool) 
 def library() -> dict[str, BlockDef]:
     """The built-in block library, written in the spec language (archc/blocks/*.yaml)."""
     blocks: dict[str, BlockDef] = {}
-    for file in sorted(LIBRARY_DIR.glob("*.yaml")):
-        doc = load_file(file)
+    for doc in load_shipped(sorted(LIBRARY_DIR.glob("*.yaml")), "blocks"):
         blocks.update(_templates(doc.data["blocks"], doc.source, ("blocks",), builtin=True))
     return blocks
 

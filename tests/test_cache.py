@@ -82,7 +82,8 @@ def test_the_model_table_is_read_back_without_compiling_anything(cache_dir, monk
     first = registry.catalogue()
     names = list(registry.models())
     assert [row["name"] for row in first] == names
-    assert len(list(cache_dir.iterdir())) == 2  # the models and their table
+    stored = [p for p in cache_dir.iterdir() if not p.name.startswith("blocks-")]  # the library: maybe
+    assert len(stored) == 2  # the models and their table
 
     def refuse(*args, **kwargs):
         raise AssertionError("compiled a spec although the cache holds the table")
@@ -121,3 +122,20 @@ def test_schema_from_a_warm_cache_imports_no_pydantic(tmp_path):
     assert runs[0].stdout == runs[1].stdout == dumps()
     assert "PYDANTIC True" in runs[0].stderr  # computed
     assert "PYDANTIC False" in runs[1].stderr  # read back
+
+
+def test_the_block_library_read_from_the_cache_equals_the_parsed_yaml(cache_dir):
+    from archc.compiler import LIBRARY_DIR
+    from archc.spec.loader import load_file, load_shipped
+
+    files = sorted(LIBRARY_DIR.glob("*.yaml"))
+    parsed = [load_file(f) for f in files]
+    for _ in range(2):  # computed and stored, then read back
+        docs = load_shipped(files, "blocks")
+        assert [(d.data, d.source, d.text) for d in docs] == [(d.data, d.source, d.text) for d in parsed]
+        assert [list(d.source.values) for d in docs] == [list(d.source.values) for d in parsed]
+    (stored,) = cache_dir.iterdir()
+    entry = json.loads(stored.read_text())
+    entry["value"] = [{"data": 1}]  # valid JSON of the wrong shape: parsed again
+    stored.write_text(json.dumps(entry))
+    assert [d.data for d in load_shipped(files, "blocks")] == [d.data for d in parsed]

@@ -221,6 +221,51 @@ def test_a_closed_pipe_is_quiet():
     assert "BrokenPipeError" not in result.stderr
 
 
+def test_a_quick_command_ends_the_process_with_all_its_output_written(tmp_path):
+    """validate, summary, ... end with os._exit (no interpreter teardown) after flushing: what
+    they print, to a pipe or a file, is all there, and the exit status is the command's."""
+    spec = str(SPECS / "resnet50.yaml")
+    expected = io.StringIO()
+    with redirect_stdout(expected):
+        assert main(["summary", spec, "--json"]) == 0
+    piped = subprocess.run(
+        [sys.executable, "-m", "archc", "summary", spec, "--json"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert piped.returncode == 0 and piped.stdout == expected.getvalue()
+    assert len(piped.stdout) > 8192  # more than Python buffers: the last part is flushed before the exit
+    with open(tmp_path / "out.json", "w") as handle:
+        done = subprocess.run([sys.executable, "-m", "archc", "summary", spec, "--json"], stdout=handle, cwd=ROOT)
+    assert done.returncode == 0 and (tmp_path / "out.json").read_text() == expected.getvalue()
+    failed = subprocess.run(
+        [sys.executable, "-m", "archc", "validate", spec, str(tmp_path / "missing.yaml")],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert failed.returncode == 1 and "resnet50.yaml: ok" in failed.stdout and "no such file" in failed.stderr
+
+
+@pytest.mark.parametrize(("command", "quick"), [("validate", True), ("draw", True), ("build", False)])
+def test_quick_commands_run_with_fewer_collections_and_the_others_as_python_does(command, quick):
+    code = (
+        "import gc, sys, archc.cli as cli\n"
+        "default = gc.get_threshold()\n"
+        f"cli.COMMANDS[{command!r}] = lambda args: print('GC', gc.get_threshold() == default, gc.get_threshold()[0]) or 0\n"
+        f"cli.main([{command!r}, 'x.yaml'], program=True)\n"
+        "print('RETURNED')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    if quick:  # and the process ended there
+        assert f"GC False {cli_threshold()}" in out.stdout and "RETURNED" not in out.stdout
+    else:
+        assert "GC True" in out.stdout and "RETURNED" in out.stdout
+
+
+def cli_threshold() -> int:
+    import archc.cli
+
+    return archc.cli.QUICK_GC_THRESHOLD
+
+
 # ---- any command line: 0, 1 or 2, never a traceback ---------------------------------------------
 
 WORDS = [

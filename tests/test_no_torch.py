@@ -80,3 +80,34 @@ def test_each_command_imports_only_the_libraries_it_uses(argv, needs, tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert f"HEAVY {sorted(needs)!r}" in out.stdout, out.stdout
+
+
+PLUGINS = """
+import sys
+import archc.cli
+from archc.__main__ import run
+archc.cli.QUICK_EXIT = frozenset()  # return here instead of ending the process
+sys.argv = ["archc", "validate", "-q", "specs/resnet50.yaml"]
+code = run()
+from pydantic.plugin._loader import get_plugins
+print("PLUGINS", code, "importlib.metadata" in sys.modules, list(get_plugins()))
+"""
+
+
+@pytest.mark.parametrize(
+    ("setting", "metadata"),
+    [(None, False), ("__all__", False), ("some_plugin", True)],
+    ids=["unset", "all-off", "one-off"],
+)
+def test_the_command_line_skips_pydantic_plugin_discovery_unless_plugins_are_wanted(setting, metadata):
+    """`python -m archc` turns pydantic's plugins off (its models are internal) and then skips
+    the loader's `importlib.metadata` import; a user's own setting is kept, and with plugins on
+    the real loader runs."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = setting
+    out = subprocess.run([sys.executable, "-c", PLUGINS], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"PLUGINS 0 {metadata} []" in out.stdout, out.stdout

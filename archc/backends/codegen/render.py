@@ -382,7 +382,7 @@ def _generate(spec: Spec, source: str | None) -> str:
         .get_template("module.py.j2")
         .render(
             header=header(spec, source, found),
-            imports=imports(names("".join([*helpers, body]))),
+            imports=imports(used | names("".join(helpers))),  # each helper is whole lines of code
             helpers=helpers,
             body=body,
         )
