@@ -27,9 +27,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from archc.combinators import COMBINATORS
 from archc.compiler import Spec
 from archc.errors import SpecError
 from archc.ir import Node
+from archc.primitives import PRIMITIVES
 
 BYTES_PER_VALUE = 4  # float32
 DEFAULT_FRACTION = 0.5  # of this machine's memory
@@ -101,19 +103,28 @@ def node_cost(node: Node) -> tuple[int, int, int]:
 
 
 def estimate(spec: Spec, batch: int = 1) -> Estimate:
-    """Memory to build `spec` and to run one training forward pass at `batch`."""
-    params, buffers, activations = node_cost(spec.tree)
-    inputs = _elements(spec.input_shape)
-    return Estimate(params, buffers, activations + inputs, batch, working_peak(spec.tree))
+    """Memory to build `spec` and to run one training forward pass at `batch`: one walk of
+    the tree (`node_cost` and `working_peak` in one; `build` runs it before every build)."""
+    params = buffers = activations = working = 0
+    stack = [spec.tree]
+    while stack:
+        node = stack.pop()
+        prim = PRIMITIVES.get(node.kind)
+        if prim is None:
+            activations += COMBINATORS[node.kind].activations(node)
+            stack += node.children
+            continue
+        params += node.param_count
+        buffers += prim.buffer_bytes(node.params, node.in_shape)
+        if prim.new_tensor:
+            activations += _elements(node.out_shape)
+        working = max(working, prim.working_elements(node.params, node.in_shape))
+    return Estimate(params, buffers, activations + _elements(spec.input_shape), batch, working)
 
 
 def working_elements(node: Node) -> int:
     """Elements of the temporaries a primitive allocates while it runs, per sample."""
     return node.primitive.working_elements(node.params, node.in_shape) if node.is_primitive else 0
-
-
-def working_peak(tree: Node) -> int:
-    return max((working_elements(node) for node in tree.walk()), default=0)
 
 
 def _cgroup_limit() -> int | None:
@@ -205,16 +216,13 @@ def check(spec: Spec, limit: int | str | None = "auto", *, batch: int = 1) -> Es
     """Raise ResourceError if building `spec` (and a forward pass at `batch`) needs more than
     `limit` bytes. `limit`: "auto" (half this machine's memory), bytes, a size string like
     "8GiB", or None for no limit. Returns the estimate."""
+    auto = limit == "auto"
     if isinstance(limit, str):
-        if limit == "auto":
-            limit, why = default_limit(), default_limit_reason()
-        else:
-            limit, why = parse_size(limit), "the limit you set"
-    else:
-        why = "the limit you set"
+        limit = default_limit() if auto else parse_size(limit)
     found = estimate(spec, batch)
     if limit is None or found.total_bytes <= limit:
         return found
+    why = default_limit_reason() if auto else "the limit you set"
     largest = _largest(spec.tree, batch)
     where = ""
     if largest is not None and largest.path:

@@ -10,7 +10,7 @@ from benchmarks.config import Config
 from benchmarks.harness import Row, Section, check, log, measure, probe, rounds_for
 from benchmarks.models import spec_path, torchvision_ctor
 
-TARGET = 1.10
+TARGET = 1.05
 
 
 def page_faults(build) -> int:

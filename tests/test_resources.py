@@ -61,6 +61,18 @@ def test_estimate_of_resnet18_matches_the_built_module():
     assert estimate(spec, batch=8).activation_bytes == 8 * found.activation_bytes
 
 
+@pytest.mark.parametrize("name", ["efficientnet_b0", "googlenet", "squeezenet1_0", "convnext_tiny", "densenet121"])
+def test_estimate_sums_every_node_and_takes_the_largest_working_memory(name):
+    """`estimate` walks the tree once; its figures are the per-node definitions summed over the
+    tree (node_cost of the root) and the largest layer's temporaries."""
+    spec = archc.load(name)
+    found = estimate(spec)
+    params, buffers, activations = resources.node_cost(spec.tree)
+    assert (found.params, found.buffer_bytes) == (params, buffers) == (spec.param_count, buffers)
+    assert found.activations == activations + resources._elements(spec.input_shape)
+    assert found.working == max(resources.working_elements(n) for n in spec.tree.walk())
+
+
 def test_estimate_counts_dense_concatenations():
     spec = archc.loads(
         "archc: 1\nname: d\ninput: [2, 4, 4]\nbody:\n"

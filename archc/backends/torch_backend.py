@@ -15,10 +15,11 @@ from torch import nn
 
 from archc.backends import torch_modules
 from archc.backends.torch_modules import Dense, Gate, Parallel, Residual  # noqa: F401 (API)
+from archc.combinators import COMBINATORS
 from archc.compiler import Spec
-from archc.ir import Node
+from archc.ir import Node, splice
 from archc.outputs import MARKER, with_zip_comment
-from archc.primitives import Shape, fmt_shape
+from archc.primitives import PRIMITIVES, Shape, fmt_shape
 
 
 class Frozen:
@@ -134,17 +135,49 @@ class NetworkWithTaps(nn.ModuleDict):
     _piecewise.__annotations__ = {"path": str, "x": torch.Tensor, "found": Dict[str, torch.Tensor], "return": torch.Tensor}  # noqa: UP006
 
 
-def _build(node: Node, kinds: dict[int, str]) -> nn.Module:
-    if node.is_primitive:
-        layer = node.primitive.torch_layer(node.params, node.in_shape)
-        if layer.parameter:  # a tensor its parent registers (the combinators' modules do)
-            return nn.Parameter(getattr(torch, layer.cls)(list(layer.args), **layer.kwargs))
-        cls = getattr(torch_modules, layer.cls) if layer.own else getattr(nn, layer.cls)
-        module = cls(*layer.args, **layer.kwargs)
-        kinds[id(module)] = node.kind
+class _Builder:
+    """One build's walk of the tree: each node's module made once, children before their
+    parent (the order torchvision's constructors allocate, and draw random numbers, in).
+
+    `layers` keeps every primitive's module with its kind and path, in that order (which is
+    the order `named_modules` yields them: leaves, registration order), so `initialise` needs
+    no second walk of the model. Identical primitives (the same settings on the same input
+    shape: the repeated blocks of a stage share them) ask their `torch_layer` once.
+    """
+
+    def __init__(self) -> None:
+        self.layers: list[tuple[nn.Module, str, str]] = []
+        self._made: dict[tuple, tuple] = {}
+
+    def children(self, node: Node) -> OrderedDict:
+        modules = OrderedDict()
+        for child in splice(node.children):
+            modules[child.name] = self.module(child)
+        return modules
+
+    def module(self, node: Node):
+        kind = node.kind
+        prim = PRIMITIVES.get(kind)
+        if prim is None:
+            return COMBINATORS[kind].build(node, self.children(node))
+        key = (kind, id(node.params), node.in_shape)
+        made = self._made.get(key)
+        if made is None:
+            layer = prim.torch_layer(node.params, node.in_shape)
+            if layer.parameter:
+                made = (getattr(torch, layer.cls), list(layer.args), layer.kwargs, True)
+            else:
+                cls = getattr(torch_modules, layer.cls) if layer.own else getattr(nn, layer.cls)
+                made = (cls, layer.args, layer.kwargs, False)
+            self._made[key] = (made, node.params)  # (params kept alive: its id stays unique)
+        else:
+            made = made[0]
+        make, args, kwargs, parameter = made
+        if parameter:  # a tensor its parent registers (the combinators' modules do)
+            return nn.Parameter(make(args, **kwargs))
+        module = make(*args, **kwargs)
+        self.layers.append((module, kind, node.path))
         return module
-    modules = OrderedDict((c.name, _build(c, kinds)) for c in node.registered())
-    return node.combinator.build(node, modules)
 
 
 def uniform_fan_(tensor: torch.Tensor, mode: str = "fan_in") -> torch.Tensor:
@@ -177,12 +210,25 @@ _INITIALISERS = {
 }
 
 
-def initialise(model: nn.Module, spec: Spec, kinds: dict[int, str]) -> None:
-    """Apply the spec's init rules, module by module in registration order (as torchvision does)."""
+def initialise(model: nn.Module, spec: Spec, layers: list[tuple[nn.Module, str, str]] | None = None) -> None:
+    """Apply the spec's init rules, module by module in registration order (as torchvision does).
+
+    `layers` (the build's primitives, in that order: `_Builder.layers`) suffices when every
+    rule is by kind: only primitives have a kind. Rules by path may name any module, so they
+    walk the model."""
     if not spec.init and not spec.init_paths:
         return
-    for path, module in model.named_modules():
-        initialise_module(module, spec, kinds.get(id(module), ""), path=path)
+    if spec.init_paths or layers is None:
+        kinds = {id(module): kind for module, kind, _ in layers or ()}
+        for path, module in model.named_modules():
+            initialise_module(module, spec, kinds.get(id(module), ""), path=path)
+        return
+    by_kind = spec.init
+    with torch.no_grad():
+        for module, kind, _ in layers:
+            rules = by_kind.get(kind)
+            if rules:
+                _apply(module, rules, None)
 
 
 def initialise_module(
@@ -191,11 +237,16 @@ def initialise_module(
     """Apply the spec's init rules for a layer of `kind` at `path` to its tensors (only those
     in `tensors` when given); tensors without a rule keep what they have."""
     with torch.no_grad():
-        for tensor_name, rule in spec.init_for(kind, path).items():
-            tensor = getattr(module, tensor_name, None)
-            if tensor is None or rule.kind == "default" or (tensors is not None and tensor_name not in tensors):
-                continue
-            _INITIALISERS[rule.kind](tensor, **rule.args)
+        _apply(module, spec.init_for(kind, path), tensors)
+
+
+def _apply(module: nn.Module, rules: dict, tensors: set[str] | None) -> None:
+    """Each rule (tensor name -> InitRule) on the module's tensor of that name, if it has one."""
+    for tensor_name, rule in rules.items():
+        tensor = getattr(module, tensor_name, None)
+        if tensor is None or rule.kind == "default" or (tensors is not None and tensor_name not in tensors):
+            continue
+        _INITIALISERS[rule.kind](tensor, **rule.args)
 
 
 def module_kinds(model: nn.Module, spec: Spec) -> dict[str, str]:
@@ -210,8 +261,8 @@ def build(spec: Spec, *, seed: int | None = None) -> nn.Module:
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        kinds: dict[int, str] = {}
-        modules = OrderedDict((c.name, _build(c, kinds)) for c in spec.tree.registered())
+        builder = _Builder()
+        modules = builder.children(spec.tree)
         if spec.taps:
             returns = [(key, node.path) for key, node in spec.output_nodes().items()]
             model = NetworkWithTaps(modules, {n.name: n.head.source for n in spec.heads}, returns)
@@ -220,7 +271,7 @@ def build(spec: Spec, *, seed: int | None = None) -> nn.Module:
             model = NetworkWithHeads(modules, sources, [n.name for n in spec.head_order()], outputs_type(spec))
         else:
             model = Network(modules)
-        initialise(model, spec, kinds)
+        initialise(model, spec, builder.layers)
     freeze(model, spec.frozen)
     return model
 
