@@ -24,10 +24,10 @@ class _NoPlugins(types.ModuleType):
     def __getattr__(self, name: str):
         if name.startswith("__"):  # the import system's questions (__path__: not a package)
             raise AttributeError(name)
-        import importlib
-
         del sys.modules[PLUGIN_LOADER]
-        return getattr(importlib.import_module(PLUGIN_LOADER), name)
+        from pydantic.plugin import _loader  # the real one, now that the stand-in is gone
+
+        return getattr(_loader, name)
 
 
 def run() -> int:
