@@ -174,6 +174,7 @@ class Expander:
         self.stage_blocks = 0
         self.total_blocks = total_blocks
         self.position_reads = 0  # expressions evaluated that read block_id or total_blocks
+        self.provisional_copies = 0  # first pass: blocks that read their position, copied (Stage.expand)
         self.count = 0
         self.heads_at: tuple | None = None  # the path of the model's body: where heads may be
         self.depth = 0  # layers being expanded, outermost first
@@ -614,18 +615,33 @@ def refuse_branching(nodes: list[Node], where: str) -> None:
             )
 
 
+def _pass(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | None, total: int | None, copy_all: bool = True):
+    expander = Expander(defaults, total_blocks=total)
+    expander.heads_at = path
+    if not copy_all:
+        expander.reuse_repeats = False
+    return expander, COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
+
+
 def expand(body: Any, path: tuple, scope: Scope, shape: Shape, defaults: dict | None = None) -> Node:
     with gcpause.paused(keep=True):  # a tree of many live objects and no cycles (see archc.gcpause)
-        expander = Expander(defaults)
-        expander.heads_at = path
-        root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
+        expander, root = _pass(body, path, scope, shape, defaults, None)
         if expander.position_reads:
             # A block read its position: expand again, now knowing how many stage blocks the
             # network has (the first pass gave each block a provisional total, `block_id + 2`,
-            # and counted them).
-            total = expander.stage_blocks
-            expander = Expander(defaults, total_blocks=total)
-            root = COMBINATORS["seq"].expand(expander, body, path, "", scope, shape)
+            # and counted them, copying a stage's repeated blocks even when they read it).
+            first, total = expander, expander.stage_blocks
+            try:
+                expander, root = _pass(body, path, scope, shape, defaults, total)
+            except SpecError:
+                if not first.provisional_copies:
+                    raise
+                expander = None
+            if first.provisional_copies and (expander is None or expander.stage_blocks != total):
+                # a copied block's own stages depended on its position, so the count was off
+                # (and the values made from it may be out of range): count with every block expanded
+                total = _pass(body, path, scope, shape, defaults, None, copy_all=False)[0].stage_blocks
+                expander, root = _pass(body, path, scope, shape, defaults, total)
             if expander.stage_blocks != total:  # a stage's depth read total_blocks
                 raise scope.error("the number of stage blocks depends on total_blocks", path)
         root.location, root.field_path = scope.here(path)

@@ -285,6 +285,40 @@ def test_block_position_names_are_reserved_and_scoped(write_spec):
         archc.loads(outside)
 
 
+NESTED_POSITION_SPEC = """archc: 1
+name: nested
+input: [3, 8, 8]
+blocks:
+  leaf:
+    params: {}
+    body: {stochastic_depth: "${block_id / total_blocks}"}
+  outer:
+    params: {inner: 2}
+    body: {stage: {block: leaf, depth: "${inner}"}}
+body:
+  s: {stage: {block: outer, depth: 3, inner: 2}}
+  t: {stage: {block: leaf, depth: 2}}
+"""
+
+
+@pytest.mark.parametrize("inner", ["2", '"${1 + block_id // 2}"'])
+def test_copied_stage_blocks_count_the_stage_blocks_inside_them(monkeypatch, inner):
+    """A stage copies its repeated blocks (in the first pass even those that read their
+    position, which only counts them); a copy counts the blocks of its own stages, so every
+    block_id and total_blocks is what a full expansion of every block gives, also when the
+    depth of a block's stage depends on its position (the count is then taken again)."""
+    from archc.expand import Expander
+
+    text = NESTED_POSITION_SPEC.replace("depth: 3, inner: 2", f"depth: 3, inner: {inner}")
+    fast = archc.loads(text)
+    monkeypatch.setattr(Expander, "reuse_repeats", False)
+    slow = archc.loads(text)
+    assert fast.tree == slow.tree
+    rates = [n.params.p for n in fast.tree.walk() if n.kind == "stochastic_depth"]
+    total = len(rates) + 3  # the outer blocks count too
+    assert rates[-1] == (total - 1) / total
+
+
 def test_a_depth_reading_total_blocks_is_refused():
     from archc.errors import SpecError
 

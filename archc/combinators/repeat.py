@@ -50,7 +50,9 @@ class Stage(Seq):
         spec, block, args = repeat(x, raw, path, scope, "stage")
         children = []
         rest = args if "stride" not in args else {**args, "stride": 1}  # blocks after the first
-        last = None  # (args, in_shape, node, nodes counted, read its position) of the last block expanded in full
+        # (args, in_shape, node, nodes counted, read its position, stage blocks inside it) of
+        # the last block expanded in full
+        last = None
         for i in range(spec.depth):
             block_args = args if i == 0 else rest
             child_name = spec.names.format(i=spec.start + i)
@@ -61,22 +63,27 @@ class Stage(Seq):
             position = x.position()
             if (
                 x.reuse_repeats and last is not None and last[0] is block_args
-                and last[1] == shape and x.count + last[3] <= MAX_NODES and not last[4]
+                and last[1] == shape and x.count + last[3] <= MAX_NODES
+                and (not last[4] or x.total_blocks is None)
             ):  # fmt: skip
                 # Fast path: the same arguments on the same input shape expand to the same
                 # subtree (expansion is a pure function of block, arguments, shape and scope),
                 # so copy it instead of expanding it again; only the block's own name differs.
+                # A block that read its position is copied only in the first pass, which only
+                # counts the stage blocks (archc.expand.expand): the second expands each in full.
                 child = last[2].clone()
                 child.name = child_name
                 x.count += last[3]  # (a copy of a block refuse_branching has passed)
+                x.stage_blocks += last[5]  # its own stages' blocks: later block_ids count them
+                x.provisional_copies += last[4]
             else:
-                before, reads = x.count, x.position_reads
+                before, reads, stages = x.count, x.position_reads, x.stage_blocks
                 # the arguments may read the block's position too (`sd: ${0.2 * block_id / total_blocks}`)
                 here = replace(scope, env=x.with_position(scope.env, position))
                 child = x.block(block, block_args, path, child_name, here, shape, position)
                 child.location, child.field_path = scope.here(path)
                 # a block that read its position differs from the next: expand each in full
-                last = (block_args, shape, child, x.count - before, x.position_reads != reads)
+                last = (block_args, shape, child, x.count - before, x.position_reads != reads, x.stage_blocks - stages)
                 refuse_branching([child], "a stage")
             children.append(child)
             shape = child.out_shape
