@@ -89,24 +89,12 @@ def _elements(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
 
-def node_cost(node: Node) -> tuple[int, int, int]:
-    """(parameter elements, buffer bytes, activation elements per sample) of a node's subtree."""
-    if node.is_primitive:
-        prim = node.primitive
-        buffers = prim.buffer_bytes(node.params, node.in_shape)
-        return node.param_count, buffers, _elements(node.out_shape) if prim.new_tensor else 0
-    params = buffers = activations = 0
-    for child in node.children:
-        p, b, a = node_cost(child)
-        params, buffers, activations = params + p, buffers + b, activations + a
-    return params, buffers, activations + node.combinator.activations(node)
-
-
-def estimate(spec: Spec, batch: int = 1) -> Estimate:
-    """Memory to build `spec` and to run one training forward pass at `batch`: one walk of
-    the tree (`node_cost` and `working_peak` in one; `build` runs it before every build)."""
+def _costs(node: Node) -> tuple[int, int, int, int]:
+    """(parameter elements, buffer bytes, activation elements per sample, the largest
+    primitive's temporaries per sample) of a node's subtree, in one walk (`build` runs it
+    before every build)."""
     params = buffers = activations = working = 0
-    stack = [spec.tree]
+    stack = [node]
     while stack:
         node = stack.pop()
         prim = PRIMITIVES.get(node.kind)
@@ -119,6 +107,17 @@ def estimate(spec: Spec, batch: int = 1) -> Estimate:
         if prim.new_tensor:
             activations += _elements(node.out_shape)
         working = max(working, prim.working_elements(node.params, node.in_shape))
+    return params, buffers, activations, working
+
+
+def node_cost(node: Node) -> tuple[int, int, int]:
+    """(parameter elements, buffer bytes, activation elements per sample) of a node's subtree."""
+    return _costs(node)[:3]
+
+
+def estimate(spec: Spec, batch: int = 1) -> Estimate:
+    """Memory to build `spec` and to run one training forward pass at `batch`."""
+    params, buffers, activations, working = _costs(spec.tree)
     return Estimate(params, buffers, activations + _elements(spec.input_shape), batch, working)
 
 

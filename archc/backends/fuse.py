@@ -26,7 +26,7 @@ the parity specs). The unfused model is never modified.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -51,32 +51,32 @@ class Fusion:
 
 @dataclass(frozen=True)
 class Epilogue:
-    """An activation oneDNN applies to a layer's output in place: its module, and oneDNN's name
-    and scalars for it (`EPILOGUES`)."""
+    """An activation oneDNN applies to a layer's output in place: its module and function, and
+    oneDNN's name and scalars for it (`EPILOGUES`)."""
 
     module: type[nn.Module]
+    function: Callable[[torch.Tensor], torch.Tensor]
     onednn: str
     scalars: tuple[float, ...] = ()
 
     def algorithm(self, module: nn.Module | None) -> str:
+        """oneDNN's algorithm argument: GELU's approximation ("none" or "tanh"), else empty."""
         return getattr(module, "approximate", "none") if self.onednn == "gelu" else ""
 
     def eager(self, x: torch.Tensor, algorithm: str) -> torch.Tensor:
         if self.onednn == "gelu":
             return F.gelu(x, approximate=algorithm)
-        return _EAGER[self.onednn](x)
+        return self.function(x)
 
-
-_EAGER = {"relu": F.relu, "hardtanh": F.relu6, "swish": F.silu, "hardswish": F.hardswish}
 
 # The activations a convolution or linear layer can run in its epilogue, by archc kind. Each is
 # exact in oneDNN up to float rounding (ReLU6 is oneDNN's hardtanh between 0 and 6).
 EPILOGUES: dict[str, Epilogue] = {
-    "relu": Epilogue(nn.ReLU, "relu"),
-    "relu6": Epilogue(nn.ReLU6, "hardtanh", (0.0, 6.0)),
-    "silu": Epilogue(nn.SiLU, "swish"),
-    "hardswish": Epilogue(nn.Hardswish, "hardswish"),
-    "gelu": Epilogue(nn.GELU, "gelu"),
+    "relu": Epilogue(nn.ReLU, F.relu, "relu"),
+    "relu6": Epilogue(nn.ReLU6, F.relu6, "hardtanh", (0.0, 6.0)),
+    "silu": Epilogue(nn.SiLU, F.silu, "swish"),
+    "hardswish": Epilogue(nn.Hardswish, F.hardswish, "hardswish"),
+    "gelu": Epilogue(nn.GELU, F.gelu, "gelu"),
 }
 _EPILOGUE_KIND = {e.module: kind for kind, e in EPILOGUES.items()}
 
@@ -192,10 +192,9 @@ class _Packed:
             )
         self.activation = activation
         if activation == "none":
-            algorithm = ""
-        self.algorithm = algorithm or (
-            EPILOGUES[activation].algorithm(None) if activation != "none" else ""
-        )
+            self.algorithm = ""
+        else:
+            self.algorithm = algorithm or EPILOGUES[activation].algorithm(None)
         self.folded = folded
         self.prepack = prepack
         self._packed: tuple | None = None  # (weight version key, packed weight)
